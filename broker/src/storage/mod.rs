@@ -1,0 +1,1 @@
+//! Shard logs on disk.

@@ -1,0 +1,587 @@
+//! The record batch: the unit a producer sends, the broker stores verbatim in
+//! a segment and a consumer fetches. The broker only patches `base_offset`,
+//! which is why the checksum starts after it.
+//!
+//! ```text
+//! batch header (56 bytes, little-endian)
+//! +0  u64 base_offset        assigned by the broker; not under the CRC
+//! +8  u32 length             bytes after this field (batch size - 12)
+//! +12 u32 crc32c             over bytes 16..end (Castagnoli)
+//! +16 u16 magic              0x5347 ("GS" on disk)
+//! +18 u8  version            1
+//! +19 u8  flags              0; no flag is defined yet
+//! +20 u32 record_count       >= 1
+//! +24 i64 first_timestamp_ms
+//! +32 i64 max_timestamp_ms
+//! +40 u64 producer_id        0: not idempotent
+//! +48 u64 base_sequence      producer's sequence of the first record
+//! +56 records
+//!
+//! record
+//! +0  u32 record_len         bytes after this field
+//! +4  u32 offset_delta       index of the record in the batch (dense)
+//! +8  i32 timestamp_delta_ms from first_timestamp_ms
+//! +12 u32 key_len            0xFFFF_FFFF: no key
+//!     key bytes
+//!     u32 value_len, value bytes
+//!     u16 header_count, then per header: u16 name_len, UTF-8 name,
+//!         u32 value_len, value bytes
+//! ```
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::DecodeError;
+
+pub const BATCH_HEADER_BYTES: usize = 56;
+pub const BATCH_MAGIC: u16 = 0x5347;
+pub const BATCH_VERSION: u8 = 1;
+/// Bytes before the CRC-covered region: base offset, length, crc.
+pub const BATCH_PREFIX_BYTES: usize = 12;
+const CRC_START: usize = 16;
+pub const RECORD_OVERHEAD_BYTES: usize = 4 + 4 + 4 + 4 + 4 + 2;
+/// Hard ceiling on one batch; brokers configure a lower `max_batch_bytes`.
+pub const MAX_BATCH_BYTES: usize = 32 << 20;
+pub const MAX_RECORDS_PER_BATCH: usize = 1 << 21;
+pub const MAX_HEADERS_PER_RECORD: usize = 64;
+const NO_KEY: u32 = u32::MAX;
+
+const _: () = assert!(BATCH_HEADER_BYTES == 56);
+const _: () = assert!(MAX_BATCH_BYTES < crate::frame::MAX_FRAME_BYTES);
+// The byte limit binds before the record-count limit can.
+const _: () = assert!(MAX_RECORDS_PER_BATCH * RECORD_OVERHEAD_BYTES > MAX_BATCH_BYTES);
+
+/// The fixed header of a batch, read from bytes that passed `validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    /// Whole batch size in bytes, header included.
+    pub size: usize,
+    pub crc: u32,
+    pub record_count: u32,
+    pub first_timestamp_ms: i64,
+    pub max_timestamp_ms: i64,
+    pub producer_id: u64,
+    pub base_sequence: u64,
+}
+
+impl BatchHeader {
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count) - 1
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count)
+    }
+
+    pub fn last_sequence(&self) -> u64 {
+        self.base_sequence + u64::from(self.record_count) - 1
+    }
+}
+
+fn le_u16(buf: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(buf[at..at + 2].try_into().expect("2 bytes"))
+}
+fn le_u32(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+}
+fn le_u64(buf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The size of the batch at the front of `buf`, from its length field, if
+/// the prefix is there. Bounded by `max_batch_bytes`.
+pub fn peek_size(buf: &[u8], max_batch_bytes: usize) -> Result<Option<usize>, DecodeError> {
+    if buf.len() < BATCH_PREFIX_BYTES {
+        return Ok(None);
+    }
+    let size = le_u32(buf, 8) as usize + BATCH_PREFIX_BYTES;
+    if size > max_batch_bytes {
+        return Err(DecodeError::LengthTooLarge {
+            len: size,
+            max: max_batch_bytes,
+        });
+    }
+    if size < BATCH_HEADER_BYTES {
+        return Err(DecodeError::InvalidValue {
+            field: "batch length",
+            value: size as u64,
+        });
+    }
+    Ok(Some(size))
+}
+
+/// Checks the batch at the front of `buf`: bounds, magic, version, CRC and
+/// every record's framing. Returns its header; the batch is `header.size`
+/// bytes and anything after it is not looked at.
+pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, DecodeError> {
+    let size = match peek_size(buf, max_batch_bytes)? {
+        Some(size) => size,
+        None => {
+            return Err(DecodeError::UnexpectedEof {
+                offset: 0,
+                need: BATCH_PREFIX_BYTES,
+                have: buf.len(),
+            })
+        }
+    };
+    if buf.len() < size {
+        return Err(DecodeError::UnexpectedEof {
+            offset: 0,
+            need: size,
+            have: buf.len(),
+        });
+    }
+    let batch = &buf[..size];
+    let magic = le_u16(batch, 16);
+    if magic != BATCH_MAGIC {
+        return Err(DecodeError::BadMagic { found: magic });
+    }
+    if batch[18] != BATCH_VERSION {
+        return Err(DecodeError::UnsupportedBatchVersion { found: batch[18] });
+    }
+    let stored = le_u32(batch, 12);
+    let computed = crc32c::crc32c(&batch[CRC_START..]);
+    if stored != computed {
+        return Err(DecodeError::ChecksumMismatch { stored, computed });
+    }
+    if batch[19] != 0 {
+        return Err(DecodeError::InvalidValue {
+            field: "batch flags",
+            value: u64::from(batch[19]),
+        });
+    }
+    let header = read_header(batch);
+    if header.record_count == 0 || header.record_count as usize > MAX_RECORDS_PER_BATCH {
+        return Err(DecodeError::InvalidValue {
+            field: "record_count",
+            value: u64::from(header.record_count),
+        });
+    }
+    let mut walked = 0u32;
+    let mut pos = BATCH_HEADER_BYTES;
+    while pos < size {
+        let record = parse_record(batch, pos, header.first_timestamp_ms)?;
+        if record.offset_delta != walked {
+            return Err(DecodeError::InvalidValue {
+                field: "offset_delta",
+                value: u64::from(record.offset_delta),
+            });
+        }
+        walked += 1;
+        pos = record.end;
+    }
+    if walked != header.record_count {
+        return Err(DecodeError::InvalidValue {
+            field: "record_count",
+            value: u64::from(header.record_count),
+        });
+    }
+    Ok(header)
+}
+
+/// Reads the header fields of a batch without checking anything: only for
+/// bytes that already passed `validate` (or the first 56 bytes of one).
+pub fn read_header(batch: &[u8]) -> BatchHeader {
+    assert!(batch.len() >= BATCH_HEADER_BYTES, "batch header truncated");
+    BatchHeader {
+        base_offset: le_u64(batch, 0),
+        size: le_u32(batch, 8) as usize + BATCH_PREFIX_BYTES,
+        crc: le_u32(batch, 12),
+        record_count: le_u32(batch, 20),
+        first_timestamp_ms: le_u64(batch, 24) as i64,
+        max_timestamp_ms: le_u64(batch, 32) as i64,
+        producer_id: le_u64(batch, 40),
+        base_sequence: le_u64(batch, 48),
+    }
+}
+
+/// Writes the broker-assigned base offset into a batch (outside the CRC).
+pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
+    batch[0..8].copy_from_slice(&base_offset.to_le_bytes());
+}
+
+struct RawRecord {
+    offset_delta: u32,
+    timestamp_ms: i64,
+    key: Option<(usize, usize)>,
+    value: (usize, usize),
+    headers_at: usize,
+    header_count: u16,
+    end: usize,
+}
+
+fn need(batch: &[u8], pos: usize, len: usize, end: usize) -> Result<(), DecodeError> {
+    if pos.checked_add(len).is_none_or(|stop| stop > end) {
+        return Err(DecodeError::UnexpectedEof {
+            offset: pos,
+            need: len,
+            have: end.saturating_sub(pos).min(batch.len()),
+        });
+    }
+    Ok(())
+}
+
+fn parse_record(batch: &[u8], start: usize, first_ts: i64) -> Result<RawRecord, DecodeError> {
+    need(batch, start, 4, batch.len())?;
+    let record_len = le_u32(batch, start) as usize;
+    let end = start + 4 + record_len;
+    need(batch, start, 4 + record_len, batch.len())?;
+    let mut pos = start + 4;
+    need(batch, pos, 12, end)?;
+    let offset_delta = le_u32(batch, pos);
+    let timestamp_ms = first_ts.wrapping_add(i64::from(le_u32(batch, pos + 4) as i32));
+    let key_len = le_u32(batch, pos + 8);
+    pos += 12;
+    let key = if key_len == NO_KEY {
+        None
+    } else {
+        need(batch, pos, key_len as usize, end)?;
+        let key = (pos, key_len as usize);
+        pos += key_len as usize;
+        Some(key)
+    };
+    need(batch, pos, 4, end)?;
+    let value_len = le_u32(batch, pos) as usize;
+    pos += 4;
+    need(batch, pos, value_len, end)?;
+    let value = (pos, value_len);
+    pos += value_len;
+    need(batch, pos, 2, end)?;
+    let header_count = le_u16(batch, pos);
+    pos += 2;
+    if usize::from(header_count) > MAX_HEADERS_PER_RECORD {
+        return Err(DecodeError::TooManyElements {
+            count: usize::from(header_count),
+            max: MAX_HEADERS_PER_RECORD,
+        });
+    }
+    let headers_at = pos;
+    for _ in 0..header_count {
+        need(batch, pos, 2, end)?;
+        let name_len = usize::from(le_u16(batch, pos));
+        pos += 2;
+        need(batch, pos, name_len, end)?;
+        if std::str::from_utf8(&batch[pos..pos + name_len]).is_err() {
+            return Err(DecodeError::InvalidUtf8);
+        }
+        pos += name_len;
+        need(batch, pos, 4, end)?;
+        let value_len = le_u32(batch, pos) as usize;
+        pos += 4;
+        need(batch, pos, value_len, end)?;
+        pos += value_len;
+    }
+    if pos != end {
+        return Err(DecodeError::TrailingBytes { extra: end - pos });
+    }
+    Ok(RawRecord {
+        offset_delta,
+        timestamp_ms,
+        key,
+        value,
+        headers_at,
+        header_count,
+        end,
+    })
+}
+
+/// One event as read back from a batch; all fields are zero-copy slices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl Record {
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header == name)
+            .map(|(_, value)| value)
+    }
+}
+
+/// A validated batch and its records.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub header: BatchHeader,
+    bytes: Bytes,
+}
+
+impl Batch {
+    /// Validates the batch at the front of `bytes`; the rest is ignored.
+    pub fn parse(bytes: &Bytes, max_batch_bytes: usize) -> Result<Batch, DecodeError> {
+        let header = validate(bytes, max_batch_bytes)?;
+        Ok(Batch {
+            header,
+            bytes: bytes.slice(..header.size),
+        })
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        let mut out = Vec::with_capacity(self.header.record_count as usize);
+        let mut pos = BATCH_HEADER_BYTES;
+        while pos < self.bytes.len() {
+            let raw = parse_record(&self.bytes, pos, self.header.first_timestamp_ms)
+                .expect("records of a validated batch parse");
+            out.push(self.materialize(&raw));
+            pos = raw.end;
+        }
+        out
+    }
+
+    fn materialize(&self, raw: &RawRecord) -> Record {
+        let slice = |(at, len): (usize, usize)| self.bytes.slice(at..at + len);
+        let mut headers = Vec::with_capacity(usize::from(raw.header_count));
+        let mut pos = raw.headers_at;
+        for _ in 0..raw.header_count {
+            let name_len = usize::from(le_u16(&self.bytes, pos));
+            let name = std::str::from_utf8(&self.bytes[pos + 2..pos + 2 + name_len])
+                .expect("validated UTF-8")
+                .to_owned();
+            pos += 2 + name_len;
+            let value_len = le_u32(&self.bytes, pos) as usize;
+            headers.push((name, slice((pos + 4, value_len))));
+            pos += 4 + value_len;
+        }
+        Record {
+            offset: self.header.base_offset + u64::from(raw.offset_delta),
+            timestamp_ms: raw.timestamp_ms,
+            key: raw.key.map(slice),
+            value: slice(raw.value),
+            headers,
+        }
+    }
+}
+
+/// Splits a run of concatenated batches (a fetch response, a segment range)
+/// into validated batches. Stops with an error at the first bad one.
+pub fn split_batches(bytes: &Bytes, max_batch_bytes: usize) -> Result<Vec<Batch>, DecodeError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let rest = bytes.slice(pos..);
+        let batch = Batch::parse(&rest, max_batch_bytes)?;
+        pos += batch.header.size;
+        out.push(batch);
+    }
+    Ok(out)
+}
+
+/// Builds a batch on the producer side.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: BytesMut,
+    record_count: u32,
+    first_timestamp_ms: i64,
+    max_timestamp_ms: i64,
+}
+
+impl BatchBuilder {
+    pub fn new(producer_id: u64, base_sequence: u64) -> BatchBuilder {
+        let mut buf = BytesMut::with_capacity(4096);
+        buf.put_bytes(0, BATCH_HEADER_BYTES);
+        buf[40..48].copy_from_slice(&producer_id.to_le_bytes());
+        buf[48..56].copy_from_slice(&base_sequence.to_le_bytes());
+        BatchBuilder {
+            buf,
+            record_count: 0,
+            first_timestamp_ms: 0,
+            max_timestamp_ms: i64::MIN,
+        }
+    }
+
+    pub fn record_count(&self) -> u32 {
+        self.record_count
+    }
+
+    pub fn size(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.record_count == 0
+    }
+
+    /// Bytes one record will take in the batch.
+    pub fn record_size(key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[u8])]) -> usize {
+        4 + 4
+            + 4
+            + 4
+            + key.map_or(0, <[u8]>::len)
+            + 4
+            + value.len()
+            + 2
+            + headers
+                .iter()
+                .map(|(name, value)| 2 + name.len() + 4 + value.len())
+                .sum::<usize>()
+    }
+
+    /// Appends one record. Panics on inputs the format cannot hold (more than
+    /// `MAX_HEADERS_PER_RECORD` headers, a header name over 64 KiB, a
+    /// timestamp more than 24 days from the first); callers check limits.
+    pub fn push(
+        &mut self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &[u8])],
+    ) {
+        assert!(headers.len() <= MAX_HEADERS_PER_RECORD, "too many headers");
+        if self.record_count == 0 {
+            self.first_timestamp_ms = timestamp_ms;
+        }
+        let delta = i32::try_from(timestamp_ms - self.first_timestamp_ms)
+            .expect("timestamps in one batch lie within 24 days");
+        self.max_timestamp_ms = self.max_timestamp_ms.max(timestamp_ms);
+        let size = Self::record_size(key, value, headers);
+        self.buf.reserve(size);
+        self.buf.put_u32_le((size - 4) as u32);
+        self.buf.put_u32_le(self.record_count);
+        self.buf.put_i32_le(delta);
+        match key {
+            Some(key) => {
+                self.buf.put_u32_le(key.len() as u32);
+                self.buf.put_slice(key);
+            }
+            None => self.buf.put_u32_le(NO_KEY),
+        }
+        self.buf.put_u32_le(value.len() as u32);
+        self.buf.put_slice(value);
+        self.buf.put_u16_le(headers.len() as u16);
+        for (name, value) in headers {
+            let name_len = u16::try_from(name.len()).expect("header name fits u16");
+            self.buf.put_u16_le(name_len);
+            self.buf.put_slice(name.as_bytes());
+            self.buf.put_u32_le(value.len() as u32);
+            self.buf.put_slice(value);
+        }
+        self.record_count += 1;
+    }
+
+    /// Seals the batch: fills the header and computes the CRC.
+    pub fn finish(mut self) -> Bytes {
+        assert!(self.record_count > 0, "a batch needs at least one record");
+        let len = (self.buf.len() - BATCH_PREFIX_BYTES) as u32;
+        self.buf[8..12].copy_from_slice(&len.to_le_bytes());
+        self.buf[16..18].copy_from_slice(&BATCH_MAGIC.to_le_bytes());
+        self.buf[18] = BATCH_VERSION;
+        self.buf[19] = 0;
+        self.buf[20..24].copy_from_slice(&self.record_count.to_le_bytes());
+        self.buf[24..32].copy_from_slice(&self.first_timestamp_ms.to_le_bytes());
+        self.buf[32..40].copy_from_slice(&self.max_timestamp_ms.to_le_bytes());
+        let crc = crc32c::crc32c(&self.buf[CRC_START..]);
+        self.buf[12..16].copy_from_slice(&crc.to_le_bytes());
+        self.buf.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Bytes {
+        let mut builder = BatchBuilder::new(7, 100);
+        builder.push(1_000, Some(b"k1"), b"hello", &[("type", b"click")]);
+        builder.push(1_005, None, b"world", &[]);
+        builder.finish()
+    }
+
+    #[test]
+    fn golden_bytes() {
+        let mut builder = BatchBuilder::new(1, 2);
+        builder.push(10, Some(b"k"), b"v", &[]);
+        let bytes = builder.finish();
+        let expected: Vec<u8> = [
+            &0u64.to_le_bytes()[..],          // base offset
+            &(56u32 + 24 - 12).to_le_bytes(), // length
+            &[0; 4],                          // crc, patched below
+            &[0x47, 0x53, 1, 0],              // magic, version, flags
+            &1u32.to_le_bytes(),              // record count
+            &10i64.to_le_bytes(),             // first timestamp
+            &10i64.to_le_bytes(),             // max timestamp
+            &1u64.to_le_bytes(),              // producer id
+            &2u64.to_le_bytes(),              // base sequence
+            &20u32.to_le_bytes(),             // record length
+            &0u32.to_le_bytes(),              // offset delta
+            &0i32.to_le_bytes(),              // timestamp delta
+            &1u32.to_le_bytes(),              // key length
+            b"k",
+            &1u32.to_le_bytes(), // value length
+            b"v",
+            &0u16.to_le_bytes(), // header count
+        ]
+        .concat();
+        assert_eq!(bytes.len(), expected.len());
+        assert_eq!(&bytes[..12], &expected[..12]);
+        assert_eq!(&bytes[16..], &expected[16..]);
+        let crc = crc32c::crc32c(&expected[16..]);
+        assert_eq!(&bytes[12..16], &crc.to_le_bytes());
+    }
+
+    #[test]
+    fn round_trip_records() {
+        let bytes = sample();
+        let batch = Batch::parse(&bytes, MAX_BATCH_BYTES).unwrap();
+        assert_eq!(batch.header.record_count, 2);
+        assert_eq!(batch.header.producer_id, 7);
+        assert_eq!(batch.header.base_sequence, 100);
+        assert_eq!(batch.header.max_timestamp_ms, 1_005);
+        let records = batch.records();
+        assert_eq!(records[0].key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(
+            records[0].header("type").map(|v| &v[..]),
+            Some(&b"click"[..])
+        );
+        assert_eq!(records[1].offset, 1);
+        assert_eq!(records[1].timestamp_ms, 1_005);
+        assert_eq!(records[1].key, None);
+    }
+
+    #[test]
+    fn base_offset_is_outside_the_checksum() {
+        let mut bytes = BytesMut::from(&sample()[..]);
+        set_base_offset(&mut bytes, 12_345);
+        let header = validate(&bytes, MAX_BATCH_BYTES).unwrap();
+        assert_eq!(header.base_offset, 12_345);
+        assert_eq!(header.last_offset(), 12_346);
+    }
+
+    #[test]
+    fn every_flipped_byte_after_the_offset_is_rejected() {
+        let bytes = sample();
+        for at in 8..bytes.len() {
+            let mut corrupt = bytes.to_vec();
+            corrupt[at] ^= 0x40;
+            assert!(
+                validate(&corrupt, MAX_BATCH_BYTES).is_err(),
+                "flip at byte {at} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_batch_is_rejected() {
+        let bytes = sample();
+        for len in 0..bytes.len() {
+            assert!(validate(&bytes[..len], MAX_BATCH_BYTES).is_err());
+        }
+    }
+
+    #[test]
+    fn split_batches_walks_a_run() {
+        let mut run = BytesMut::new();
+        run.extend_from_slice(&sample());
+        run.extend_from_slice(&sample());
+        let batches = split_batches(&run.freeze(), MAX_BATCH_BYTES).unwrap();
+        assert_eq!(batches.len(), 2);
+    }
+}

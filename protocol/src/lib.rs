@@ -1,0 +1,41 @@
+//! The Surge wire format. Pure: no sockets, no runtime, no allocation that a
+//! length from the wire has not been checked for first.
+//!
+//! # Layout
+//!
+//! - `frame`: the length-prefixed envelope (request and response headers),
+//!   check-then-parse, frame-level errors.
+//! - `codec`: bounded `Reader`, chunked `Writer`, the `Wire` trait and the
+//!   macros that declare message structs and enums.
+//! - `batch`: the record batch stored on disk and sent on the wire verbatim.
+//! - `api`: API keys and version ranges; one module per request family:
+//!   `handshake`, `stream` (create/delete/list/describe, metadata),
+//!   `produce`, `fetch`, `offsets`, `group`.
+//! - `routing`: the key hash and initial hash ranges.
+//! - `error`: the wire `ErrorCode` and `DecodeError`.
+
+pub mod api;
+pub mod batch;
+pub mod codec;
+pub mod error;
+pub mod fetch;
+pub mod frame;
+pub mod group;
+pub mod handshake;
+pub mod offsets;
+pub mod produce;
+pub mod routing;
+pub mod stream;
+
+pub use api::{ApiKey, Request};
+pub use codec::{Reader, Wire, Writer};
+pub use error::{DecodeError, ErrorCode};
+
+/// Stream, group and member names: 1..=255 bytes of `[A-Za-z0-9._-]`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+}
