@@ -1,9 +1,29 @@
-//! The Surge broker library.
+//! The Surge broker library: everything the `surge` binary runs.
 //!
 //! # Layout
 //!
+//! - `config`: layered configuration (defaults, TOML, `SURGE_*`, flags).
+//! - `broker`: the shared state of one running broker.
 //! - `storage`: segment files, indexes, the shard log, recovery, retention.
-//! - `groups`: consumer-group membership, assignment and committed offsets.
+//! - `shard`: one owner thread per shard: group commit, flush timer.
+//! - `topology`: stream and shard metadata, hash ranges, epochs.
+//! - `streams`: the registry of live streams and their shards.
+//! - `groups`: consumer-group membership, assignment, committed offsets.
+//! - `server`: TCP listener, connections, request dispatch.
+//! - `fsutil`, `clock`: crash-safe file writes, wall-clock time.
 
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod fsutil;
 pub mod groups;
+pub mod server;
+pub mod shard;
 pub mod storage;
+pub mod streams;
+pub mod topology;
+
+pub use broker::Broker;
+pub use config::BrokerConfig;
+pub use error::BrokerError;

@@ -43,8 +43,8 @@ wire_enum! {
 }
 
 wire_struct! {
-    /// A stream's settings. Zero in a limit means "broker default" on create
-    /// and "unlimited" for retention.
+    /// A stream's settings. On create, zero means "the broker's default";
+    /// a retention of `u64::MAX` means unlimited.
     pub struct StreamConfig {
         pub shard_count: u32,
         pub durability: Durability,

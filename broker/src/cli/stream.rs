@@ -1,0 +1,131 @@
+//! `surge stream create|list|describe|delete`.
+
+use anyhow::bail;
+use surge_protocol::stream::{Durability, ShardState, StreamConfig};
+
+use super::BrokerAddr;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StreamCommand {
+    /// Create a stream.
+    Create {
+        name: String,
+        /// Initial shards (0: the broker's default).
+        #[arg(long, default_value_t = 0)]
+        shards: u32,
+        /// When appends are acknowledged: fsync or write.
+        #[arg(long, default_value = "fsync")]
+        durability: String,
+        /// Delete old segments beyond this many bytes per shard.
+        #[arg(long, default_value_t = 0)]
+        retention_bytes: u64,
+        /// Delete segments older than this.
+        #[arg(long, default_value_t = 0)]
+        retention_ms: u64,
+        /// Roll segments at this size.
+        #[arg(long, default_value_t = 0)]
+        segment_bytes: u64,
+        #[command(flatten)]
+        addr: BrokerAddr,
+    },
+    /// List streams.
+    List {
+        #[command(flatten)]
+        addr: BrokerAddr,
+    },
+    /// Show a stream's settings and shards.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        addr: BrokerAddr,
+    },
+    /// Delete a stream and all its data.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        addr: BrokerAddr,
+    },
+}
+
+pub async fn run(command: StreamCommand) -> anyhow::Result<()> {
+    match command {
+        StreamCommand::Create {
+            name,
+            shards,
+            durability,
+            retention_bytes,
+            retention_ms,
+            segment_bytes,
+            addr,
+        } => {
+            let Some(durability) = Durability::parse(&durability) else {
+                bail!("--durability {durability:?}: expected fsync or write");
+            };
+            let config = StreamConfig {
+                shard_count: shards,
+                durability,
+                retention_bytes,
+                retention_ms,
+                segment_bytes,
+                ..StreamConfig::default()
+            };
+            addr.connect().await?.create_stream(&name, config).await?;
+            println!("created stream {name}");
+        }
+        StreamCommand::List { addr } => {
+            let streams = addr.connect().await?.list_streams().await?;
+            println!("{:<32} {:>7} {:>7}", "STREAM", "SHARDS", "EPOCH");
+            for stream in streams {
+                println!("{:<32} {:>7} {:>7}", stream.name, stream.shard_count, stream.epoch);
+            }
+        }
+        StreamCommand::Describe { name, addr } => describe(&name, &addr).await?,
+        StreamCommand::Delete { name, addr } => {
+            addr.connect().await?.delete_stream(&name).await?;
+            println!("deleted stream {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
+    let described = addr.connect().await?.describe_stream(name).await?;
+    let config = &described.config;
+    println!("stream      {}", described.name);
+    println!("epoch       {}", described.epoch);
+    println!("durability  {}", config.durability.name());
+    println!("retention   {} bytes, {} ms per shard", limit(config.retention_bytes), limit(config.retention_ms));
+    println!("segments    {} bytes", config.segment_bytes);
+    println!();
+    println!(
+        "{:>5}  {:<18} {:<18} {:<6} {:>12} {:>12} {:>12}  PARENTS",
+        "SHARD", "HASH START", "HASH END", "STATE", "START", "END", "BYTES"
+    );
+    for shard in &described.shards {
+        let state = match shard.state {
+            ShardState::Open => "open",
+            ShardState::Sealed => "sealed",
+        };
+        let parents: Vec<String> = shard.parents.iter().map(u32::to_string).collect();
+        println!(
+            "{:>5}  {:#018x} {:#018x} {:<6} {:>12} {:>12} {:>12}  {}",
+            shard.shard_id,
+            shard.hash_start,
+            shard.hash_end,
+            state,
+            shard.log_start_offset,
+            shard.high_watermark,
+            shard.size_bytes,
+            if parents.is_empty() { "-".into() } else { parents.join(",") }
+        );
+    }
+    Ok(())
+}
+
+fn limit(value: u64) -> String {
+    if value == 0 || value == u64::MAX {
+        "unlimited".into()
+    } else {
+        value.to_string()
+    }
+}

@@ -1,0 +1,287 @@
+//! Broker configuration: embedded defaults, overridden by a TOML file, then
+//! by `SURGE_*` environment variables, then by command-line flags. All
+//! three layers merge into one TOML table that serde turns into
+//! `BrokerConfig`, so every key has exactly one name and one parser.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use surge_protocol::stream::Durability;
+use thiserror::Error;
+
+use crate::storage::IoChoice;
+
+/// Upper bounds that no configuration may exceed.
+pub const MAX_CONNECTIONS_LIMIT: usize = 100_000;
+pub const MAX_SHARDS_PER_STREAM: u32 = 4096;
+pub const MAX_STREAMS_LIMIT: usize = 100_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Where streams, shard logs and group offsets live.
+    pub data_dir: PathBuf,
+    /// TCP address of the binary protocol.
+    pub listen: String,
+    /// Identifier reported in the handshake.
+    pub broker_id: String,
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    pub max_batch_bytes: usize,
+    /// Requests one connection may have in flight (pipelining depth).
+    pub max_in_flight_per_connection: usize,
+    pub handshake_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    /// Longest a fetch may long-poll, whatever the client asks.
+    pub max_fetch_wait_ms: u64,
+    /// `auto` (io_uring if the kernel allows it, else pwrite), `uring`, `pwrite`.
+    pub io_backend: String,
+    pub max_streams: usize,
+    /// Appends queued per shard before producers wait.
+    pub shard_queue_depth: usize,
+    pub retention_check_interval_ms: u64,
+    /// Defaults for streams created without explicit settings.
+    pub stream_defaults: StreamDefaults,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamDefaults {
+    pub shards: u32,
+    /// `fsync` (acknowledge after fdatasync) or `write`.
+    pub durability: String,
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    /// 0: unlimited.
+    pub retention_bytes: u64,
+    /// 0: unlimited.
+    pub retention_ms: u64,
+    /// For `write` streams: the longest unsynced data may wait.
+    pub flush_interval_ms: u32,
+}
+
+impl Default for StreamDefaults {
+    fn default() -> Self {
+        StreamDefaults {
+            shards: 4,
+            durability: "fsync".into(),
+            segment_bytes: 256 << 20,
+            segment_ms: 7 * 24 * 3_600_000,
+            retention_bytes: 0,
+            retention_ms: 7 * 24 * 3_600_000,
+            flush_interval_ms: 1_000,
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            data_dir: PathBuf::from("surge-data"),
+            listen: "127.0.0.1:9470".into(),
+            broker_id: "surge-1".into(),
+            max_connections: 4096,
+            max_frame_bytes: 16 << 20,
+            max_batch_bytes: 8 << 20,
+            max_in_flight_per_connection: 256,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 600_000,
+            max_fetch_wait_ms: 30_000,
+            io_backend: "auto".into(),
+            max_streams: 10_000,
+            shard_queue_depth: 1024,
+            retention_check_interval_ms: 60_000,
+            stream_defaults: StreamDefaults::default(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid TOML in {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl BrokerConfig {
+    /// Merges file, environment and flag overrides over the defaults.
+    /// `overrides` are `key=value` pairs with dotted keys
+    /// (`stream_defaults.shards=8`), highest precedence.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> Result<BrokerConfig, ConfigError> {
+        let mut table = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            table = text.parse::<toml::Table>().map_err(|err| ConfigError::Parse {
+                origin: path.display().to_string(),
+                message: err.to_string(),
+            })?;
+        }
+        for (name, value) in env {
+            if let Some(key) = env_key(&name) {
+                set_dotted(&mut table, &key, &value);
+            }
+        }
+        for (key, value) in overrides {
+            set_dotted(&mut table, key, value);
+        }
+        let config: BrokerConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|err: toml::de::Error| ConfigError::Parse {
+                    origin: "merged configuration".into(),
+                    message: err.to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS_LIMIT {
+            return invalid("max_connections", "must be 1..=100000");
+        }
+        if self.max_batch_bytes > surge_protocol::batch::MAX_BATCH_BYTES {
+            return invalid("max_batch_bytes", "exceeds the format's 32 MiB ceiling");
+        }
+        if self.max_frame_bytes > surge_protocol::frame::MAX_FRAME_BYTES
+            || self.max_frame_bytes < self.max_batch_bytes + 4096
+        {
+            return invalid(
+                "max_frame_bytes",
+                "must hold one max batch plus headers and be at most 64 MiB",
+            );
+        }
+        if self.max_in_flight_per_connection == 0 || self.shard_queue_depth == 0 {
+            return invalid("max_in_flight_per_connection", "queues must be non-empty");
+        }
+        if self.io_choice().is_none() {
+            return invalid("io_backend", "expected auto, uring or pwrite");
+        }
+        if Durability::parse(&self.stream_defaults.durability).is_none() {
+            return invalid("stream_defaults.durability", "expected fsync or write");
+        }
+        let shards = self.stream_defaults.shards;
+        if shards == 0 || shards > MAX_SHARDS_PER_STREAM {
+            return invalid("stream_defaults.shards", "must be 1..=4096");
+        }
+        if self.stream_defaults.segment_bytes < (1 << 20) {
+            return invalid("stream_defaults.segment_bytes", "must be at least 1 MiB");
+        }
+        Ok(())
+    }
+
+    pub fn io_choice(&self) -> Option<IoChoice> {
+        match self.io_backend.as_str() {
+            "auto" => Some(IoChoice::Auto),
+            "uring" | "io_uring" => Some(IoChoice::Uring),
+            "pwrite" => Some(IoChoice::Pwrite),
+            _ => None,
+        }
+    }
+}
+
+/// `SURGE_STREAM_DEFAULTS__SHARDS` -> `stream_defaults.shards`;
+/// `SURGE_DATA_DIR` -> `data_dir`.
+fn env_key(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("SURGE_")?;
+    if rest.is_empty() || rest == "LOG" {
+        return None;
+    }
+    Some(rest.to_ascii_lowercase().replace("__", "."))
+}
+
+/// Environment and flag values are strings; numbers and booleans are
+/// recognised so they reach serde with the right TOML type.
+fn typed(value: &str) -> toml::Value {
+    if let Ok(number) = value.parse::<i64>() {
+        return toml::Value::Integer(number);
+    }
+    match value {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(value.to_owned()),
+    }
+}
+
+fn set_dotted(table: &mut toml::Table, key: &str, value: &str) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("split yields at least one part");
+    let mut current = table;
+    for part in parts {
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        current = entry.as_table_mut().expect("just made a table");
+    }
+    current.insert(last.to_owned(), typed(value));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        BrokerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("surge.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\nbroker_id = \"from-file\"\n[stream_defaults]\nshards = 2\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("SURGE_LISTEN".to_owned(), "127.0.0.1:2".to_owned()),
+            ("SURGE_STREAM_DEFAULTS__SHARDS".to_owned(), "3".to_owned()),
+            ("HOME".to_owned(), "/root".to_owned()),
+        ];
+        let flags = vec![("listen".to_owned(), "127.0.0.1:3".to_owned())];
+        let config = BrokerConfig::load(Some(&path), env, &flags).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:3");
+        assert_eq!(config.broker_id, "from-file");
+        assert_eq!(config.stream_defaults.shards, 3);
+        assert_eq!(config.stream_defaults.durability, "fsync");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        let flags = vec![("no_such_key".to_owned(), "1".to_owned())];
+        assert!(matches!(
+            BrokerConfig::load(None, vec![], &flags),
+            Err(ConfigError::Parse { .. })
+        ));
+        let flags = vec![("io_backend".to_owned(), "magic".to_owned())];
+        assert!(matches!(
+            BrokerConfig::load(None, vec![], &flags),
+            Err(ConfigError::Invalid {
+                key: "io_backend",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,137 @@
+//! Handlers for the handshake, stream management, metadata, and group
+//! membership (which needs the stream's shard list).
+
+use surge_protocol::group::{Assignment, HeartbeatRequest, JoinGroupRequest};
+use surge_protocol::handshake::{HandshakeRequest, HandshakeResponse, PROTOCOL_VERSION};
+use surge_protocol::stream::{
+    CreateStreamRequest, CreateStreamResponse, DeleteStreamRequest, DeleteStreamResponse,
+    DescribeStreamRequest, DescribeStreamResponse, ListStreamsResponse, MetadataRequest,
+    MetadataResponse, StreamMetadata, StreamSummary,
+};
+use surge_protocol::ErrorCode;
+
+use crate::broker::Broker;
+
+/// Returns whether the handshake succeeded, and the answer.
+pub(super) fn handshake(broker: &Broker, request: &HandshakeRequest) -> (bool, HandshakeResponse) {
+    let speaks = (request.min_protocol..=request.max_protocol).contains(&PROTOCOL_VERSION);
+    let response = HandshakeResponse {
+        error: if speaks {
+            ErrorCode::None
+        } else {
+            ErrorCode::UnsupportedVersion
+        },
+        protocol: PROTOCOL_VERSION,
+        broker_id: broker.config.broker_id.clone(),
+        apis: surge_protocol::api::supported_versions(),
+        max_frame_bytes: broker.config.max_frame_bytes as u32,
+        max_batch_bytes: broker.config.max_batch_bytes as u32,
+        producer_id: broker.next_producer_id(),
+    };
+    (speaks, response)
+}
+
+pub(super) fn create_stream(broker: &Broker, request: &CreateStreamRequest) -> CreateStreamResponse {
+    match broker.streams.create(&request.name, &request.config) {
+        Ok(()) => CreateStreamResponse::default(),
+        Err((error, message)) => CreateStreamResponse { error, message },
+    }
+}
+
+pub(super) async fn delete_stream(broker: &Broker, request: &DeleteStreamRequest) -> DeleteStreamResponse {
+    let error = match broker.streams.delete(&request.name).await {
+        Ok(()) => match broker.groups.delete_stream(&request.name) {
+            Ok(()) => ErrorCode::None,
+            Err(err) => err.code(),
+        },
+        Err(code) => code,
+    };
+    DeleteStreamResponse { error }
+}
+
+pub(super) fn list_streams(broker: &Broker) -> ListStreamsResponse {
+    let streams = broker
+        .streams
+        .all()
+        .iter()
+        .map(|stream| {
+            let meta = stream.meta.read();
+            StreamSummary {
+                name: meta.name.clone(),
+                shard_count: meta.config().shard_count,
+                epoch: meta.epoch,
+            }
+        })
+        .collect();
+    ListStreamsResponse { streams }
+}
+
+pub(super) fn describe_stream(broker: &Broker, request: &DescribeStreamRequest) -> DescribeStreamResponse {
+    let Some(stream) = broker.streams.get(&request.name) else {
+        return DescribeStreamResponse {
+            error: ErrorCode::UnknownStream,
+            name: request.name.clone(),
+            ..DescribeStreamResponse::default()
+        };
+    };
+    let (config, epoch) = {
+        let meta = stream.meta.read();
+        (meta.config(), meta.epoch)
+    };
+    DescribeStreamResponse {
+        error: ErrorCode::None,
+        name: request.name.clone(),
+        config,
+        epoch,
+        shards: stream.shard_infos(),
+    }
+}
+
+pub(super) fn metadata(broker: &Broker, request: &MetadataRequest) -> MetadataResponse {
+    let describe = |name: &str| match broker.streams.get(name) {
+        Some(stream) => StreamMetadata {
+            error: ErrorCode::None,
+            name: name.to_owned(),
+            epoch: stream.epoch(),
+            shards: stream.shard_infos(),
+        },
+        None => StreamMetadata {
+            error: ErrorCode::UnknownStream,
+            name: name.to_owned(),
+            ..StreamMetadata::default()
+        },
+    };
+    let streams = if request.streams.is_empty() {
+        broker
+            .streams
+            .all()
+            .iter()
+            .map(|stream| describe(&stream.meta.read().name.clone()))
+            .collect()
+    } else {
+        request.streams.iter().map(|name| describe(name)).collect()
+    };
+    MetadataResponse { streams }
+}
+
+fn unknown_stream(member_id: &str) -> Assignment {
+    Assignment {
+        error: ErrorCode::UnknownStream,
+        member_id: member_id.to_owned(),
+        ..Assignment::default()
+    }
+}
+
+pub(super) fn join_group(broker: &Broker, request: &JoinGroupRequest, now_ms: u64) -> Assignment {
+    match broker.streams.get(&request.stream) {
+        Some(stream) => broker.groups.join(request, &stream.shard_ids(), now_ms),
+        None => unknown_stream(&request.member_id),
+    }
+}
+
+pub(super) fn heartbeat(broker: &Broker, request: &HeartbeatRequest, now_ms: u64) -> Assignment {
+    match broker.streams.get(&request.stream) {
+        Some(stream) => broker.groups.heartbeat(request, &stream.shard_ids(), now_ms),
+        None => unknown_stream(&request.member_id),
+    }
+}

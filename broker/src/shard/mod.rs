@@ -1,0 +1,186 @@
+//! One shard at run time: its log, owned by a dedicated thread (the single
+//! writer), a bounded job queue in front of it, and the offsets that
+//! readers and waiters look at without going through the owner.
+//!
+//! The owner thread does group commit: it takes every queued append (up to
+//! a byte bound), writes them with one write, makes them durable with one
+//! fdatasync when any of them needs it, then acknowledges each producer.
+//! `visible` is the end consumers may read: the flushed offset for `fsync`
+//! streams (nothing is served that a crash could take back) and the written
+//! offset for `write` streams.
+
+mod owner;
+mod queue;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use surge_protocol::stream::Durability;
+use surge_protocol::ErrorCode;
+use tokio::sync::{oneshot, watch};
+
+use crate::error::BrokerError;
+use crate::storage::{AppendOutcome, IoBackend, LogConfig, LogReader, ShardLog};
+
+pub use queue::{Closed, JobQueue};
+
+/// What an append job is answered with.
+pub type AppendReply = Result<Vec<AppendOutcome>, ErrorCode>;
+
+#[derive(Debug)]
+pub(crate) enum Job {
+    Append {
+        batches: Vec<Bytes>,
+        bytes: usize,
+        sync: bool,
+        reply: oneshot::Sender<AppendReply>,
+    },
+    Close {
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Offsets published by the owner thread for lock-free readers.
+#[derive(Debug, Default)]
+pub struct ShardOffsets {
+    pub written: AtomicU64,
+    pub flushed: AtomicU64,
+    pub visible: AtomicU64,
+    pub log_start: AtomicU64,
+    pub size_bytes: AtomicU64,
+}
+
+/// Settings the owner thread needs besides the log itself.
+#[derive(Debug, Clone)]
+pub struct ShardSettings {
+    pub durability: Durability,
+    pub flush_interval_ms: u64,
+    pub retention_check_interval_ms: u64,
+    pub queue_depth: usize,
+    /// Upper bound on one group commit's bytes.
+    pub group_commit_max_bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct Shard {
+    pub id: u32,
+    queue: Arc<JobQueue<Job>>,
+    reader: LogReader,
+    offsets: Arc<ShardOffsets>,
+    durability: Durability,
+    owner: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+impl Shard {
+    /// Opens (recovering) the log in `dir` and starts its owner thread.
+    /// `appended` is bumped whenever the visible end moves, for long-polls.
+    pub fn open(
+        id: u32,
+        dir: &Path,
+        log_config: LogConfig,
+        io: Arc<IoBackend>,
+        settings: ShardSettings,
+        appended: watch::Sender<u64>,
+    ) -> Result<Arc<Shard>, BrokerError> {
+        let (log, report) = ShardLog::open(dir, log_config, io)?;
+        tracing::debug!(shard = id, dir = %dir.display(), ?report, "shard log opened");
+        let offsets = Arc::new(ShardOffsets::default());
+        owner::publish(&log, &offsets, settings.durability);
+        let queue = Arc::new(JobQueue::new(settings.queue_depth));
+        let reader = log.reader();
+        let durability = settings.durability;
+        let handle = owner::spawn(id, log, queue.clone(), offsets.clone(), settings, appended)
+            .map_err(|source| BrokerError::Io {
+                op: "spawn shard owner thread",
+                path: dir.to_owned(),
+                source,
+            })?;
+        Ok(Arc::new(Shard {
+            id,
+            queue,
+            reader,
+            offsets,
+            durability,
+            owner: Mutex::new(Some(handle)),
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    /// Queues batches (already validated) for append and waits for the
+    /// acknowledgement the stream's durability (or a stronger `sync`) needs.
+    pub async fn append(&self, batches: Vec<Bytes>, sync: bool) -> AppendReply {
+        let receiver = self.enqueue(batches, sync).await?;
+        receiver.await.unwrap_or(Err(ErrorCode::ShuttingDown))
+    }
+
+    /// The first half of `append`: returns once the job holds its place in
+    /// the shard's queue, so a caller can keep request order per connection
+    /// and await the acknowledgement later.
+    pub async fn enqueue(
+        &self,
+        batches: Vec<Bytes>,
+        sync: bool,
+    ) -> Result<oneshot::Receiver<AppendReply>, ErrorCode> {
+        let (reply, receiver) = oneshot::channel();
+        let bytes = batches.iter().map(Bytes::len).sum();
+        let sync = sync || self.durability == Durability::Fsync;
+        let job = Job::Append {
+            batches,
+            bytes,
+            sync,
+            reply,
+        };
+        self.queue
+            .push(job)
+            .await
+            .map_err(|Closed| ErrorCode::ShuttingDown)?;
+        Ok(receiver)
+    }
+
+    pub fn reader(&self) -> &LogReader {
+        &self.reader
+    }
+
+    /// The end consumers may read up to (exclusive).
+    pub fn visible_end(&self) -> u64 {
+        self.offsets.visible.load(Ordering::Acquire)
+    }
+
+    pub fn log_start(&self) -> u64 {
+        self.offsets.log_start.load(Ordering::Acquire)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.offsets.size_bytes.load(Ordering::Acquire)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.offsets.written.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting appends, lets queued ones finish, syncs and closes the
+    /// log, and joins the owner thread. Idempotent.
+    pub async fn close(&self) -> Result<(), String> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.queue.close();
+        let (done, finished) = oneshot::channel();
+        self.queue.push_control(Job::Close { done });
+        let result = finished
+            .await
+            .unwrap_or_else(|_| Err("owner thread ended early".into()));
+        let handle = self.owner.lock().take();
+        if let Some(handle) = handle {
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .ok();
+        }
+        result
+    }
+}

@@ -1,0 +1,213 @@
+//! The shard's owner thread: the only code that writes to the shard's log.
+//! It runs group commit, the write-mode flush timer and retention.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use surge_protocol::stream::Durability;
+use surge_protocol::ErrorCode;
+use tokio::sync::watch;
+
+use super::{Job, JobQueue, ShardOffsets, ShardSettings};
+use crate::storage::ShardLog;
+
+/// Upper bound on one wait for jobs, so timers are checked at least this often.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+
+pub(super) fn spawn(
+    id: u32,
+    log: ShardLog,
+    queue: Arc<JobQueue<Job>>,
+    offsets: Arc<ShardOffsets>,
+    settings: ShardSettings,
+    appended: watch::Sender<u64>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("shard-{id}"))
+        .spawn(move || {
+            let mut owner = Owner {
+                id,
+                log: Some(log),
+                offsets,
+                settings,
+                appended,
+                unsynced_since: None,
+                last_retention: Instant::now(),
+            };
+            owner.run(&queue);
+        })
+}
+
+/// Publishes the log's offsets for readers.
+pub(super) fn publish(log: &ShardLog, offsets: &ShardOffsets, durability: Durability) {
+    let written = log.written_offset();
+    let flushed = log.flushed_offset();
+    offsets.written.store(written, Ordering::Release);
+    offsets.flushed.store(flushed, Ordering::Release);
+    offsets
+        .log_start
+        .store(log.log_start_offset(), Ordering::Release);
+    offsets.size_bytes.store(log.size_bytes(), Ordering::Release);
+    let visible = match durability {
+        Durability::Fsync => flushed,
+        Durability::Write => written,
+    };
+    offsets.visible.store(visible, Ordering::Release);
+}
+
+struct Owner {
+    id: u32,
+    /// `None` once closed.
+    log: Option<ShardLog>,
+    offsets: Arc<ShardOffsets>,
+    settings: ShardSettings,
+    appended: watch::Sender<u64>,
+    unsynced_since: Option<Instant>,
+    last_retention: Instant,
+}
+
+impl Owner {
+    fn run(&mut self, queue: &JobQueue<Job>) {
+        while self.log.is_some() {
+            let jobs = queue.take(self.wait_time(), self.settings.group_commit_max_bytes, |job| {
+                match job {
+                    Job::Append { bytes, .. } => *bytes,
+                    Job::Close { .. } => 0,
+                }
+            });
+            self.handle(jobs);
+            self.flush_if_due();
+            self.retention_if_due();
+        }
+    }
+
+    fn wait_time(&self) -> Duration {
+        match self.unsynced_since {
+            Some(since) => {
+                let interval = Duration::from_millis(self.settings.flush_interval_ms);
+                interval.saturating_sub(since.elapsed()).min(IDLE_WAIT)
+            }
+            None => IDLE_WAIT,
+        }
+    }
+
+    fn handle(&mut self, jobs: Vec<Job>) {
+        let mut appends = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match job {
+                Job::Append {
+                    batches,
+                    sync,
+                    reply,
+                    ..
+                } => appends.push((batches, sync, reply)),
+                Job::Close { done } => {
+                    self.commit(std::mem::take(&mut appends));
+                    let result = self.close();
+                    done.send(result).ok();
+                    return;
+                }
+            }
+        }
+        self.commit(appends);
+    }
+
+    /// One group commit: one write, at most one fdatasync, then the acks.
+    fn commit(
+        &mut self,
+        appends: Vec<(Vec<bytes::Bytes>, bool, tokio::sync::oneshot::Sender<super::AppendReply>)>,
+    ) {
+        if appends.is_empty() {
+            return;
+        }
+        let Some(log) = self.log.as_mut() else {
+            for (_, _, reply) in appends {
+                reply.send(Err(ErrorCode::ShuttingDown)).ok();
+            }
+            return;
+        };
+        let sync = appends.iter().any(|(_, sync, _)| *sync);
+        let all: Vec<bytes::Bytes> = appends
+            .iter()
+            .flat_map(|(batches, _, _)| batches.iter().cloned())
+            .collect();
+        match log.append(&all, sync) {
+            Ok(outcomes) => {
+                if sync {
+                    self.unsynced_since = None;
+                } else if self.unsynced_since.is_none() {
+                    self.unsynced_since = Some(Instant::now());
+                }
+                self.published();
+                let mut outcomes = outcomes.into_iter();
+                for (batches, _, reply) in appends {
+                    let mine: Vec<_> = outcomes.by_ref().take(batches.len()).collect();
+                    reply.send(Ok(mine)).ok();
+                }
+            }
+            Err(err) => {
+                tracing::error!(shard = self.id, error = %err, "append failed; producers get a storage error");
+                for (_, _, reply) in appends {
+                    reply.send(Err(ErrorCode::Storage)).ok();
+                }
+            }
+        }
+    }
+
+    fn published(&self) {
+        if let Some(log) = &self.log {
+            let before = self.offsets.visible.load(Ordering::Acquire);
+            publish(log, &self.offsets, self.settings.durability);
+            if self.offsets.visible.load(Ordering::Acquire) != before {
+                self.appended.send_modify(|count| *count = count.wrapping_add(1));
+            }
+        }
+    }
+
+    fn flush_if_due(&mut self) {
+        let Some(since) = self.unsynced_since else {
+            return;
+        };
+        if since.elapsed() < Duration::from_millis(self.settings.flush_interval_ms) {
+            return;
+        }
+        if let Some(log) = self.log.as_mut() {
+            match log.sync() {
+                Ok(()) => self.unsynced_since = None,
+                Err(err) => tracing::error!(shard = self.id, error = %err, "periodic flush failed"),
+            }
+        }
+        self.published();
+    }
+
+    fn retention_if_due(&mut self) {
+        let interval = Duration::from_millis(self.settings.retention_check_interval_ms);
+        if self.last_retention.elapsed() < interval {
+            return;
+        }
+        self.last_retention = Instant::now();
+        let now_ms = crate::clock::now_ms();
+        if let Some(log) = self.log.as_mut() {
+            match log.enforce_retention(now_ms) {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(shard = self.id, removed, "retention removed segments"),
+                Err(err) => tracing::error!(shard = self.id, error = %err, "retention failed"),
+            }
+        }
+        self.published();
+    }
+
+    fn close(&mut self) -> Result<(), String> {
+        let Some(log) = self.log.take() else {
+            return Ok(());
+        };
+        let result = log.close().map_err(|err| err.to_string());
+        self.offsets.flushed.store(
+            self.offsets.written.load(Ordering::Acquire),
+            Ordering::Release,
+        );
+        result
+    }
+}

@@ -1,0 +1,77 @@
+//! Streams and shards as metadata: settings, hash ranges, lineage, epochs,
+//! and how a create request's settings are resolved against the broker's
+//! defaults and limits.
+
+mod meta;
+
+pub use meta::{ShardMeta, StreamMeta, StreamSettings, META_FILE};
+
+use surge_protocol::stream::{Durability, StreamConfig};
+
+use crate::config::{StreamDefaults, MAX_SHARDS_PER_STREAM};
+
+/// Fills zeros in a create request from the defaults and checks limits.
+/// Returns the shard count and the settings, or a message for the client.
+pub fn resolve_settings(
+    requested: &StreamConfig,
+    defaults: &StreamDefaults,
+) -> Result<(u32, StreamSettings), String> {
+    let shards = match requested.shard_count {
+        0 => defaults.shards,
+        count => count,
+    };
+    if shards > MAX_SHARDS_PER_STREAM {
+        return Err(format!(
+            "shard_count {shards} exceeds the limit {MAX_SHARDS_PER_STREAM}"
+        ));
+    }
+    let pick = |value: u64, default: u64| if value == 0 { default } else { value };
+    let segment_bytes = pick(requested.segment_bytes, defaults.segment_bytes);
+    if segment_bytes < (1 << 20) || segment_bytes > (1 << 32) {
+        return Err(format!(
+            "segment_bytes {segment_bytes} must be between 1 MiB and 4 GiB"
+        ));
+    }
+    let durability = match requested.durability {
+        Durability::Fsync => "fsync",
+        Durability::Write => "write",
+    };
+    let flush_interval_ms = match requested.flush_interval_ms {
+        0 => defaults.flush_interval_ms,
+        value => value,
+    };
+    Ok((
+        shards,
+        StreamSettings {
+            durability: durability.into(),
+            retention_bytes: pick(requested.retention_bytes, defaults.retention_bytes),
+            retention_ms: pick(requested.retention_ms, defaults.retention_ms),
+            segment_bytes,
+            segment_ms: pick(requested.segment_ms, defaults.segment_ms),
+            flush_interval_ms,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeros_take_defaults_and_limits_hold() {
+        let defaults = StreamDefaults::default();
+        let (shards, settings) = resolve_settings(&StreamConfig::default(), &defaults).unwrap();
+        assert_eq!(shards, defaults.shards);
+        assert_eq!(settings.segment_bytes, defaults.segment_bytes);
+        let too_many = StreamConfig {
+            shard_count: MAX_SHARDS_PER_STREAM + 1,
+            ..StreamConfig::default()
+        };
+        assert!(resolve_settings(&too_many, &defaults).is_err());
+        let tiny_segments = StreamConfig {
+            segment_bytes: 10,
+            ..StreamConfig::default()
+        };
+        assert!(resolve_settings(&tiny_segments, &defaults).is_err());
+    }
+}

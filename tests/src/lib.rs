@@ -1,0 +1,182 @@
+//! The harness for end-to-end tests: starts the real `surge` binary on
+//! `127.0.0.1:0` in a temporary data directory, learns its port from the
+//! line it prints, and stops it gracefully (SIGTERM) or abruptly (SIGKILL).
+//! Also a raw frame client for tests that speak the wire protocol by hand.
+//!
+//! The binary is found next to the test executable's target directory
+//! (`cargo test --workspace` builds it), or at `$SURGE_BIN`.
+
+pub mod raw;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a broker may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of the `surge` binary under test.
+pub fn surge_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("SURGE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/surge
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("surge");
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build -p surge-broker` or run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// A running broker process and its data directory.
+#[derive(Debug)]
+pub struct BrokerProcess {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl BrokerProcess {
+    /// Starts a broker on a fresh temporary data directory, which lives as
+    /// long as `dir`.
+    pub fn start(dir: &tempfile::TempDir, extra_args: &[&str]) -> BrokerProcess {
+        Self::start_in(dir.path().join("data"), extra_args)
+    }
+
+    pub fn start_in(data_dir: PathBuf, extra_args: &[&str]) -> BrokerProcess {
+        let extra_args: Vec<String> = extra_args.iter().map(|arg| arg.to_string()).collect();
+        let (child, addr) = spawn(&data_dir, &extra_args);
+        BrokerProcess {
+            child: Some(child),
+            addr,
+            data_dir,
+            extra_args,
+        }
+    }
+
+    /// SIGKILL: no chance to sync or clean up, like a power cut for the
+    /// process (the page cache survives, which `fsync` durability does not
+    /// rely on).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        signal(pid, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                child.wait().ok();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the broker again on the same data directory (new port).
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(&self.data_dir, &self.extra_args);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    pub fn client_config(&self) -> surge_client::ClientConfig {
+        surge_client::ClientConfig {
+            addr: self.addr.clone(),
+            client_id: "e2e".into(),
+            ..surge_client::ClientConfig::default()
+        }
+    }
+
+    pub async fn client(&self) -> surge_client::Client {
+        surge_client::Client::connect(self.client_config())
+            .await
+            .expect("connect to the test broker")
+    }
+
+    /// Runs a `surge` client command against this broker.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        let mut command = Command::new(surge_bin());
+        command
+            .args(args)
+            .env("SURGE_BROKER", &self.addr)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn surge cli");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().expect("piped stdin");
+            pipe.write_all(input.as_bytes()).expect("write cli stdin");
+        }
+        child.wait_with_output().expect("surge cli output")
+    }
+}
+
+fn signal(pid: libc::pid_t, sig: libc::c_int) {
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is a child
+    // this process spawned and has not reaped.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, String) {
+    let mut child = Command::new(surge_bin())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .args(extra_args)
+        .env("SURGE_LOG", std::env::var("SURGE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn surge serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(addr) = line.strip_prefix("surge listening on ") {
+                sender.send(addr.trim().to_owned()).ok();
+            }
+        }
+    });
+    match receiver.recv_timeout(START_TIMEOUT) {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            child.kill().ok();
+            let status = child.wait().ok();
+            panic!("surge did not start within {START_TIMEOUT:?} (exit: {status:?})");
+        }
+    }
+}
