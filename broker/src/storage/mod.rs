@@ -1,1 +1,40 @@
-//! Shard logs on disk.
+//! Shard logs on disk: each shard is a directory of segments (batches stored
+//! verbatim, base offsets patched), sparse offset and time indexes, and
+//! idempotent-producer snapshots.
+//!
+//! # Layout
+//!
+//! - `config`: `LogConfig`, `IoChoice` and the storage limits.
+//! - `error`: `StorageError`.
+//! - `io`: `IoBackend`, the write path (io_uring or pwrite).
+//! - `log`: `ShardLog`, the single writer: append, roll, sync, retention.
+//! - `reader`: `LogReader`, concurrent zero-copy reads.
+//! - `recovery`: opening a directory, truncating invalid tails.
+//! - `segment`: a segment's shared state and the recovery scan.
+//! - `index`: the sparse offset and time index files.
+//! - `producers`: the idempotent-producer table and its snapshot file.
+//! - `files`: file naming and crash-safe file writes.
+//! - `mmap`, `sys`: the only `unsafe` (mmap; fallocate and io_uring).
+
+mod config;
+mod error;
+mod files;
+mod index;
+mod io;
+mod log;
+mod mmap;
+mod producers;
+mod reader;
+mod recovery;
+mod segment;
+mod sys;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{IoChoice, LogConfig, MAX_PRODUCERS_PER_SHARD, MAX_SEGMENTS_PER_SHARD};
+pub use error::StorageError;
+pub use io::IoBackend;
+pub use log::{AppendOutcome, RecoveryReport, ShardLog};
+pub use reader::{LogReader, ReadChunk};
+pub use recovery::Truncation;

@@ -1,0 +1,53 @@
+//! The storage error enum: every failure of the storage layer, carrying the
+//! numbers (offsets, positions, counts) needed to act on it.
+
+use std::path::PathBuf;
+
+use surge_protocol::error::DecodeError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// An operating-system call failed; `source.raw_os_error()` has the errno
+    /// (ENOSPC for a full disk).
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("offset {offset} is outside the log [{start}, {end}]")]
+    OffsetOutOfRange { offset: u64, start: u64, end: u64 },
+    #[error("corrupt {path} at byte {position}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+    #[error("{count} segments exceed the limit {max}")]
+    TooManySegments { count: usize, max: usize },
+    #[error("batch {index} of the append is invalid: {source}")]
+    InvalidBatch {
+        index: usize,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("append of {bytes} bytes exceeds the segment size {max}")]
+    BatchTooLarge { bytes: usize, max: u64 },
+    #[error("io_uring is unavailable: {source}")]
+    UringUnavailable {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StorageError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

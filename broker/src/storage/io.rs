@@ -1,0 +1,152 @@
+//! The write path, chosen once at startup and shared by every log of the
+//! broker: io_uring (a write linked to an fdatasync when syncing, one
+//! submission) or the portable fallback (a pwrite loop plus fdatasync).
+//!
+//! `IoBackend` is internally synchronised: one ring behind a mutex. Each
+//! shard log has a single writer, so the mutex is contended only between
+//! shards, and a write holds it for one submission.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use io_uring::IoUring;
+use parking_lot::Mutex;
+
+use super::config::IoChoice;
+use super::error::StorageError;
+use super::sys;
+
+/// Entries in the ring: one write and its linked fsync per submission.
+const RING_ENTRIES: u32 = 8;
+
+/// The write path shared by all logs.
+pub struct IoBackend {
+    ring: Option<Mutex<IoUring>>,
+}
+
+impl std::fmt::Debug for IoBackend {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("IoBackend")
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
+impl IoBackend {
+    /// Sets up the write path. `Auto` falls back to pwrite when io_uring
+    /// cannot be set up (the reason is logged); `Uring` then fails.
+    pub fn new(choice: IoChoice) -> Result<Arc<IoBackend>, StorageError> {
+        let backend = match choice {
+            IoChoice::Pwrite => {
+                tracing::info!("storage write path: pwrite (configured)");
+                IoBackend { ring: None }
+            }
+            IoChoice::Uring => {
+                let ring = IoUring::new(RING_ENTRIES)
+                    .map_err(|source| StorageError::UringUnavailable { source })?;
+                tracing::info!("storage write path: io_uring (configured)");
+                IoBackend {
+                    ring: Some(Mutex::new(ring)),
+                }
+            }
+            IoChoice::Auto => match IoUring::new(RING_ENTRIES) {
+                Ok(ring) => {
+                    tracing::info!("storage write path: io_uring (auto)");
+                    IoBackend {
+                        ring: Some(Mutex::new(ring)),
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "io_uring unavailable; storage write path: pwrite");
+                    IoBackend { ring: None }
+                }
+            },
+        };
+        Ok(Arc::new(backend))
+    }
+
+    /// "io_uring" or "pwrite".
+    pub fn name(&self) -> &'static str {
+        if self.ring.is_some() {
+            "io_uring"
+        } else {
+            "pwrite"
+        }
+    }
+
+    /// Writes all of `buf` at `position`; with `sync`, the data is
+    /// fdatasynced before this returns.
+    pub(crate) fn write_all_at(
+        &self,
+        file: &File,
+        position: u64,
+        buf: &[u8],
+        sync: bool,
+    ) -> io::Result<()> {
+        match &self.ring {
+            Some(ring) => sys::uring_write_all(&mut ring.lock(), file, position, buf, sync),
+            None => {
+                file.write_all_at(buf, position)?;
+                if sync {
+                    file.sync_data()?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn write_and_read_back(backend: &IoBackend, sync: bool) {
+        let mut file = tempfile::tempfile().unwrap();
+        let payload: Vec<u8> = (0..100_000u32).map(|value| value as u8).collect();
+        backend.write_all_at(&file, 10, &payload, sync).unwrap();
+        let mut back = Vec::new();
+        file.read_to_end(&mut back).unwrap();
+        assert_eq!(back.len(), 10 + payload.len());
+        assert_eq!(&back[10..], &payload[..]);
+    }
+
+    #[test]
+    fn pwrite_writes_at_position() {
+        let backend = IoBackend::new(IoChoice::Pwrite).unwrap();
+        assert_eq!(backend.name(), "pwrite");
+        write_and_read_back(&backend, false);
+        write_and_read_back(&backend, true);
+    }
+
+    #[test]
+    fn auto_picks_uring_exactly_when_uring_is_available() {
+        let auto = IoBackend::new(IoChoice::Auto).unwrap();
+        match IoBackend::new(IoChoice::Uring) {
+            Ok(uring) => {
+                assert_eq!(uring.name(), "io_uring");
+                assert_eq!(auto.name(), "io_uring");
+                write_and_read_back(&uring, false);
+                write_and_read_back(&uring, true);
+            }
+            Err(StorageError::UringUnavailable { .. }) => assert_eq!(auto.name(), "pwrite"),
+            Err(other) => panic!("unexpected error {other}"),
+        }
+        write_and_read_back(&auto, true);
+    }
+
+    #[test]
+    fn write_to_read_only_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro");
+        std::fs::write(&path, b"x").unwrap();
+        let file = File::open(&path).unwrap();
+        for choice in [IoChoice::Auto, IoChoice::Pwrite] {
+            let backend = IoBackend::new(choice).unwrap();
+            assert!(backend.write_all_at(&file, 0, b"data", true).is_err());
+        }
+    }
+}

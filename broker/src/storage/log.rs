@@ -1,0 +1,435 @@
+//! `ShardLog`: the append side of one shard's log. Single writer: exactly
+//! one owner (the shard's owner thread) holds the `ShardLog` and every
+//! mutation goes through `&mut self`; readers use `LogReader` clones, which
+//! see a change only after its bytes are in the file.
+//!
+//! Owns the active segment's file, rolling, group writes, idempotency,
+//! durability (`written` vs `flushed` offsets) and retention.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use surge_protocol::batch::{self, BatchHeader};
+
+pub use super::recovery::RecoveryReport;
+
+use super::config::{LogConfig, MAX_SEGMENTS_PER_SHARD};
+use super::error::StorageError;
+use super::files;
+use super::index::SegmentIndex;
+use super::io::IoBackend;
+use super::mmap::SegmentMap;
+use super::producers::{self, LastBatch, ProducerTable, Verdict};
+use super::reader::{LogReader, LogState};
+use super::recovery;
+use super::segment::{HeaderWalker, Segment};
+
+/// What `append` did with one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored now at this base offset.
+    Appended { base_offset: u64 },
+    /// A retry of the producer's last stored batch: not stored again.
+    Duplicate { base_offset: u64 },
+    /// A gap or an older sequence: rejected.
+    OutOfOrder { expected_sequence: u64 },
+}
+
+/// The writable file of the active segment.
+#[derive(Debug)]
+struct ActiveFile {
+    file: File,
+    path: PathBuf,
+    preallocated_bytes: u64,
+    opened_ms: i64,
+}
+
+/// Batches accepted for one segment, concatenated with patched offsets.
+#[derive(Debug, Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    headers: Vec<BatchHeader>,
+}
+
+/// The append side of one shard's log.
+#[derive(Debug)]
+pub struct ShardLog {
+    dir: PathBuf,
+    config: LogConfig,
+    io: Arc<IoBackend>,
+    state: Arc<RwLock<LogState>>,
+    active: ActiveFile,
+    producers: ProducerTable,
+    flushed_offset: u64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+impl ShardLog {
+    /// Opens or creates the log in `dir` and recovers it (see `recovery`).
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        io: Arc<IoBackend>,
+    ) -> Result<(ShardLog, RecoveryReport), StorageError> {
+        let config = config.normalized();
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StorageError::io("create dir", dir, source))?;
+        let recovered = recovery::recover(dir, &config)?;
+        let active_segment = recovered.segments.last().expect("recovery keeps a segment");
+        let active = ActiveFile {
+            file: recovered.active_file,
+            path: files::offset_path(dir, active_segment.base_offset, files::LOG_SUFFIX),
+            preallocated_bytes: active_segment.map.len() as u64,
+            opened_ms: now_ms(),
+        };
+        let state = LogState {
+            dir: dir.to_owned(),
+            log_start_offset: recovered.segments[0].base_offset,
+            segments: recovered.segments,
+        };
+        let mut log = ShardLog {
+            dir: dir.to_owned(),
+            config,
+            io,
+            state: Arc::new(RwLock::new(state)),
+            active,
+            producers: ProducerTable::default(),
+            flushed_offset: 0,
+        };
+        log.flushed_offset = log.written_offset();
+        log.rebuild_producers()?;
+        Ok((log, recovered.report))
+    }
+
+    /// The newest producer snapshot plus the headers stored after it.
+    fn rebuild_producers(&mut self) -> Result<(), StorageError> {
+        let written_offset = self.written_offset();
+        let (table, from) = match ProducerTable::load(&self.dir, written_offset)? {
+            Some((table, covered)) => (table, covered),
+            None => (ProducerTable::default(), 0),
+        };
+        self.producers = table;
+        let state = self.state.read();
+        for segment in state
+            .segments
+            .iter()
+            .filter(|segment| segment.next_offset > from)
+        {
+            let start = segment
+                .index
+                .floor_offset(from)
+                .map_or(0, |entry| u64::from(entry.position));
+            let path = files::offset_path(&self.dir, segment.base_offset, files::LOG_SUFFIX);
+            let mut walker = HeaderWalker::new(segment, start);
+            while let Some((_, header)) = walker.next_header(&path)? {
+                if header.base_offset >= from && header.producer_id != 0 {
+                    self.producers
+                        .record(header.producer_id, LastBatch::of(&header));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends validated batches in order, one write per segment touched,
+    /// with per-producer idempotency; with `sync`, fdatasynced on return.
+    /// On an error nothing of the failed write becomes visible (an earlier
+    /// segment's part of a group that rolled stays stored).
+    pub fn append(
+        &mut self,
+        batches: &[Bytes],
+        sync: bool,
+    ) -> Result<Vec<AppendOutcome>, StorageError> {
+        if self.config.segment_ms > 0 && self.active_written_bytes() > 0 {
+            let age_ms = now_ms().saturating_sub(self.active.opened_ms);
+            if age_ms >= 0 && age_ms as u64 >= self.config.segment_ms {
+                self.roll()?;
+            }
+        }
+        let mut outcomes = Vec::with_capacity(batches.len());
+        let mut pending: HashMap<u64, LastBatch> = HashMap::new();
+        let mut chunk = Chunk::default();
+        let mut next_offset = self.written_offset();
+        for (at, bytes) in batches.iter().enumerate() {
+            let mut header = batch::validate(bytes, self.config.max_batch_bytes)
+                .map_err(|source| StorageError::InvalidBatch { index: at, source })?;
+            if header.producer_id != 0 {
+                let last = pending
+                    .get(&header.producer_id)
+                    .copied()
+                    .or_else(|| self.producers.get(header.producer_id));
+                match producers::judge(last, &header) {
+                    Verdict::Accept => {}
+                    Verdict::Duplicate { base_offset } => {
+                        outcomes.push(AppendOutcome::Duplicate { base_offset });
+                        continue;
+                    }
+                    Verdict::OutOfOrder { expected_sequence } => {
+                        outcomes.push(AppendOutcome::OutOfOrder { expected_sequence });
+                        continue;
+                    }
+                }
+            }
+            let projected = self.active_written_bytes() + (chunk.bytes.len() + header.size) as u64;
+            if projected > self.config.segment_bytes
+                && self.active_written_bytes() + chunk.bytes.len() as u64 > 0
+            {
+                self.write_chunk(std::mem::take(&mut chunk), sync)?;
+                self.roll()?;
+            }
+            header.base_offset = next_offset;
+            let start = chunk.bytes.len();
+            chunk.bytes.extend_from_slice(bytes);
+            batch::set_base_offset(&mut chunk.bytes[start..], next_offset);
+            chunk.headers.push(header);
+            if header.producer_id != 0 {
+                pending.insert(header.producer_id, LastBatch::of(&header));
+            }
+            outcomes.push(AppendOutcome::Appended {
+                base_offset: next_offset,
+            });
+            next_offset = header.next_offset();
+        }
+        self.write_chunk(chunk, sync)?;
+        Ok(outcomes)
+    }
+
+    fn active_written_bytes(&self) -> u64 {
+        self.state
+            .read()
+            .segments
+            .last()
+            .expect("a log has a segment")
+            .written_bytes
+    }
+
+    /// One write of `chunk` at the end of the active segment, then publishes
+    /// it to readers and the producer table.
+    fn write_chunk(&mut self, chunk: Chunk, sync: bool) -> Result<(), StorageError> {
+        if chunk.headers.is_empty() {
+            if sync {
+                self.sync()?;
+            }
+            return Ok(());
+        }
+        let position = self.active_written_bytes();
+        let needed_bytes = position + chunk.bytes.len() as u64;
+        if needed_bytes > self.active.preallocated_bytes {
+            self.grow_active(needed_bytes)?;
+        }
+        self.io
+            .write_all_at(&self.active.file, position, &chunk.bytes, sync)
+            .map_err(|source| StorageError::io("write", &self.active.path, source))?;
+        let interval_bytes = self.config.index_interval_bytes;
+        let mut state = self.state.write();
+        let segment = state.segments.last_mut().expect("a log has a segment");
+        let mut batch_position = position;
+        for header in &chunk.headers {
+            assert_eq!(
+                header.base_offset, segment.next_offset,
+                "appended offsets are dense"
+            );
+            segment.index.observe(
+                header.base_offset,
+                batch_position,
+                segment.max_timestamp_ms,
+                interval_bytes,
+            );
+            segment.max_timestamp_ms = segment.max_timestamp_ms.max(header.max_timestamp_ms);
+            segment.next_offset = header.next_offset();
+            batch_position += header.size as u64;
+        }
+        assert_eq!(
+            batch_position, needed_bytes,
+            "chunk length is the sum of its batches"
+        );
+        segment.written_bytes = needed_bytes;
+        let written_offset = segment.next_offset;
+        drop(state);
+        for header in chunk
+            .headers
+            .iter()
+            .filter(|header| header.producer_id != 0)
+        {
+            self.producers
+                .record(header.producer_id, LastBatch::of(header));
+        }
+        if sync {
+            self.flushed_offset = written_offset;
+        }
+        Ok(())
+    }
+
+    /// Preallocates the next step of the active segment and remaps it; old
+    /// maps stay alive in readers' `Bytes` until dropped.
+    fn grow_active(&mut self, needed_bytes: u64) -> Result<(), StorageError> {
+        let target = recovery::preallocation_target(
+            needed_bytes,
+            self.active.preallocated_bytes,
+            &self.config,
+        );
+        super::sys::preallocate(&self.active.file, target)
+            .map_err(|source| StorageError::io("fallocate", &self.active.path, source))?;
+        let map = SegmentMap::new(&self.active.file, target, &self.active.path)?;
+        self.state
+            .write()
+            .segments
+            .last_mut()
+            .expect("a log has a segment")
+            .map = map;
+        self.active.preallocated_bytes = target;
+        Ok(())
+    }
+
+    /// Seals the active segment (synced, index and producer snapshot
+    /// persisted) and starts a new one at the written offset.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        let segment_count = self.state.read().segments.len();
+        if segment_count >= MAX_SEGMENTS_PER_SHARD {
+            return Err(StorageError::TooManySegments {
+                count: segment_count + 1,
+                max: MAX_SEGMENTS_PER_SHARD,
+            });
+        }
+        self.sync()?;
+        let base_offset = self.written_offset();
+        let file =
+            recovery::create_segment_file(&self.dir, base_offset, self.config.preallocate_bytes)?;
+        self.persist_active_index()?;
+        self.producers.persist(&self.dir, base_offset)?;
+        files::sync_dir(&self.dir)?;
+        let path = files::offset_path(&self.dir, base_offset, files::LOG_SUFFIX);
+        let map = SegmentMap::new(&file, self.config.preallocate_bytes, &path)?;
+        self.state.write().segments.push(Segment {
+            base_offset,
+            next_offset: base_offset,
+            written_bytes: 0,
+            max_timestamp_ms: i64::MIN,
+            index: SegmentIndex::new(base_offset),
+            map,
+        });
+        self.active = ActiveFile {
+            file,
+            path,
+            preallocated_bytes: self.config.preallocate_bytes,
+            opened_ms: now_ms(),
+        };
+        Ok(())
+    }
+
+    fn persist_active_index(&self) -> Result<(), StorageError> {
+        let state = self.state.read();
+        state
+            .segments
+            .last()
+            .expect("a log has a segment")
+            .index
+            .persist(&self.dir)
+    }
+
+    /// fdatasyncs everything written; afterwards flushed == written. Sealed
+    /// segments were synced when they rolled, so only the active one can
+    /// hold unsynced data.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        let written_offset = self.written_offset();
+        if self.flushed_offset == written_offset {
+            return Ok(());
+        }
+        self.active
+            .file
+            .sync_data()
+            .map_err(|source| StorageError::io("fdatasync", &self.active.path, source))?;
+        self.flushed_offset = written_offset;
+        Ok(())
+    }
+
+    /// Next offset to assign: the end of the log.
+    pub fn written_offset(&self) -> u64 {
+        self.state.read().written_offset()
+    }
+
+    /// Every offset below this is on disk.
+    pub fn flushed_offset(&self) -> u64 {
+        self.flushed_offset
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.state.read().log_start_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.state
+            .read()
+            .segments
+            .iter()
+            .map(|segment| segment.written_bytes)
+            .sum()
+    }
+
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    /// Deletes the oldest whole sealed segments beyond `retention_bytes` or
+    /// older than `retention_ms` (by their newest record). Never the active
+    /// segment. Returns how many were deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        let mut removed = Vec::new();
+        {
+            let mut state = self.state.write();
+            let mut total_bytes: u64 = state
+                .segments
+                .iter()
+                .map(|segment| segment.written_bytes)
+                .sum();
+            let retention_ms = i64::try_from(self.config.retention_ms).unwrap_or(i64::MAX);
+            let mut count = 0;
+            while count + 1 < state.segments.len() {
+                let oldest = &state.segments[count];
+                let over_bytes =
+                    self.config.retention_bytes > 0 && total_bytes > self.config.retention_bytes;
+                let expired = self.config.retention_ms > 0
+                    && oldest.max_timestamp_ms < now_ms.saturating_sub(retention_ms);
+                if !over_bytes && !expired {
+                    break;
+                }
+                total_bytes -= oldest.written_bytes;
+                count += 1;
+            }
+            for segment in state.segments.drain(..count) {
+                removed.push(segment.base_offset);
+            }
+            state.log_start_offset = state.segments[0].base_offset;
+        }
+        for &base_offset in &removed {
+            recovery::delete_segment_files(&self.dir, base_offset)?;
+        }
+        if !removed.is_empty() {
+            files::sync_dir(&self.dir)?;
+        }
+        Ok(removed.len())
+    }
+
+    /// Clean shutdown: sync, persist the active index and the producer
+    /// snapshot, fsync the directory.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        self.sync()?;
+        self.persist_active_index()?;
+        self.producers.persist(&self.dir, self.written_offset())?;
+        files::sync_dir(&self.dir)
+    }
+}

@@ -1,0 +1,73 @@
+//! Read-only memory maps of segment files: the only module with mmap
+//! `unsafe`.
+//!
+//! # Safety contract
+//!
+//! A mapped file is never truncated while it is mapped. Concretely:
+//! - Recovery (`ShardLog::open`) truncates, zero-fills and re-preallocates a
+//!   segment file *before* the first map of it is created.
+//! - The writer only grows a segment (fallocate), then maps the new length;
+//!   old maps stay valid (the file only grew) and live in `Arc`s until the
+//!   last reader drops them.
+//! - Retention deletes whole files with `unlink`, which leaves existing maps
+//!   valid until they are dropped.
+//! - Nothing else in Surge opens segment files for writing.
+//!
+//! Bytes the writer is still appending lie beyond the `written` position a
+//! reader is given, and bytes below it are never rewritten, so a reader never
+//! sees a byte change under it.
+
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::{Mmap, MmapOptions};
+
+use super::error::StorageError;
+
+/// A shared, read-only map of a segment file's first `len()` bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentMap {
+    map: Arc<Mmap>,
+}
+
+/// Owner handed to `Bytes::from_owner` so a slice keeps its map alive.
+struct MapOwner(Arc<Mmap>);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0[..]
+    }
+}
+
+impl SegmentMap {
+    /// Maps the first `len` bytes of `file`; the file must be at least that
+    /// long (the caller preallocated it).
+    pub(crate) fn new(file: &File, len: u64, path: &Path) -> Result<SegmentMap, StorageError> {
+        let len_bytes = usize::try_from(len).expect("segment length fits usize");
+        // SAFETY: the file is a segment of this log and, per the module
+        // contract, is never truncated while mapped; the map is read-only and
+        // the bytes a reader may see below `written` are never rewritten.
+        let map = unsafe { MmapOptions::new().len(len_bytes).map(file) }
+            .map_err(|source| StorageError::io("mmap", path, source))?;
+        Ok(SegmentMap { map: Arc::new(map) })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.map[..]
+    }
+
+    /// A zero-copy `Bytes` over `start..end` that keeps this map alive.
+    pub(crate) fn slice(&self, start: usize, end: usize) -> Bytes {
+        assert!(start <= end, "slice start {start} after end {end}");
+        assert!(end <= self.map.len(), "slice end {end} past the map");
+        Bytes::from_owner(MapOwner(Arc::clone(&self.map))).slice(start..end)
+    }
+}

@@ -1,0 +1,147 @@
+//! Reads of a shard log, concurrent with its single writer: `LogReader` is a
+//! cheap clone over the log's shared state (segments, their maps and
+//! indexes, the log start) and returns zero-copy `Bytes` slices of the maps.
+//!
+//! The writer changes the shared state under a write lock only after bytes
+//! are in the file, so a reader sees whole batches only; the caller bounds a
+//! read by `visible_end` (the flushed or written offset it may serve).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use super::error::StorageError;
+use super::files;
+use super::segment::{HeaderWalker, Segment};
+
+/// The state the writer shares with readers.
+#[derive(Debug)]
+pub(crate) struct LogState {
+    pub(crate) dir: PathBuf,
+    pub(crate) log_start_offset: u64,
+    /// Oldest first; the last one is active. Never empty.
+    pub(crate) segments: Vec<Segment>,
+}
+
+impl LogState {
+    pub(crate) fn written_offset(&self) -> u64 {
+        self.segments
+            .last()
+            .expect("a log has a segment")
+            .next_offset
+    }
+
+    /// The segment holding `offset`, which must lie in the log.
+    fn segment_for(&self, offset: u64) -> &Segment {
+        let at = self
+            .segments
+            .partition_point(|segment| segment.base_offset <= offset);
+        &self.segments[at.checked_sub(1).expect("offset at or after the log start")]
+    }
+
+    fn segment_path(&self, segment: &Segment) -> PathBuf {
+        files::offset_path(&self.dir, segment.base_offset, files::LOG_SUFFIX)
+    }
+}
+
+/// Whole batches read from the log, and the offset to read next.
+#[derive(Debug, Clone)]
+pub struct ReadChunk {
+    pub bytes: Bytes,
+    pub next_offset: u64,
+}
+
+/// A handle that serves reads concurrently with the writer.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    pub(crate) state: Arc<RwLock<LogState>>,
+}
+
+impl LogReader {
+    /// Whole batches from the one containing `offset`, up to `visible_end`
+    /// and `max_bytes` (the first batch is returned whole regardless). Stays
+    /// within one segment; `next_offset` says where to continue.
+    pub fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        visible_end: u64,
+    ) -> Result<ReadChunk, StorageError> {
+        let state = self.state.read();
+        let end = visible_end.min(state.written_offset());
+        if offset < state.log_start_offset || offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                start: state.log_start_offset,
+                end,
+            });
+        }
+        let empty = ReadChunk {
+            bytes: Bytes::new(),
+            next_offset: offset,
+        };
+        if offset == end {
+            return Ok(empty);
+        }
+        let segment = state.segment_for(offset);
+        let path = state.segment_path(segment);
+        let (start_position, first) = segment.locate(offset, &path)?;
+        if first.next_offset() > end {
+            return Ok(empty);
+        }
+        let mut walker = HeaderWalker::new(segment, start_position);
+        let mut end_position = start_position;
+        let mut next_offset = offset;
+        while let Some((position, header)) = walker.next_header(&path)? {
+            let taken_bytes = (position + header.size as u64 - start_position) as usize;
+            let first_batch = position == start_position;
+            if header.next_offset() > end || (!first_batch && taken_bytes > max_bytes) {
+                break;
+            }
+            end_position = position + header.size as u64;
+            next_offset = header.next_offset();
+        }
+        let bytes = segment
+            .map
+            .slice(start_position as usize, end_position as usize);
+        Ok(ReadChunk { bytes, next_offset })
+    }
+
+    /// The base offset of the first batch whose max timestamp is at least
+    /// `timestamp_ms`, or `None` if no visible batch has one.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+        visible_end: u64,
+    ) -> Result<Option<u64>, StorageError> {
+        let state = self.state.read();
+        let Some(segment) = state
+            .segments
+            .iter()
+            .find(|segment| segment.max_timestamp_ms >= timestamp_ms)
+        else {
+            return Ok(None);
+        };
+        let path = state.segment_path(segment);
+        let start = segment
+            .index
+            .floor_timestamp(timestamp_ms)
+            .map_or(0, |entry| u64::from(entry.position));
+        let mut walker = HeaderWalker::new(segment, start);
+        while let Some((_, header)) = walker.next_header(&path)? {
+            if header.next_offset() > visible_end {
+                return Ok(None);
+            }
+            if header.max_timestamp_ms >= timestamp_ms {
+                return Ok(Some(header.base_offset));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.state.read().log_start_offset
+    }
+}

@@ -1,0 +1,333 @@
+//! Opening a shard directory: finds the segments, validates each from its
+//! last index checkpoint (or from its start where the index is missing or
+//! corrupt), truncates at the first invalid batch, drops every segment after
+//! a break in the offsets, rebuilds indexes, and maps what it keeps.
+//!
+//! Nothing is mapped until its file is final: scans use a private map that
+//! is dropped before any truncation (see the contract in `mmap.rs`).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use super::config::{LogConfig, MAX_SEGMENTS_PER_SHARD};
+use super::error::StorageError;
+use super::files;
+use super::index::SegmentIndex;
+use super::mmap::SegmentMap;
+use super::segment::{self, ScanEnd, Segment};
+use super::sys;
+
+/// What recovery found and changed; the same facts are logged as warnings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments_kept: usize,
+    /// Indexes rebuilt by scanning because they were missing or corrupt.
+    pub indexes_rebuilt: usize,
+    /// Segments whose invalid tail was cut off.
+    pub truncations: Vec<Truncation>,
+    /// Base offsets of whole segments deleted after a break in the offsets.
+    pub segments_dropped: Vec<u64>,
+    /// Non-zero bytes dropped, truncated tails and deleted segments together.
+    pub dropped_bytes: u64,
+}
+
+/// One cut: the segment, where its valid batches end, what followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    pub path: PathBuf,
+    pub position: u64,
+    pub dropped_bytes: u64,
+    pub reason: String,
+}
+
+/// The open log as recovery leaves it: mapped segments (the last is the
+/// active one) and the active segment's writable file.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) active_file: File,
+    pub(crate) report: RecoveryReport,
+}
+
+#[derive(Debug)]
+struct Scanned {
+    base_offset: u64,
+    file_len_bytes: u64,
+    index: SegmentIndex,
+    end: ScanEnd,
+    dropped_bytes: u64,
+    rebuilt: bool,
+}
+
+pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError> {
+    files::remove_temp_files(dir)?;
+    let mut bases = files::list_offsets(dir, files::LOG_SUFFIX)?;
+    if bases.len() > MAX_SEGMENTS_PER_SHARD {
+        return Err(StorageError::TooManySegments {
+            count: bases.len(),
+            max: MAX_SEGMENTS_PER_SHARD,
+        });
+    }
+    remove_orphan_indexes(dir, &bases)?;
+    let mut report = RecoveryReport::default();
+    if bases.is_empty() {
+        create_segment_file(dir, 0, config.preallocate_bytes)?;
+        files::sync_dir(dir)?;
+        bases.push(0);
+    }
+    let mut kept: Vec<Scanned> = Vec::with_capacity(bases.len());
+    for (at, &base_offset) in bases.iter().enumerate() {
+        if let Some(previous) = kept.last() {
+            if previous.end.next_offset != base_offset {
+                drop_segments(dir, &bases[at..], previous.end.next_offset, &mut report)?;
+                break;
+            }
+        }
+        kept.push(scan_segment(dir, base_offset, config)?);
+    }
+    let last_at = kept.len() - 1;
+    let mut segments = Vec::with_capacity(kept.len());
+    let mut active_file = None;
+    for (at, scanned) in kept.into_iter().enumerate() {
+        note_truncation(dir, &scanned, &mut report);
+        report.indexes_rebuilt += usize::from(scanned.rebuilt);
+        let (segment, file) = finish_segment(dir, scanned, at == last_at, config)?;
+        segments.push(segment);
+        active_file = file;
+    }
+    files::sync_dir(dir)?;
+    report.segments_kept = segments.len();
+    let active_file = active_file.expect("the last segment is opened for writing");
+    Ok(Recovered {
+        segments,
+        active_file,
+        report,
+    })
+}
+
+/// Scans one segment from its last index checkpoint without changing it.
+fn scan_segment(dir: &Path, base_offset: u64, config: &LogConfig) -> Result<Scanned, StorageError> {
+    let path = files::offset_path(dir, base_offset, files::LOG_SUFFIX);
+    let file = File::open(&path).map_err(|source| StorageError::io("open", &path, source))?;
+    let file_len_bytes = file
+        .metadata()
+        .map_err(|source| StorageError::io("stat", &path, source))?
+        .len();
+    let loaded = SegmentIndex::load(dir, base_offset, file_len_bytes)?;
+    let rebuilt = loaded.is_none();
+    let mut index = loaded.unwrap_or_else(|| SegmentIndex::new(base_offset));
+    let start = match index.last() {
+        Some(entry) => (
+            u64::from(entry.position),
+            base_offset + u64::from(entry.relative_offset),
+            entry.max_timestamp_before_ms,
+        ),
+        None => (0, base_offset, i64::MIN),
+    };
+    if file_len_bytes == 0 {
+        let end = ScanEnd {
+            valid_bytes: 0,
+            next_offset: base_offset,
+            max_timestamp_ms: i64::MIN,
+            stop_reason: None,
+        };
+        return Ok(Scanned {
+            base_offset,
+            file_len_bytes,
+            index,
+            end,
+            dropped_bytes: 0,
+            rebuilt,
+        });
+    }
+    // A private map, dropped at the end of this function, before any change
+    // to the file.
+    let map = SegmentMap::new(&file, file_len_bytes, &path)?;
+    let end = segment::scan(
+        map.as_slice(),
+        start,
+        &mut index,
+        config.index_interval_bytes,
+        config.max_batch_bytes,
+    );
+    index.truncate_at(end.valid_bytes);
+    let dropped_bytes = segment::dropped_bytes(map.as_slice(), end.valid_bytes);
+    Ok(Scanned {
+        base_offset,
+        file_len_bytes,
+        index,
+        end,
+        dropped_bytes,
+        rebuilt,
+    })
+}
+
+fn note_truncation(dir: &Path, scanned: &Scanned, report: &mut RecoveryReport) {
+    if scanned.dropped_bytes == 0 {
+        return;
+    }
+    let path = files::offset_path(dir, scanned.base_offset, files::LOG_SUFFIX);
+    let reason = scanned
+        .end
+        .stop_reason
+        .clone()
+        .unwrap_or_else(|| "invalid batch".to_owned());
+    tracing::warn!(
+        path = %path.display(),
+        position = scanned.end.valid_bytes,
+        dropped_bytes = scanned.dropped_bytes,
+        reason,
+        "recovery truncated a segment at its first invalid batch"
+    );
+    report.dropped_bytes += scanned.dropped_bytes;
+    report.truncations.push(Truncation {
+        path,
+        position: scanned.end.valid_bytes,
+        dropped_bytes: scanned.dropped_bytes,
+        reason,
+    });
+}
+
+/// Truncates (and for the active segment re-preallocates) a scanned segment,
+/// persists a rebuilt index of a sealed one, and maps it.
+fn finish_segment(
+    dir: &Path,
+    scanned: Scanned,
+    active: bool,
+    config: &LogConfig,
+) -> Result<(Segment, Option<File>), StorageError> {
+    let path = files::offset_path(dir, scanned.base_offset, files::LOG_SUFFIX);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StorageError::io("open", &path, source))?;
+    let valid_bytes = scanned.end.valid_bytes;
+    let needs_cut = scanned.dropped_bytes > 0 || (!active && scanned.file_len_bytes > valid_bytes);
+    if needs_cut {
+        file.set_len(valid_bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|source| StorageError::io("truncate", &path, source))?;
+        if active {
+            // Its persisted checkpoint may name the cut batch; the active
+            // index lives in memory until the segment is sealed.
+            files::remove_file(&files::offset_path(
+                dir,
+                scanned.base_offset,
+                files::OFFSET_INDEX_SUFFIX,
+            ))?;
+            files::remove_file(&files::offset_path(
+                dir,
+                scanned.base_offset,
+                files::TIME_INDEX_SUFFIX,
+            ))?;
+        }
+    }
+    let map_len_bytes = if active {
+        let current = if needs_cut {
+            valid_bytes
+        } else {
+            scanned.file_len_bytes
+        };
+        let target = preallocation_target(valid_bytes, current, config);
+        sys::preallocate(&file, target)
+            .map_err(|source| StorageError::io("fallocate", &path, source))?;
+        target
+    } else {
+        if scanned.rebuilt || scanned.dropped_bytes > 0 {
+            scanned.index.persist(dir)?;
+        }
+        valid_bytes
+    };
+    let map = SegmentMap::new(&file, map_len_bytes, &path)?;
+    let segment = Segment {
+        base_offset: scanned.base_offset,
+        next_offset: scanned.end.next_offset,
+        written_bytes: valid_bytes,
+        max_timestamp_ms: scanned.end.max_timestamp_ms,
+        index: scanned.index,
+        map,
+    };
+    Ok((segment, active.then_some(file)))
+}
+
+/// The preallocated length for a segment that must hold `needed_bytes`:
+/// the next `preallocate_bytes` step, at most `segment_bytes` unless more is
+/// needed, never less than the file already has.
+pub(crate) fn preallocation_target(
+    needed_bytes: u64,
+    current_bytes: u64,
+    config: &LogConfig,
+) -> u64 {
+    let step = config.preallocate_bytes;
+    let stepped = (needed_bytes / step + 1) * step;
+    stepped
+        .min(config.segment_bytes)
+        .max(needed_bytes)
+        .max(current_bytes)
+        .max(1)
+}
+
+/// Creates an empty, preallocated segment file; the caller fsyncs the dir.
+pub(crate) fn create_segment_file(
+    dir: &Path,
+    base_offset: u64,
+    preallocate_bytes: u64,
+) -> Result<File, StorageError> {
+    let path = files::offset_path(dir, base_offset, files::LOG_SUFFIX);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|source| StorageError::io("create", &path, source))?;
+    sys::preallocate(&file, preallocate_bytes)
+        .map_err(|source| StorageError::io("fallocate", &path, source))?;
+    Ok(file)
+}
+
+/// Deletes a segment's log and index files; the caller fsyncs the dir.
+pub(crate) fn delete_segment_files(dir: &Path, base_offset: u64) -> Result<(), StorageError> {
+    for suffix in [
+        files::LOG_SUFFIX,
+        files::OFFSET_INDEX_SUFFIX,
+        files::TIME_INDEX_SUFFIX,
+    ] {
+        files::remove_file(&files::offset_path(dir, base_offset, suffix))?;
+    }
+    Ok(())
+}
+
+fn drop_segments(
+    dir: &Path,
+    bases: &[u64],
+    expected: u64,
+    report: &mut RecoveryReport,
+) -> Result<(), StorageError> {
+    for &base_offset in bases {
+        let path = files::offset_path(dir, base_offset, files::LOG_SUFFIX);
+        let len_bytes = std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0);
+        tracing::warn!(
+            path = %path.display(),
+            expected_base_offset = expected,
+            dropped_bytes = len_bytes,
+            "recovery deleted a segment after a break in the offsets"
+        );
+        delete_segment_files(dir, base_offset)?;
+        report.segments_dropped.push(base_offset);
+        report.dropped_bytes += len_bytes;
+    }
+    Ok(())
+}
+
+/// Index files whose segment is gone (an interrupted deletion).
+fn remove_orphan_indexes(dir: &Path, bases: &[u64]) -> Result<(), StorageError> {
+    for suffix in [files::OFFSET_INDEX_SUFFIX, files::TIME_INDEX_SUFFIX] {
+        for offset in files::list_offsets(dir, suffix)? {
+            if bases.binary_search(&offset).is_err() {
+                files::remove_file(&files::offset_path(dir, offset, suffix))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Raw system calls storage needs that the standard library lacks:
+//! `fallocate` and io_uring submission. Besides `mmap.rs`, the only module
+//! allowed `unsafe`; each use carries its `// SAFETY:` argument.
+
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+/// Most resubmissions for one write before a run of short writes is an error.
+const MAX_WRITE_ROUNDS: usize = 1024;
+const WRITE_TAG: u64 = 1;
+const FSYNC_TAG: u64 = 2;
+
+/// Grows `file` to at least `len_bytes` with allocated blocks (so a full disk
+/// shows up here, not as SIGBUS under a map). Falls back to `set_len` where
+/// the filesystem does not support fallocate.
+pub(crate) fn preallocate(file: &File, len_bytes: u64) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len_bytes).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: fallocate reads only its integer arguments; the fd is open and
+    // owned by `file` for the duration of the call.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+            if file.metadata()?.len() < len_bytes {
+                file.set_len(len_bytes)?;
+            }
+            Ok(())
+        }
+        _ => Err(error),
+    }
+}
+
+/// Writes all of `buf` at `position` through `ring`, with a linked
+/// datasync when `sync`, resubmitting the rest after a short write.
+pub(crate) fn uring_write_all(
+    ring: &mut IoUring,
+    file: &File,
+    mut position: u64,
+    mut buf: &[u8],
+    sync: bool,
+) -> io::Result<()> {
+    let fd = types::Fd(file.as_raw_fd());
+    for _ in 0..MAX_WRITE_ROUNDS {
+        let chunk_len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let write = opcode::Write::new(fd, buf.as_ptr(), chunk_len)
+            .offset(position)
+            .build()
+            .user_data(WRITE_TAG);
+        let (written, synced) = if sync {
+            let link = write.flags(squeue::Flags::IO_LINK);
+            let fsync = opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(FSYNC_TAG);
+            submit_and_reap(ring, &[link, fsync])?
+        } else {
+            submit_and_reap(ring, &[write])?
+        };
+        if written == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "io_uring wrote 0 bytes",
+            ));
+        }
+        buf = &buf[written..];
+        position += written as u64;
+        if buf.is_empty() {
+            if sync && !synced {
+                // The write completed in one go but its linked fsync was
+                // cancelled (a short result severs a link): sync directly.
+                file.sync_data()?;
+            }
+            return Ok(());
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::WriteZero,
+        "too many short io_uring writes",
+    ))
+}
+
+/// Pushes `entries`, waits for all their completions, and returns the bytes
+/// the write reported and whether a linked fsync succeeded.
+fn submit_and_reap(ring: &mut IoUring, entries: &[squeue::Entry]) -> io::Result<(usize, bool)> {
+    // Drain completions a previous, failed call may have left behind.
+    ring.completion().for_each(drop);
+    for entry in entries {
+        // SAFETY: the write entry points at a buffer borrowed by our caller
+        // for the whole call, and we wait below for the completion of every
+        // entry pushed here before returning, so the kernel never reads the
+        // buffer after the borrow ends.
+        unsafe { ring.submission().push(entry) }
+            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+    }
+    let mut written: Option<usize> = None;
+    let mut synced = false;
+    let mut reaped = 0;
+    let mut first_error: Option<io::Error> = None;
+    while reaped < entries.len() {
+        match ring.submit_and_wait(entries.len() - reaped) {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) if error.raw_os_error() == Some(libc::EBUSY) => continue,
+            Err(error) => return Err(error),
+        }
+        for cqe in ring.completion() {
+            reaped += 1;
+            let result = cqe.result();
+            match (cqe.user_data(), result) {
+                (WRITE_TAG, res) if res >= 0 => written = Some(res as usize),
+                (FSYNC_TAG, 0) => synced = true,
+                (FSYNC_TAG, res) if res == -libc::ECANCELED => {}
+                (_, res) => {
+                    first_error.get_or_insert(io::Error::from_raw_os_error(-res));
+                }
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    let written = written.ok_or_else(|| io::Error::other("io_uring write lost its completion"))?;
+    Ok((written, synced))
+}

@@ -1,0 +1,277 @@
+//! `Client`: the handle everything else is built on. Owns the current
+//! `Connection` and the session learned in the handshake (producer id,
+//! limits, API versions), reconnects lazily after a disconnect, and offers
+//! typed conveniences for the administrative requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use surge_protocol::api::ApiVersionRange;
+use surge_protocol::frame;
+use surge_protocol::handshake::{HandshakeRequest, HandshakeResponse, PROTOCOL_VERSION};
+use surge_protocol::offsets::{ListOffsetsPart, ListOffsetsRequest, OffsetSpec};
+use surge_protocol::stream::{
+    CreateStreamRequest, DeleteStreamRequest, DescribeStreamRequest, DescribeStreamResponse,
+    ListStreamsRequest, MetadataRequest, StreamConfig, StreamMetadata, StreamSummary,
+};
+use surge_protocol::{ApiKey, Request, Wire, Writer};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClientConfig;
+use crate::connection::{Connection, RawResponse};
+use crate::error::ClientError;
+
+/// What the first handshake told us. Kept for the client's life: a
+/// reconnect handshakes again but keeps the producer id, so retried batches
+/// (which carry it in their bytes) still deduplicate on the broker.
+#[derive(Debug, Clone)]
+struct Session {
+    producer_id: u64,
+    max_batch_bytes: usize,
+    max_frame_bytes: usize,
+    apis: Vec<ApiVersionRange>,
+}
+
+#[derive(Debug)]
+struct ClientInner {
+    config: ClientConfig,
+    session: Session,
+    current: Mutex<Arc<Connection>>,
+    /// Serializes reconnects; held across the connect and handshake.
+    reconnecting: tokio::sync::Mutex<()>,
+    closed: CancellationToken,
+}
+
+/// A connection to one broker. Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl Client {
+    /// Connects and handshakes; fails if the broker does not speak
+    /// `PROTOCOL_VERSION`.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let (connection, handshake) = open_session(&config).await?;
+        let session = Session {
+            producer_id: handshake.producer_id,
+            max_batch_bytes: handshake.max_batch_bytes as usize,
+            max_frame_bytes: handshake.max_frame_bytes as usize,
+            apis: handshake.apis,
+        };
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                config,
+                session,
+                current: Mutex::new(Arc::new(connection)),
+                reconnecting: tokio::sync::Mutex::new(()),
+                closed: CancellationToken::new(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The producer id from the first handshake, stable across reconnects.
+    pub fn producer_id(&self) -> u64 {
+        self.inner.session.producer_id
+    }
+
+    /// The largest record batch the broker accepts.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.inner.session.max_batch_bytes
+    }
+
+    /// Sends a request and decodes its response, within the configured
+    /// request timeout. Frame-level errors become `ClientError::Broker`;
+    /// error codes inside the response body are left to the caller.
+    pub async fn request<R: Request>(&self, req: &R) -> Result<R::Response, ClientError> {
+        self.request_within(req, self.inner.config.request_timeout)
+            .await
+    }
+
+    /// `request` with an explicit timeout (long polls need more).
+    pub async fn request_within<R: Request>(
+        &self,
+        req: &R,
+        timeout: Duration,
+    ) -> Result<R::Response, ClientError> {
+        let version = self.version_of(R::API_KEY)?;
+        let connection = self.connection().await?;
+        let mut body = Writer::new();
+        req.encode(&mut body);
+        let send_limit = self.inner.session.max_frame_bytes;
+        let raw = connection
+            .call(R::API_KEY, version, body, send_limit, timeout)
+            .await?;
+        decode_response::<R>(raw)
+    }
+
+    /// Closes the connection; pending and later requests fail.
+    pub async fn close(&self) {
+        self.inner.closed.cancel();
+        self.inner.current.lock().close();
+    }
+
+    /// The highest version of `key` both sides speak.
+    fn version_of(&self, key: ApiKey) -> Result<u16, ClientError> {
+        let (ours_min, ours_max) = key.versions();
+        let theirs = self
+            .inner
+            .session
+            .apis
+            .iter()
+            .find(|range| range.api_key == key as u16)
+            .ok_or_else(|| ClientError::Protocol(format!("broker does not offer {key:?}")))?;
+        let version = ours_max.min(theirs.max_version);
+        if version < ours_min.max(theirs.min_version) {
+            return Err(ClientError::Protocol(format!(
+                "no common version of {key:?}: ours {ours_min}..={ours_max}, broker {}..={}",
+                theirs.min_version, theirs.max_version
+            )));
+        }
+        Ok(version)
+    }
+
+    /// The open connection, or a fresh one after a disconnect.
+    async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+        if self.inner.closed.is_cancelled() {
+            return Err(ClientError::Closed);
+        }
+        let current = Arc::clone(&self.inner.current.lock());
+        if current.is_open() {
+            return Ok(current);
+        }
+        let _guard = self.inner.reconnecting.lock().await;
+        let current = Arc::clone(&self.inner.current.lock());
+        if current.is_open() {
+            return Ok(current);
+        }
+        let (fresh, _) = open_session(&self.inner.config).await?;
+        let fresh = Arc::new(fresh);
+        *self.inner.current.lock() = Arc::clone(&fresh);
+        if self.inner.closed.is_cancelled() {
+            fresh.close();
+            return Err(ClientError::Closed);
+        }
+        tracing::debug!(addr = %self.inner.config.addr, "reconnected");
+        Ok(fresh)
+    }
+
+    pub async fn create_stream(&self, name: &str, config: StreamConfig) -> Result<(), ClientError> {
+        let req = CreateStreamRequest {
+            name: name.to_owned(),
+            config,
+        };
+        let resp = self.request(&req).await?;
+        ClientError::check(resp.error, resp.message)
+    }
+
+    pub async fn delete_stream(&self, name: &str) -> Result<(), ClientError> {
+        let req = DeleteStreamRequest {
+            name: name.to_owned(),
+        };
+        let resp = self.request(&req).await?;
+        ClientError::check(resp.error, format!("delete stream {name}"))
+    }
+
+    pub async fn list_streams(&self) -> Result<Vec<StreamSummary>, ClientError> {
+        Ok(self.request(&ListStreamsRequest {}).await?.streams)
+    }
+
+    pub async fn describe_stream(&self, name: &str) -> Result<DescribeStreamResponse, ClientError> {
+        let req = DescribeStreamRequest {
+            name: name.to_owned(),
+        };
+        let resp = self.request(&req).await?;
+        ClientError::check(resp.error, format!("describe stream {name}"))?;
+        Ok(resp)
+    }
+
+    /// Routing metadata of one stream.
+    pub async fn metadata(&self, stream: &str) -> Result<StreamMetadata, ClientError> {
+        let req = MetadataRequest {
+            streams: vec![stream.to_owned()],
+        };
+        let resp = self.request(&req).await?;
+        let found = resp
+            .streams
+            .into_iter()
+            .find(|meta| meta.name == stream)
+            .ok_or_else(|| ClientError::Protocol(format!("metadata without stream {stream}")))?;
+        ClientError::check(found.error, format!("metadata of {stream}"))?;
+        Ok(found)
+    }
+
+    /// One shard's earliest, latest or by-timestamp offset.
+    pub async fn list_offset(
+        &self,
+        stream: &str,
+        shard: u32,
+        spec: OffsetSpec,
+        timestamp_ms: i64,
+    ) -> Result<u64, ClientError> {
+        let req = ListOffsetsRequest {
+            parts: vec![ListOffsetsPart {
+                stream: stream.to_owned(),
+                shard_id: shard,
+                spec,
+                timestamp_ms,
+            }],
+        };
+        let resp = self.request(&req).await?;
+        let part = resp
+            .parts
+            .into_iter()
+            .find(|part| part.shard_id == shard)
+            .ok_or_else(|| ClientError::Protocol(format!("list offsets without shard {shard}")))?;
+        ClientError::check(part.error, format!("list offsets of {stream}/{shard}"))?;
+        Ok(part.offset)
+    }
+}
+
+fn decode_response<R: Request>(raw: RawResponse) -> Result<R::Response, ClientError> {
+    if !raw.error.is_ok() {
+        let message = frame::decode_error_message(raw.body)?;
+        return Err(ClientError::Broker {
+            code: raw.error,
+            message,
+        });
+    }
+    Ok(R::Response::decode_all(raw.body)?)
+}
+
+/// Connects and handshakes; the handshake itself is always version 0.
+async fn open_session(
+    config: &ClientConfig,
+) -> Result<(Connection, HandshakeResponse), ClientError> {
+    let connection = Connection::open(config).await?;
+    let req = HandshakeRequest {
+        client_id: config.client_id.clone(),
+        min_protocol: PROTOCOL_VERSION,
+        max_protocol: PROTOCOL_VERSION,
+    };
+    let mut body = Writer::new();
+    req.encode(&mut body);
+    let raw = connection
+        .call(
+            ApiKey::Handshake,
+            0,
+            body,
+            config.max_frame_bytes,
+            config.request_timeout,
+        )
+        .await?;
+    let resp = decode_response::<HandshakeRequest>(raw)?;
+    ClientError::check(resp.error, "handshake")?;
+    if resp.protocol != PROTOCOL_VERSION {
+        return Err(ClientError::Protocol(format!(
+            "broker chose protocol {}, this client speaks {PROTOCOL_VERSION}",
+            resp.protocol
+        )));
+    }
+    Ok((connection, resp))
+}

@@ -1,0 +1,89 @@
+//! `Event`, what a producer sends: key, value, headers and timestamp, held
+//! as shared `Bytes` so queueing and retrying never copy a payload.
+
+use bytes::Bytes;
+use surge_protocol::batch::BatchBuilder;
+
+/// Header that names the event's type (routing by type, type metrics).
+pub const TYPE_HEADER: &str = "type";
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Event {
+    /// Routing key; events with the same key keep their order.
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub headers: Vec<(String, Bytes)>,
+    /// Milliseconds since the epoch; `None` stamps the time of `send`.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Event {
+    pub fn new(value: impl Into<Bytes>) -> Event {
+        Event {
+            value: value.into(),
+            ..Event::default()
+        }
+    }
+
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Event {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets (or replaces) the `type` header.
+    pub fn with_type(mut self, event_type: &str) -> Event {
+        self.headers.retain(|(name, _)| name != TYPE_HEADER);
+        self.headers.push((
+            TYPE_HEADER.to_owned(),
+            Bytes::copy_from_slice(event_type.as_bytes()),
+        ));
+        self
+    }
+
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Event {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn with_timestamp(mut self, timestamp_ms: i64) -> Event {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
+    }
+
+    /// Bytes this event takes as a record in a batch.
+    pub fn record_bytes(&self) -> usize {
+        let headers = self.header_refs();
+        BatchBuilder::record_size(self.key.as_deref(), &self.value, &headers)
+    }
+
+    pub(crate) fn header_refs(&self) -> Vec<(&str, &[u8])> {
+        self.headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), &value[..]))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_type_replaces_the_type_header() {
+        let event = Event::new("v")
+            .with_type("a")
+            .with_type("b")
+            .with_header("x", "1");
+        assert_eq!(event.headers.len(), 2);
+        assert_eq!(event.headers[0], ("type".to_owned(), Bytes::from("b")));
+    }
+
+    #[test]
+    fn record_bytes_matches_the_builder() {
+        let event = Event::new("value").with_key("k").with_type("t");
+        let mut builder = BatchBuilder::new(1, 0);
+        let before = builder.size();
+        builder.push(0, Some(b"k"), b"value", &[("type", b"t")]);
+        assert_eq!(event.record_bytes(), builder.size() - before);
+    }
+}

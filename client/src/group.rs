@@ -1,0 +1,240 @@
+//! Consumer-group membership: joining, the heartbeat task, and handing
+//! assignment changes to the consumer. The heartbeat carries the generation
+//! the consumer has *applied*; the broker moves a shard to another member
+//! only after that acknowledgement, so no shard is read twice at once.
+//!
+//! The heartbeat task is the only writer of the published assignment (a
+//! `watch`, which holds one value: bounded by construction); the consumer is
+//! the only writer of the applied generation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use surge_protocol::group::{
+    Assignment, CommitOffsetsRequest, FetchOffsetsRequest, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, ShardOffset,
+};
+use surge_protocol::ErrorCode;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Client;
+use crate::config::wire_ms;
+use crate::error::ClientError;
+
+/// Who this member is and which generation it works under.
+#[derive(Debug, Clone, Default)]
+struct MemberState {
+    member_id: String,
+    applied_generation: u64,
+}
+
+#[derive(Debug, Clone)]
+struct GroupKey {
+    client: Client,
+    group: String,
+    stream: String,
+    session_timeout: Duration,
+}
+
+impl GroupKey {
+    async fn join(&self, member_id: &str) -> Result<Assignment, ClientError> {
+        let req = JoinGroupRequest {
+            group: self.group.clone(),
+            stream: self.stream.clone(),
+            member_id: member_id.to_owned(),
+            session_timeout_ms: wire_ms(self.session_timeout),
+        };
+        let assignment = self.client.request(&req).await?;
+        ClientError::check(assignment.error, format!("join group {}", self.group))?;
+        Ok(assignment)
+    }
+}
+
+/// Membership of one group on one stream, with its heartbeat task.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    key: GroupKey,
+    state: Arc<Mutex<MemberState>>,
+    assignments: watch::Receiver<Assignment>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+}
+
+impl Membership {
+    /// Joins and starts heartbeating; the first assignment is returned and
+    /// must be applied (then `applied`) by the caller.
+    pub(crate) async fn join(
+        client: Client,
+        group: &str,
+        stream: &str,
+        session_timeout: Duration,
+        heartbeat_interval: Duration,
+    ) -> Result<(Membership, Assignment), ClientError> {
+        let key = GroupKey {
+            client,
+            group: group.to_owned(),
+            stream: stream.to_owned(),
+            session_timeout,
+        };
+        let assignment = key.join("").await?;
+        let state = Arc::new(Mutex::new(MemberState {
+            member_id: assignment.member_id.clone(),
+            applied_generation: 0,
+        }));
+        let (publish, mut assignments) = watch::channel(assignment.clone());
+        assignments.borrow_and_update();
+        let wake = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let heartbeat = Heartbeat {
+            key: key.clone(),
+            state: Arc::clone(&state),
+            publish,
+            wake: Arc::clone(&wake),
+            interval: heartbeat_interval,
+        };
+        tokio::spawn(heartbeat.run(shutdown.clone()));
+        let membership = Membership {
+            key,
+            state,
+            assignments,
+            wake,
+            shutdown,
+        };
+        Ok((membership, assignment))
+    }
+
+    /// A new assignment published by the heartbeat task, if any.
+    pub(crate) fn changed(&mut self) -> Option<Assignment> {
+        if !self.assignments.has_changed().unwrap_or(false) {
+            return None;
+        }
+        Some(self.assignments.borrow_and_update().clone())
+    }
+
+    /// Waits up to `limit` for an assignment change.
+    pub(crate) async fn wait_changed(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.assignments.changed()).await;
+    }
+
+    /// Records that `generation`'s assignment is in effect and heartbeats
+    /// at once to tell the broker.
+    pub(crate) fn applied(&self, generation: u64) {
+        self.state.lock().applied_generation = generation;
+        self.wake.notify_one();
+    }
+
+    pub(crate) async fn commit(&self, positions: &BTreeMap<u32, u64>) -> Result<(), ClientError> {
+        let state = self.state.lock().clone();
+        let req = CommitOffsetsRequest {
+            group: self.key.group.clone(),
+            stream: self.key.stream.clone(),
+            member_id: state.member_id,
+            generation: state.applied_generation,
+            offsets: positions
+                .iter()
+                .map(|(&shard_id, &offset)| ShardOffset { shard_id, offset })
+                .collect(),
+        };
+        let resp = self.key.client.request(&req).await?;
+        ClientError::check(resp.error, format!("commit to group {}", self.key.group))
+    }
+
+    /// The group's committed offsets (next offset to read) by shard.
+    pub(crate) async fn committed(&self) -> Result<BTreeMap<u32, u64>, ClientError> {
+        let req = FetchOffsetsRequest {
+            group: self.key.group.clone(),
+            stream: self.key.stream.clone(),
+        };
+        let resp = self.key.client.request(&req).await?;
+        ClientError::check(resp.error, format!("fetch offsets of {}", self.key.group))?;
+        Ok(resp
+            .offsets
+            .into_iter()
+            .map(|entry| (entry.shard_id, entry.offset))
+            .collect())
+    }
+
+    /// Stops heartbeating and leaves the group.
+    pub(crate) async fn leave(self) -> Result<(), ClientError> {
+        self.shutdown.cancel();
+        let req = LeaveGroupRequest {
+            group: self.key.group.clone(),
+            stream: self.key.stream.clone(),
+            member_id: self.state.lock().member_id.clone(),
+        };
+        let resp = self.key.client.request(&req).await?;
+        ClientError::check(resp.error, format!("leave group {}", self.key.group))
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The background heartbeat: every interval, or at once after an
+/// assignment was applied.
+#[derive(Debug)]
+struct Heartbeat {
+    key: GroupKey,
+    state: Arc<Mutex<MemberState>>,
+    publish: watch::Sender<Assignment>,
+    wake: Arc<Notify>,
+    interval: Duration,
+}
+
+impl Heartbeat {
+    async fn run(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.interval) => {}
+                () = self.wake.notified() => {}
+            }
+            if let Err(error) = self.beat().await {
+                tracing::debug!(group = %self.key.group, %error, "heartbeat failed");
+            }
+        }
+    }
+
+    async fn beat(&self) -> Result<(), ClientError> {
+        let state = self.state.lock().clone();
+        let req = HeartbeatRequest {
+            group: self.key.group.clone(),
+            stream: self.key.stream.clone(),
+            member_id: state.member_id,
+            generation: state.applied_generation,
+        };
+        let assignment = self.key.client.request(&req).await?;
+        match assignment.error {
+            ErrorCode::None => self.publish_if_new(assignment),
+            ErrorCode::UnknownMember => {
+                // The session expired: join again as a new member.
+                let assignment = self.key.join("").await?;
+                *self.state.lock() = MemberState {
+                    member_id: assignment.member_id.clone(),
+                    applied_generation: 0,
+                };
+                self.publish_if_new(assignment);
+            }
+            code => ClientError::check(code, "heartbeat")?,
+        }
+        Ok(())
+    }
+
+    fn publish_if_new(&self, assignment: Assignment) {
+        self.publish.send_if_modified(|current| {
+            let changed = current.generation != assignment.generation
+                || current.shards != assignment.shards
+                || current.member_id != assignment.member_id;
+            if changed {
+                *current = assignment;
+            }
+            changed
+        });
+    }
+}
