@@ -27,7 +27,7 @@ pub fn resolve_settings(
     }
     let pick = |value: u64, default: u64| if value == 0 { default } else { value };
     let segment_bytes = pick(requested.segment_bytes, defaults.segment_bytes);
-    if segment_bytes < (1 << 20) || segment_bytes > (1 << 32) {
+    if !((1 << 20)..=(1 << 32)).contains(&segment_bytes) {
         return Err(format!(
             "segment_bytes {segment_bytes} must be between 1 MiB and 4 GiB"
         ));

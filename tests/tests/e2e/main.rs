@@ -1,0 +1,4 @@
+//! End-to-end tests against the real `surge` binary, one binary for all
+//! scenarios (each module is one concern).
+
+mod bad_input;
