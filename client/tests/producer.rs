@@ -149,3 +149,25 @@ async fn oversized_event_is_refused() {
         Err(surge_client::ClientError::EventTooLarge { .. })
     ));
 }
+
+#[tokio::test]
+async fn newer_epoch_in_a_response_refreshes_routing() {
+    let fake = FakeBroker::start().await;
+    let client = Client::connect(fake.config()).await.unwrap();
+    let producer = Producer::new(client, STREAM, ProducerConfig::default())
+        .await
+        .unwrap();
+    let shard0_end = fake.state.lock().shards[0].hash_end;
+    let key = (0..1000)
+        .map(|index| format!("key-{index}"))
+        .find(|key| key_hash(key.as_bytes()) <= shard0_end)
+        .unwrap();
+    let send = |value: &'static str| producer.send(Event::new(value).with_key(key.clone()));
+    assert_eq!(send("before").await.unwrap().await.unwrap().shard_id, 0);
+    let successor = fake.seal_with_successor(0);
+    // Still routed by the stale map; the response carries the new epoch.
+    assert_eq!(send("during").await.unwrap().await.unwrap().shard_id, 0);
+    let after = send("after").await.unwrap().await.unwrap();
+    assert_eq!(after.shard_id, successor);
+    assert_eq!(after.offset, 0);
+}

@@ -43,6 +43,7 @@ pub struct FakeShard {
     /// Stored batches, base offsets assigned.
     pub batches: Vec<Bytes>,
     pub next_offset: u64,
+    pub sealed: bool,
     dedup: HashMap<(u64, u64), u64>,
 }
 
@@ -127,6 +128,25 @@ impl FakeBroker {
             }
         });
         FakeBroker { addr, state }
+    }
+
+    /// Seals `shard_id` and opens a successor over its range under a new
+    /// epoch. Appends to the sealed shard are still stored there, as if the
+    /// broker forwarded them; only the epoch tells the client.
+    pub fn seal_with_successor(&self, shard_id: u32) -> u32 {
+        let mut state = self.state.lock();
+        let successor = state.shards.len() as u32;
+        let parent = &mut state.shards[shard_id as usize];
+        parent.sealed = true;
+        let (hash_start, hash_end) = (parent.hash_start, parent.hash_end);
+        state.shards.push(FakeShard {
+            shard_id: successor,
+            hash_start,
+            hash_end,
+            ..FakeShard::default()
+        });
+        state.epoch += 1;
+        successor
     }
 
     pub fn config(&self) -> surge_client::ClientConfig {
@@ -282,6 +302,11 @@ fn metadata(state: &FakeState) -> StreamMetadata {
                 hash_start: shard.hash_start,
                 hash_end: shard.hash_end,
                 high_watermark: shard.next_offset,
+                state: if shard.sealed {
+                    surge_protocol::stream::ShardState::Sealed
+                } else {
+                    surge_protocol::stream::ShardState::Open
+                },
                 ..ShardInfo::default()
             })
             .collect(),
