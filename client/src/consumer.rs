@@ -36,7 +36,8 @@ pub struct Consumer {
     stream: String,
     config: ConsumerConfig,
     shards: BTreeMap<u32, Cursor>,
-    /// Positions last committed, to skip commits that change nothing.
+    /// Positions last committed (or started at), to skip commits that
+    /// change nothing.
     committed: BTreeMap<u32, u64>,
     membership: Option<Membership>,
 }
@@ -266,18 +267,16 @@ impl Consumer {
         for shard_id in shard_ids {
             if let Some(&offset) = committed.get(shard_id) {
                 starts.insert(*shard_id, offset);
-                self.committed.insert(*shard_id, offset);
             }
         }
         for (shard_id, next_offset) in starts {
-            let drained = false;
-            self.shards.insert(
-                shard_id,
-                Cursor {
-                    next_offset,
-                    drained,
-                },
-            );
+            let cursor = Cursor {
+                next_offset,
+                drained: false,
+            };
+            self.shards.insert(shard_id, cursor);
+            // Nothing returned yet: the start is the baseline, not a commit.
+            self.committed.insert(shard_id, next_offset);
         }
         Ok(())
     }

@@ -1,0 +1,412 @@
+//! A fake broker for the client's tests: one stream with two shards, kept in
+//! memory, speaking real frames over TCP on 127.0.0.1:0. Knobs on
+//! `FakeState` make it misbehave on purpose (frame errors, answers in
+//! reverse order, dropped connections).
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use surge_protocol::api::supported_versions;
+use surge_protocol::batch::{self, Batch, BatchBuilder, MAX_BATCH_BYTES};
+use surge_protocol::fetch::{FetchPartResponse, FetchRequest, FetchResponse};
+use surge_protocol::frame::{self, FrameCheck, RequestHeader, MAX_FRAME_BYTES};
+use surge_protocol::group::{
+    Assignment, CommitOffsetsRequest, CommitOffsetsResponse, FetchOffsetsRequest,
+    FetchOffsetsResponse, LeaveGroupResponse, ShardOffset,
+};
+use surge_protocol::handshake::{HandshakeResponse, PROTOCOL_VERSION};
+use surge_protocol::offsets::{
+    ListOffsetsPartResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec,
+};
+use surge_protocol::produce::{ProducePartResponse, ProduceRequest, ProduceResponse};
+use surge_protocol::routing::equal_ranges;
+use surge_protocol::stream::{
+    DescribeStreamRequest, DescribeStreamResponse, MetadataRequest, MetadataResponse, ShardInfo,
+    StreamMetadata,
+};
+use surge_protocol::{ApiKey, ErrorCode, Wire, Writer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const STREAM: &str = "events";
+pub const MAX_BATCH: u32 = 1 << 20;
+
+#[derive(Debug, Default)]
+pub struct FakeShard {
+    pub shard_id: u32,
+    pub hash_start: u64,
+    pub hash_end: u64,
+    /// Stored batches, base offsets assigned.
+    pub batches: Vec<Bytes>,
+    pub next_offset: u64,
+    pub sealed: bool,
+    dedup: HashMap<(u64, u64), u64>,
+}
+
+impl FakeShard {
+    fn append(&mut self, raw: &Bytes) -> (u64, bool) {
+        let header = batch::read_header(raw);
+        let id = (header.producer_id, header.base_sequence);
+        if header.producer_id != 0 {
+            if let Some(&base) = self.dedup.get(&id) {
+                return (base, true);
+            }
+        }
+        let base = self.next_offset;
+        let mut stored = BytesMut::from(&raw[..]);
+        batch::set_base_offset(&mut stored, base);
+        self.batches.push(stored.freeze());
+        self.next_offset += u64::from(header.record_count);
+        self.dedup.insert(id, base);
+        (base, false)
+    }
+
+    pub fn records(&self) -> Vec<batch::Record> {
+        self.batches
+            .iter()
+            .flat_map(|raw| Batch::parse(raw, MAX_BATCH_BYTES).unwrap().records())
+            .collect()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct FakeState {
+    pub shards: Vec<FakeShard>,
+    pub epoch: u64,
+    next_producer_id: u64,
+    next_member: u64,
+    /// Every produce batch as received, retries included.
+    pub received_batches: Vec<Bytes>,
+    /// Answer this API with a frame-level error.
+    pub frame_error_api: Option<ApiKey>,
+    /// Hold responses until this many are queued, then send them reversed.
+    pub reverse_window: usize,
+    /// Correlation ids in the order responses were written.
+    pub written_order: Vec<u32>,
+    /// Store the next N produce requests, then drop the connection unanswered.
+    pub drop_after_store: u32,
+    /// Hold this API's requests unanswered and drop the connection once
+    /// this many are held.
+    pub hold_then_drop: Option<(ApiKey, usize)>,
+    pub committed: BTreeMap<String, BTreeMap<u32, u64>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeBroker {
+    pub addr: String,
+    pub state: Arc<Mutex<FakeState>>,
+}
+
+impl FakeBroker {
+    pub async fn start() -> FakeBroker {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let shards = equal_ranges(2)
+            .into_iter()
+            .enumerate()
+            .map(|(index, (hash_start, hash_end))| FakeShard {
+                shard_id: index as u32,
+                hash_start,
+                hash_end,
+                ..FakeShard::default()
+            })
+            .collect();
+        let state = Arc::new(Mutex::new(FakeState {
+            shards,
+            epoch: 1,
+            next_producer_id: 100,
+            ..FakeState::default()
+        }));
+        let shared = Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(serve(socket, Arc::clone(&shared)));
+            }
+        });
+        FakeBroker { addr, state }
+    }
+
+    /// Seals `shard_id` and opens a successor over its range under a new
+    /// epoch. Appends to the sealed shard are still stored there, as if the
+    /// broker forwarded them; only the epoch tells the client.
+    pub fn seal_with_successor(&self, shard_id: u32) -> u32 {
+        let mut state = self.state.lock();
+        let successor = state.shards.len() as u32;
+        let parent = &mut state.shards[shard_id as usize];
+        parent.sealed = true;
+        let (hash_start, hash_end) = (parent.hash_start, parent.hash_end);
+        state.shards.push(FakeShard {
+            shard_id: successor,
+            hash_start,
+            hash_end,
+            ..FakeShard::default()
+        });
+        state.epoch += 1;
+        successor
+    }
+
+    pub fn config(&self) -> surge_client::ClientConfig {
+        surge_client::ClientConfig {
+            addr: self.addr.clone(),
+            client_id: "test".to_owned(),
+            ..surge_client::ClientConfig::default()
+        }
+    }
+
+    /// Appends a batch of `(timestamp_ms, value)` records to a shard.
+    pub fn append(&self, shard_id: u32, records: &[(i64, &str)]) -> u64 {
+        let mut builder = BatchBuilder::new(0, 0);
+        for (timestamp_ms, value) in records {
+            builder.push(*timestamp_ms, None, value.as_bytes(), &[]);
+        }
+        let raw = builder.finish();
+        self.state.lock().shards[shard_id as usize].append(&raw).0
+    }
+}
+
+async fn serve(mut socket: TcpStream, state: Arc<Mutex<FakeState>>) {
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut held: Vec<(u32, Vec<Bytes>)> = Vec::new();
+    loop {
+        loop {
+            let total = match frame::check(&buf, frame::REQUEST_HEADER_BYTES, MAX_FRAME_BYTES) {
+                Ok(FrameCheck::Complete(total)) => total,
+                Ok(FrameCheck::Incomplete(_)) => break,
+                Err(_) => return,
+            };
+            let (header, body) = frame::split_request(&mut buf, total);
+            let Some(response) = answer(&state, header, body) else {
+                return; // drop the connection
+            };
+            held.push((header.correlation_id, response));
+            let window = state.lock().reverse_window;
+            if held.len() < window.max(1) {
+                continue;
+            }
+            for (correlation_id, chunks) in held.drain(..).rev() {
+                state.lock().written_order.push(correlation_id);
+                for chunk in chunks {
+                    if socket.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        match socket.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The response frame, or `None` to drop the connection.
+fn answer(state: &Mutex<FakeState>, header: RequestHeader, body: Bytes) -> Option<Vec<Bytes>> {
+    let id = header.correlation_id;
+    let Some(key) = ApiKey::from_u16(header.api_key) else {
+        return Some(frame::encode_error(
+            id,
+            ErrorCode::UnknownApi,
+            "unknown api",
+        ));
+    };
+    let mut state = state.lock();
+    if state.frame_error_api == Some(key) {
+        return Some(frame::encode_error(id, ErrorCode::InvalidRequest, "nope"));
+    }
+    if let Some((held_key, count)) = state.hold_then_drop {
+        if held_key == key {
+            state.hold_then_drop = Some((held_key, count.saturating_sub(1)));
+            if count <= 1 {
+                return None;
+            }
+            return Some(Vec::new());
+        }
+    }
+    let mut w = Writer::new();
+    match key {
+        ApiKey::Handshake => handshake(&mut state).encode(&mut w),
+        ApiKey::Metadata => {
+            let _ = MetadataRequest::decode_all(body).unwrap();
+            MetadataResponse {
+                streams: vec![metadata(&state)],
+            }
+            .encode(&mut w)
+        }
+        ApiKey::DescribeStream => {
+            let req = DescribeStreamRequest::decode_all(body).unwrap();
+            DescribeStreamResponse {
+                name: req.name,
+                epoch: state.epoch,
+                shards: metadata(&state).shards,
+                ..DescribeStreamResponse::default()
+            }
+            .encode(&mut w)
+        }
+        ApiKey::Produce => return produce(&mut state, id, body),
+        ApiKey::Fetch => fetch(&state, body).encode(&mut w),
+        ApiKey::ListOffsets => list_offsets(&state, body).encode(&mut w),
+        ApiKey::JoinGroup | ApiKey::Heartbeat => assignment(&mut state, key).encode(&mut w),
+        ApiKey::LeaveGroup => LeaveGroupResponse::default().encode(&mut w),
+        ApiKey::CommitOffsets => {
+            let req = CommitOffsetsRequest::decode_all(body).unwrap();
+            let group = state.committed.entry(req.group).or_default();
+            for entry in req.offsets {
+                group.insert(entry.shard_id, entry.offset);
+            }
+            CommitOffsetsResponse::default().encode(&mut w)
+        }
+        ApiKey::FetchOffsets => {
+            let req = FetchOffsetsRequest::decode_all(body).unwrap();
+            let offsets = state.committed.get(&req.group).cloned().unwrap_or_default();
+            FetchOffsetsResponse {
+                error: ErrorCode::None,
+                offsets: offsets
+                    .into_iter()
+                    .map(|(shard_id, offset)| ShardOffset { shard_id, offset })
+                    .collect(),
+            }
+            .encode(&mut w)
+        }
+        _ => surge_protocol::stream::ListStreamsResponse::default().encode(&mut w),
+    }
+    Some(frame::encode_response(id, w))
+}
+
+fn handshake(state: &mut FakeState) -> HandshakeResponse {
+    state.next_producer_id += 1;
+    HandshakeResponse {
+        error: ErrorCode::None,
+        protocol: PROTOCOL_VERSION,
+        broker_id: "fake".to_owned(),
+        apis: supported_versions(),
+        max_frame_bytes: MAX_FRAME_BYTES as u32,
+        max_batch_bytes: MAX_BATCH,
+        producer_id: state.next_producer_id,
+    }
+}
+
+fn metadata(state: &FakeState) -> StreamMetadata {
+    StreamMetadata {
+        error: ErrorCode::None,
+        name: STREAM.to_owned(),
+        epoch: state.epoch,
+        shards: state
+            .shards
+            .iter()
+            .map(|shard| ShardInfo {
+                shard_id: shard.shard_id,
+                hash_start: shard.hash_start,
+                hash_end: shard.hash_end,
+                high_watermark: shard.next_offset,
+                state: if shard.sealed {
+                    surge_protocol::stream::ShardState::Sealed
+                } else {
+                    surge_protocol::stream::ShardState::Open
+                },
+                ..ShardInfo::default()
+            })
+            .collect(),
+    }
+}
+
+fn produce(state: &mut FakeState, id: u32, body: Bytes) -> Option<Vec<Bytes>> {
+    let req = ProduceRequest::decode_all(body).unwrap();
+    let mut parts = Vec::new();
+    for part in req.parts {
+        batch::validate(&part.batch, MAX_BATCH_BYTES).unwrap();
+        state.received_batches.push(part.batch.clone());
+        let (base_offset, duplicate) = state.shards[part.shard_id as usize].append(&part.batch);
+        parts.push(ProducePartResponse {
+            shard_id: part.shard_id,
+            error: ErrorCode::None,
+            base_offset,
+            duplicate,
+        });
+    }
+    if state.drop_after_store > 0 {
+        state.drop_after_store -= 1;
+        return None;
+    }
+    let mut w = Writer::new();
+    ProduceResponse {
+        error: ErrorCode::None,
+        epoch: state.epoch,
+        parts,
+    }
+    .encode(&mut w);
+    Some(frame::encode_response(id, w))
+}
+
+fn fetch(state: &FakeState, body: Bytes) -> FetchResponse {
+    let req = FetchRequest::decode_all(body).unwrap();
+    let parts = req
+        .parts
+        .into_iter()
+        .map(|part| {
+            let shard = &state.shards[part.shard_id as usize];
+            let mut records = BytesMut::new();
+            for raw in &shard.batches {
+                let header = batch::read_header(raw);
+                let room =
+                    records.is_empty() || records.len() + raw.len() <= part.max_bytes as usize;
+                if header.next_offset() > part.offset && room {
+                    records.extend_from_slice(raw);
+                }
+            }
+            FetchPartResponse {
+                stream: part.stream,
+                shard_id: part.shard_id,
+                error: ErrorCode::None,
+                high_watermark: shard.next_offset,
+                log_start_offset: 0,
+                sealed: false,
+                records: records.freeze(),
+            }
+        })
+        .collect();
+    FetchResponse { parts }
+}
+
+fn list_offsets(state: &FakeState, body: Bytes) -> ListOffsetsResponse {
+    let req = ListOffsetsRequest::decode_all(body).unwrap();
+    let parts = req
+        .parts
+        .into_iter()
+        .map(|part| {
+            let shard = &state.shards[part.shard_id as usize];
+            let offset = match part.spec {
+                OffsetSpec::Earliest => 0,
+                OffsetSpec::Latest => shard.next_offset,
+                OffsetSpec::Timestamp => shard
+                    .records()
+                    .iter()
+                    .find(|record| record.timestamp_ms >= part.timestamp_ms)
+                    .map_or(shard.next_offset, |record| record.offset),
+            };
+            ListOffsetsPartResponse {
+                stream: part.stream,
+                shard_id: part.shard_id,
+                error: ErrorCode::None,
+                offset,
+            }
+        })
+        .collect();
+    ListOffsetsResponse { parts }
+}
+
+/// Every member gets every shard, generation 1.
+fn assignment(state: &mut FakeState, key: ApiKey) -> Assignment {
+    if key == ApiKey::JoinGroup {
+        state.next_member += 1;
+    }
+    Assignment {
+        error: ErrorCode::None,
+        member_id: format!("member-{}", state.next_member),
+        generation: 1,
+        shards: state.shards.iter().map(|shard| shard.shard_id).collect(),
+    }
+}
