@@ -2,3 +2,5 @@
 //! scenarios (each module is one concern).
 
 mod bad_input;
+mod crash;
+mod support;
