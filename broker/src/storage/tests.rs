@@ -456,12 +456,16 @@ fn invalid_batch_is_rejected_and_nothing_is_stored() {
     let (mut log, _) = open(dir.path(), IoChoice::Pwrite);
     let mut bad = batch(0, 0, 1, 1).to_vec();
     bad[30] ^= 1;
-    let result = log.append(&[batch(0, 0, 1, 1), Bytes::from(bad)], true);
+    // Enough good batches before the bad one to need a roll.
+    let mut group: Vec<Bytes> = (0..80).map(|at| batch(0, 0, 1, at)).collect();
+    group.push(Bytes::from(bad));
+    let result = log.append(&group, true);
     assert!(matches!(
         result,
-        Err(StorageError::InvalidBatch { index: 1, .. })
+        Err(StorageError::InvalidBatch { index: 80, .. })
     ));
     assert_eq!(log.written_offset(), 0);
+    assert_eq!(segment_paths(dir.path()).len(), 1, "no roll either");
 }
 
 proptest! {
