@@ -33,8 +33,6 @@ pub enum StorageError {
         #[source]
         source: DecodeError,
     },
-    #[error("append of {bytes} bytes exceeds the segment size {max}")]
-    BatchTooLarge { bytes: usize, max: u64 },
     #[error("io_uring is unavailable: {source}")]
     UringUnavailable {
         #[source]

@@ -214,12 +214,12 @@ fn le_u64(buf: &[u8], at: usize) -> u64 {
 }
 
 /// Checks one file's header and CRC; returns its entry bytes.
-fn check_file<'a>(
-    file: &'a [u8],
+fn check_file(
+    file: &[u8],
     magic: [u8; 4],
     entry_bytes: usize,
     base_offset: u64,
-) -> Result<&'a [u8], &'static str> {
+) -> Result<&[u8], &'static str> {
     if file.len() < INDEX_HEADER_BYTES {
         return Err("shorter than its header");
     }

@@ -152,6 +152,16 @@ impl ShardLog {
         batches: &[Bytes],
         sync: bool,
     ) -> Result<Vec<AppendOutcome>, StorageError> {
+        // Every batch is checked before anything is written, so an invalid
+        // batch rejects the whole call.
+        let headers = batches
+            .iter()
+            .enumerate()
+            .map(|(index, bytes)| {
+                batch::validate(bytes, self.config.max_batch_bytes)
+                    .map_err(|source| StorageError::InvalidBatch { index, source })
+            })
+            .collect::<Result<Vec<BatchHeader>, StorageError>>()?;
         if self.config.segment_ms > 0 && self.active_written_bytes() > 0 {
             let age_ms = now_ms().saturating_sub(self.active.opened_ms);
             if age_ms >= 0 && age_ms as u64 >= self.config.segment_ms {
@@ -162,9 +172,7 @@ impl ShardLog {
         let mut pending: HashMap<u64, LastBatch> = HashMap::new();
         let mut chunk = Chunk::default();
         let mut next_offset = self.written_offset();
-        for (at, bytes) in batches.iter().enumerate() {
-            let mut header = batch::validate(bytes, self.config.max_batch_bytes)
-                .map_err(|source| StorageError::InvalidBatch { index: at, source })?;
+        for (bytes, mut header) in batches.iter().zip(headers) {
             if header.producer_id != 0 {
                 let last = pending
                     .get(&header.producer_id)

@@ -4,8 +4,9 @@
 //! # Safety contract
 //!
 //! A mapped file is never truncated while it is mapped. Concretely:
-//! - Recovery (`ShardLog::open`) truncates, zero-fills and re-preallocates a
-//!   segment file *before* the first map of it is created.
+//! - Recovery (`ShardLog::open`) scans a segment through a private map that
+//!   it drops before it truncates, zero-fills or re-preallocates the file;
+//!   the maps readers get are created after that.
 //! - The writer only grows a segment (fallocate), then maps the new length;
 //!   old maps stay valid (the file only grew) and live in `Arc`s until the
 //!   last reader drops them.

@@ -288,7 +288,7 @@ mod tests {
                 producer_id,
                 LastBatch::of(&header(producer_id, 0, 1, producer_id)),
             );
-            if producer_id == 2 {
+            if producer_id == MAX_PRODUCERS_PER_SHARD as u64 - 1 {
                 table.record(0, LastBatch::of(&header(0, 1, 1, 3)));
             }
         }

@@ -232,6 +232,10 @@ fn finish_segment(
         let target = preallocation_target(valid_bytes, current, config);
         sys::preallocate(&file, target)
             .map_err(|source| StorageError::io("fallocate", &path, source))?;
+        // What a crashed process left in the page cache becomes durable
+        // here, so the recovered end is also the flushed offset.
+        file.sync_data()
+            .map_err(|source| StorageError::io("fdatasync", &path, source))?;
         target
     } else {
         if scanned.rebuilt || scanned.dropped_bytes > 0 {
