@@ -179,6 +179,32 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Decod
     Ok(header)
 }
 
+/// The cheap check for bytes read back from storage: magic, version and
+/// checksum of the whole batch at the front of `batch` (`size` bytes), without
+/// walking its records (they were walked when the batch was accepted).
+pub fn verify_checksum(batch: &[u8], size: usize) -> Result<(), DecodeError> {
+    if batch.len() < size || size < BATCH_HEADER_BYTES {
+        return Err(DecodeError::UnexpectedEof {
+            offset: 0,
+            need: size.max(BATCH_HEADER_BYTES),
+            have: batch.len(),
+        });
+    }
+    let magic = le_u16(batch, 16);
+    if magic != BATCH_MAGIC {
+        return Err(DecodeError::BadMagic { found: magic });
+    }
+    if batch[18] != BATCH_VERSION {
+        return Err(DecodeError::UnsupportedBatchVersion { found: batch[18] });
+    }
+    let stored = le_u32(batch, 12);
+    let computed = crc32c::crc32c(&batch[CRC_START..size]);
+    if stored != computed {
+        return Err(DecodeError::ChecksumMismatch { stored, computed });
+    }
+    Ok(())
+}
+
 /// Reads the header fields of a batch without checking anything: only for
 /// bytes that already passed `validate` (or the first 56 bytes of one).
 pub fn read_header(batch: &[u8]) -> BatchHeader {
