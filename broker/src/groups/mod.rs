@@ -1,1 +1,17 @@
-//! Consumer groups.
+//! Consumer groups: membership, broker-side shard assignment and durable
+//! committed offsets.
+//!
+//! # Layout
+//!
+//! - `assign`: the pure, balanced and sticky target assignment.
+//! - `state`: pure membership and shard ownership (the exclusivity rule).
+//! - `record`: the byte layout of `offsets.log` records (pure codec).
+//! - `store`: the durable offset log (replay, append + fdatasync, compaction).
+//! - `coordinator`: the thread-safe glue the server calls.
+//! - `error`: `GroupError` and its wire code.
+
+mod assign;
+mod error;
+mod state;
+
+pub use error::GroupError;
