@@ -12,6 +12,9 @@
 
 mod assign;
 mod error;
+mod record;
 mod state;
+mod store;
 
 pub use error::GroupError;
+pub use store::OffsetStore;
