@@ -1,5 +1,6 @@
 //! Consumer groups: membership, broker-side shard assignment and durable
-//! committed offsets.
+//! committed offsets. A group is scoped to one stream; a shard is read by at
+//! most one member at a time (see `state`).
 //!
 //! # Layout
 //!
@@ -11,10 +12,12 @@
 //! - `error`: `GroupError` and its wire code.
 
 mod assign;
+mod coordinator;
 mod error;
 mod record;
 mod state;
 mod store;
 
+pub use coordinator::GroupCoordinator;
 pub use error::GroupError;
 pub use store::OffsetStore;

@@ -234,6 +234,8 @@ impl Groups {
             let member = group.members.get_mut(member_id).expect("checked above");
             member.session_timeout_ms = session_timeout_ms;
             member.last_seen_ms = now_ms;
+            // A shorter timeout can bring the member's deadline forward.
+            group.expiry_check_ms = group.expiry_check_ms.min(member.deadline_ms());
             if group.set_shards(shards) {
                 group.rebalance();
             }
@@ -359,7 +361,7 @@ impl Groups {
         self.groups.retain(|key, _| key.stream != stream);
     }
 
-    fn expire_group(&mut self, key: &GroupKey, now_ms: u64) {
+    pub(crate) fn expire_group(&mut self, key: &GroupKey, now_ms: u64) {
         if let Some(group) = self.groups.get_mut(key) {
             group.expire(now_ms);
             self.drop_if_empty(key);
@@ -531,6 +533,16 @@ mod tests {
         let late = groups.heartbeat(&key(), &a.member_id, a.generation, &[0], TIMEOUT_MS + 1);
         assert!(matches!(late, Err(GroupError::UnknownMember { .. })));
         assert!(groups.groups.is_empty(), "the empty group is dropped");
+    }
+
+    #[test]
+    fn rejoin_with_a_shorter_timeout_expires_on_time() {
+        let mut groups = Groups::default();
+        let long = groups.join(&key(), "", 300_000, &[0], 1, 0).expect("join");
+        groups.expire(1);
+        let id = long.member_id;
+        groups.join(&key(), &id, 1_000, &[0], 0, 2).expect("rejoin");
+        assert_eq!(groups.expire(1_003), 1, "the new, shorter session lapsed");
     }
 
     #[test]
