@@ -50,7 +50,6 @@ impl Broker {
             .expect("validated configuration has a known io_backend");
         let io = IoBackend::new(choice)?;
         let io_backend = io.name();
-        tracing::info!(backend = io_backend, "write path selected");
         let (appended, _) = watch::channel(0u64);
         let streams = Streams::open(&config, io, appended.clone())?;
         let groups = GroupCoordinator::open(&dir.join("groups"))?;

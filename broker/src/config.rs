@@ -124,10 +124,12 @@ impl BrokerConfig {
                 path: path.to_owned(),
                 source,
             })?;
-            table = text.parse::<toml::Table>().map_err(|err| ConfigError::Parse {
-                origin: path.display().to_string(),
-                message: err.to_string(),
-            })?;
+            table = text
+                .parse::<toml::Table>()
+                .map_err(|err| ConfigError::Parse {
+                    origin: path.display().to_string(),
+                    message: err.to_string(),
+                })?;
         }
         for (name, value) in env {
             if let Some(key) = env_key(&name) {

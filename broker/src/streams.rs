@@ -182,12 +182,18 @@ impl Streams {
             .map_err(|message| (ErrorCode::InvalidRequest, message))?;
         let _admin = self.admin.lock();
         if self.map.read().contains_key(name) {
-            return Err((ErrorCode::StreamExists, format!("stream {name} already exists")));
+            return Err((
+                ErrorCode::StreamExists,
+                format!("stream {name} already exists"),
+            ));
         }
         if self.map.read().len() >= self.config.max_streams {
             return Err((
                 ErrorCode::InvalidRequest,
-                format!("the broker already holds max_streams = {}", self.config.max_streams),
+                format!(
+                    "the broker already holds max_streams = {}",
+                    self.config.max_streams
+                ),
             ));
         }
         let meta = StreamMeta::new(name, settings, count);
@@ -216,7 +222,10 @@ impl Streams {
     pub async fn delete(&self, name: &str) -> Result<(), ErrorCode> {
         let stream = {
             let _admin = self.admin.lock();
-            self.map.write().remove(name).ok_or(ErrorCode::UnknownStream)?
+            self.map
+                .write()
+                .remove(name)
+                .ok_or(ErrorCode::UnknownStream)?
         };
         for shard in stream.shards.values() {
             if let Err(err) = shard.close().await {

@@ -121,6 +121,21 @@ impl Consumer {
         self.commit_positions().await
     }
 
+    /// Moves a shard's position (the next offset to read, and what a commit
+    /// records). For a caller that stopped part-way through a poll's records
+    /// and wants the rest read again. Returns false for a shard this
+    /// consumer does not read.
+    pub fn seek(&mut self, shard_id: u32, offset: u64) -> bool {
+        match self.shards.get_mut(&shard_id) {
+            Some(cursor) => {
+                cursor.next_offset = offset;
+                cursor.drained = false;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Next offset to read, per shard.
     pub fn positions(&self) -> Vec<(u32, u64)> {
         self.shards

@@ -120,7 +120,11 @@ impl BrokerProcess {
         command
             .args(args)
             .env("SURGE_BROKER", &self.addr)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn surge cli");
@@ -156,7 +160,10 @@ fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, String) {
         .arg("--listen")
         .arg("127.0.0.1:0")
         .args(extra_args)
-        .env("SURGE_LOG", std::env::var("SURGE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "SURGE_LOG",
+            std::env::var("SURGE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

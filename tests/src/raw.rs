@@ -47,7 +47,11 @@ impl RawConn {
                 max_protocol: PROTOCOL_VERSION,
             })
             .expect("handshake");
-        assert!(response.error.is_ok(), "handshake failed: {:?}", response.error);
+        assert!(
+            response.error.is_ok(),
+            "handshake failed: {:?}",
+            response.error
+        );
         conn
     }
 
@@ -79,7 +83,11 @@ impl RawConn {
     /// connection.
     pub fn read_response(&mut self) -> Option<(ResponseHeader, Bytes)> {
         loop {
-            match frame::check(&self.buf, frame::RESPONSE_HEADER_BYTES, frame::MAX_FRAME_BYTES) {
+            match frame::check(
+                &self.buf,
+                frame::RESPONSE_HEADER_BYTES,
+                frame::MAX_FRAME_BYTES,
+            ) {
                 Ok(FrameCheck::Complete(total)) => {
                     return Some(frame::split_response(&mut self.buf, total));
                 }
@@ -105,7 +113,10 @@ impl RawConn {
         let body = request.to_bytes();
         let correlation = self.send_frame(R::API_KEY as u16, 0, &body);
         let (header, body) = self.read_response().expect("a response before close");
-        assert_eq!(header.correlation_id, correlation, "correlation id mismatch");
+        assert_eq!(
+            header.correlation_id, correlation,
+            "correlation id mismatch"
+        );
         if !header.error.is_ok() {
             return Err(FrameFailure {
                 code: header.error,

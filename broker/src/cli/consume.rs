@@ -1,11 +1,12 @@
 //! `surge consume`: print events from a stream, from the beginning, the end,
 //! a timestamp, or a consumer group's committed position.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::bail;
-use surge_client::{Consumer, ConsumerConfig, StartFrom};
+use surge_client::{ConsumedRecord, Consumer, ConsumerConfig, StartFrom};
 
 use super::BrokerAddr;
 
@@ -65,20 +66,13 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             break;
         }
         let mut out = stdout.lock();
-        for consumed in records {
-            let record = &consumed.record;
-            if args.verbose {
-                let key = record
-                    .key
-                    .as_ref()
-                    .map(|key| String::from_utf8_lossy(key).into_owned())
-                    .unwrap_or_else(|| "-".into());
-                write!(out, "{}\t{}\t{}\t", consumed.shard_id, record.offset, key)?;
-            }
-            out.write_all(&record.value)?;
-            out.write_all(b"\n")?;
+        for (index, consumed) in records.iter().enumerate() {
+            print_record(&mut out, consumed, args.verbose)?;
             printed += 1;
             if args.max_events.is_some_and(|max| printed >= max) {
+                out.flush()?;
+                // Records polled but not printed are read again next time.
+                rewind(&mut consumer, &records[index + 1..]);
                 break 'outer;
             }
         }
@@ -89,4 +83,35 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     }
     consumer.close().await?;
     Ok(())
+}
+
+fn print_record(
+    out: &mut impl Write,
+    consumed: &ConsumedRecord,
+    verbose: bool,
+) -> std::io::Result<()> {
+    let record = &consumed.record;
+    if verbose {
+        let key = record
+            .key
+            .as_ref()
+            .map(|key| String::from_utf8_lossy(key).into_owned())
+            .unwrap_or_else(|| "-".into());
+        write!(out, "{}\t{}\t{}\t", consumed.shard_id, record.offset, key)?;
+    }
+    out.write_all(&record.value)?;
+    out.write_all(b"\n")
+}
+
+/// Moves each shard back to its first unprinted record.
+fn rewind(consumer: &mut Consumer, unprinted: &[ConsumedRecord]) {
+    let mut first: BTreeMap<u32, u64> = BTreeMap::new();
+    for consumed in unprinted {
+        first
+            .entry(consumed.shard_id)
+            .or_insert(consumed.record.offset);
+    }
+    for (shard_id, offset) in first {
+        consumer.seek(shard_id, offset);
+    }
 }

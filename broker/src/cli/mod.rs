@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use surge_client::{Client, ClientConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "surge", version, about = "Surge: an event broker that scales itself before the load arrives")]
+#[command(
+    name = "surge",
+    version,
+    about = "Surge: an event broker that scales itself before the load arrives"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -67,13 +71,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// trace) or per-target directives (`info,surge_broker::storage=debug`).
 pub fn init_tracing() {
     let directives = std::env::var("SURGE_LOG").unwrap_or_else(|_| "info".into());
-    let filter: tracing_subscriber::filter::Targets = directives
-        .parse()
-        .unwrap_or_else(|_| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
+    let filter: tracing_subscriber::filter::Targets = directives.parse().unwrap_or_else(|_| {
+        tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+    });
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(filter)
         .init();
 }

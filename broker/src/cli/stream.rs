@@ -76,7 +76,10 @@ pub async fn run(command: StreamCommand) -> anyhow::Result<()> {
             let streams = addr.connect().await?.list_streams().await?;
             println!("{:<32} {:>7} {:>7}", "STREAM", "SHARDS", "EPOCH");
             for stream in streams {
-                println!("{:<32} {:>7} {:>7}", stream.name, stream.shard_count, stream.epoch);
+                println!(
+                    "{:<32} {:>7} {:>7}",
+                    stream.name, stream.shard_count, stream.epoch
+                );
             }
         }
         StreamCommand::Describe { name, addr } => describe(&name, &addr).await?,
@@ -94,7 +97,11 @@ async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
     println!("stream      {}", described.name);
     println!("epoch       {}", described.epoch);
     println!("durability  {}", config.durability.name());
-    println!("retention   {} bytes, {} ms per shard", limit(config.retention_bytes), limit(config.retention_ms));
+    println!(
+        "retention   {} bytes, {} ms per shard",
+        limit(config.retention_bytes),
+        limit(config.retention_ms)
+    );
     println!("segments    {} bytes", config.segment_bytes);
     println!();
     println!(
@@ -116,7 +123,11 @@ async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
             shard.log_start_offset,
             shard.high_watermark,
             shard.size_bytes,
-            if parents.is_empty() { "-".into() } else { parents.join(",") }
+            if parents.is_empty() {
+                "-".into()
+            } else {
+                parents.join(",")
+            }
         );
     }
     Ok(())

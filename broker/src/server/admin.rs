@@ -31,14 +31,20 @@ pub(super) fn handshake(broker: &Broker, request: &HandshakeRequest) -> (bool, H
     (speaks, response)
 }
 
-pub(super) fn create_stream(broker: &Broker, request: &CreateStreamRequest) -> CreateStreamResponse {
+pub(super) fn create_stream(
+    broker: &Broker,
+    request: &CreateStreamRequest,
+) -> CreateStreamResponse {
     match broker.streams.create(&request.name, &request.config) {
         Ok(()) => CreateStreamResponse::default(),
         Err((error, message)) => CreateStreamResponse { error, message },
     }
 }
 
-pub(super) async fn delete_stream(broker: &Broker, request: &DeleteStreamRequest) -> DeleteStreamResponse {
+pub(super) async fn delete_stream(
+    broker: &Broker,
+    request: &DeleteStreamRequest,
+) -> DeleteStreamResponse {
     let error = match broker.streams.delete(&request.name).await {
         Ok(()) => match broker.groups.delete_stream(&request.name) {
             Ok(()) => ErrorCode::None,
@@ -66,7 +72,10 @@ pub(super) fn list_streams(broker: &Broker) -> ListStreamsResponse {
     ListStreamsResponse { streams }
 }
 
-pub(super) fn describe_stream(broker: &Broker, request: &DescribeStreamRequest) -> DescribeStreamResponse {
+pub(super) fn describe_stream(
+    broker: &Broker,
+    request: &DescribeStreamRequest,
+) -> DescribeStreamResponse {
     let Some(stream) = broker.streams.get(&request.name) else {
         return DescribeStreamResponse {
             error: ErrorCode::UnknownStream,
@@ -131,7 +140,9 @@ pub(super) fn join_group(broker: &Broker, request: &JoinGroupRequest, now_ms: u6
 
 pub(super) fn heartbeat(broker: &Broker, request: &HeartbeatRequest, now_ms: u64) -> Assignment {
     match broker.streams.get(&request.stream) {
-        Some(stream) => broker.groups.heartbeat(request, &stream.shard_ids(), now_ms),
+        Some(stream) => broker
+            .groups
+            .heartbeat(request, &stream.shard_ids(), now_ms),
         None => unknown_stream(&request.member_id),
     }
 }

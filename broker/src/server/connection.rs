@@ -138,7 +138,9 @@ impl Connection {
         let correlation = header.correlation_id;
         let Some(api) = ApiKey::from_u16(header.api_key) else {
             let message = format!("api key {} is not known to this broker", header.api_key);
-            return self.send_error(correlation, ErrorCode::UnknownApi, &message).await;
+            return self
+                .send_error(correlation, ErrorCode::UnknownApi, &message)
+                .await;
         };
         let (min, max) = api.versions();
         if !(min..=max).contains(&header.api_version) {
@@ -146,11 +148,14 @@ impl Connection {
                 "{api:?} version {} is not supported (supported: {min}..={max})",
                 header.api_version
             );
-            return self.send_error(correlation, ErrorCode::UnsupportedVersion, &message).await;
+            return self
+                .send_error(correlation, ErrorCode::UnsupportedVersion, &message)
+                .await;
         }
         if !self.handshaken && api != ApiKey::Handshake {
             let message = "the first request on a connection must be a handshake";
-            self.send_error(correlation, ErrorCode::HandshakeRequired, message).await;
+            self.send_error(correlation, ErrorCode::HandshakeRequired, message)
+                .await;
             return false;
         }
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
@@ -161,18 +166,25 @@ impl Connection {
         match outcome {
             Outcome::Malformed(message) => {
                 drop(permit);
-                self.send_error(correlation, ErrorCode::MalformedFrame, &message).await
+                self.send_error(correlation, ErrorCode::MalformedFrame, &message)
+                    .await
             }
             Outcome::Handshake(ok, response) => {
                 self.handshaken = ok;
-                frames.send(frame::encode_response(correlation, response)).await.ok();
+                frames
+                    .send(frame::encode_response(correlation, response))
+                    .await
+                    .ok();
                 drop(permit);
                 ok
             }
             Outcome::Pending(future) => {
                 tokio::spawn(async move {
                     let response = future.await;
-                    frames.send(frame::encode_response(correlation, response)).await.ok();
+                    frames
+                        .send(frame::encode_response(correlation, response))
+                        .await
+                        .ok();
                     drop(permit);
                 });
                 true
@@ -206,7 +218,10 @@ async fn write_responses(writer: OwnedWriteHalf, mut outgoing: mpsc::Receiver<Ve
     writer.shutdown().await.ok();
 }
 
-async fn write_frame(writer: &mut BufWriter<OwnedWriteHalf>, frame: Vec<Bytes>) -> std::io::Result<()> {
+async fn write_frame(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    frame: Vec<Bytes>,
+) -> std::io::Result<()> {
     for chunk in frame {
         writer.write_all(&chunk).await?;
     }

@@ -35,7 +35,10 @@ pub(super) struct PendingProduce {
 enum PartState {
     Failed(ErrorCode),
     /// The `index`-th batch of shard job `job`.
-    Queued { job: usize, index: usize },
+    Queued {
+        job: usize,
+        index: usize,
+    },
 }
 
 fn batch_error(err: &DecodeError) -> ErrorCode {
@@ -74,7 +77,10 @@ fn rejected(epoch: u64, parts: Vec<(u32, PartState)>) -> PendingProduce {
 
 /// Validates every part, then queues the batches at their shards. Nothing
 /// is appended unless every part is valid.
-pub(super) async fn enqueue_produce(broker: &Arc<Broker>, request: ProduceRequest) -> PendingProduce {
+pub(super) async fn enqueue_produce(
+    broker: &Arc<Broker>,
+    request: ProduceRequest,
+) -> PendingProduce {
     let Some(stream) = broker.streams.get(&request.stream) else {
         let parts = request
             .parts
@@ -97,7 +103,11 @@ pub(super) async fn enqueue_produce(broker: &Arc<Broker>, request: ProduceReques
             .zip(codes)
             .map(|(part, code)| {
                 // Valid parts of a rejected request are not appended either.
-                let code = if code.is_ok() { ErrorCode::InvalidRequest } else { code };
+                let code = if code.is_ok() {
+                    ErrorCode::InvalidRequest
+                } else {
+                    code
+                };
                 (part.shard_id, PartState::Failed(code))
             })
             .collect();
@@ -168,7 +178,9 @@ fn part_response(shard_id: u32, state: PartState, answers: &[AppendReply]) -> Pr
         PartState::Queued { job, index } => match &answers[job] {
             Err(code) => response.error = *code,
             Ok(outcomes) => match outcomes.get(index) {
-                Some(AppendOutcome::Appended { base_offset }) => response.base_offset = *base_offset,
+                Some(AppendOutcome::Appended { base_offset }) => {
+                    response.base_offset = *base_offset
+                }
                 Some(AppendOutcome::Duplicate { base_offset }) => {
                     response.base_offset = *base_offset;
                     response.duplicate = true;
@@ -240,7 +252,11 @@ fn storage_code(err: &StorageError) -> ErrorCode {
 
 /// Answers at once when there is `min_bytes` of data (or an error), else
 /// waits for appends until `max_wait_ms` (capped by the broker) passes.
-pub(super) async fn fetch(broker: &Broker, request: &FetchRequest, shutdown: &CancellationToken) -> FetchResponse {
+pub(super) async fn fetch(
+    broker: &Broker,
+    request: &FetchRequest,
+    shutdown: &CancellationToken,
+) -> FetchResponse {
     let wait_ms = u64::from(request.max_wait_ms).min(broker.config.max_fetch_wait_ms);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = (request.min_bytes as usize).max(1);
@@ -273,7 +289,12 @@ pub(super) fn list_offsets(broker: &Broker, request: &ListOffsetsRequest) -> Lis
                 .streams
                 .get(&part.stream)
                 .ok_or(ErrorCode::UnknownStream)
-                .and_then(|stream| stream.shard(part.shard_id).cloned().ok_or(ErrorCode::UnknownShard));
+                .and_then(|stream| {
+                    stream
+                        .shard(part.shard_id)
+                        .cloned()
+                        .ok_or(ErrorCode::UnknownShard)
+                });
             match shard {
                 Err(code) => response.error = code,
                 Ok(shard) => {
@@ -282,7 +303,10 @@ pub(super) fn list_offsets(broker: &Broker, request: &ListOffsetsRequest) -> Lis
                         OffsetSpec::Earliest => response.offset = shard.log_start(),
                         OffsetSpec::Latest => response.offset = visible,
                         OffsetSpec::Timestamp => {
-                            match shard.reader().offset_for_timestamp(part.timestamp_ms, visible) {
+                            match shard
+                                .reader()
+                                .offset_for_timestamp(part.timestamp_ms, visible)
+                            {
                                 Ok(found) => response.offset = found.unwrap_or(visible),
                                 Err(err) => response.error = storage_code(&err),
                             }

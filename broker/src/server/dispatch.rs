@@ -96,7 +96,10 @@ async fn route(
             &broker,
             &DescribeStreamRequest::decode_all(body)?,
         )),
-        ApiKey::Metadata => ready(admin::metadata(&broker, &MetadataRequest::decode_all(body)?)),
+        ApiKey::Metadata => ready(admin::metadata(
+            &broker,
+            &MetadataRequest::decode_all(body)?,
+        )),
         ApiKey::Produce => {
             let pending = data::enqueue_produce(&broker, ProduceRequest::decode_all(body)?).await;
             later(pending.finish())

@@ -66,7 +66,10 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Cancell
     drop(listener);
     tracker.close();
     tracing::info!("shutting down: draining connections");
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still busy after {DRAIN_TIMEOUT:?}; closing shards anyway");
     }
     broker.streams.close_all().await;

@@ -49,7 +49,9 @@ pub(super) fn publish(log: &ShardLog, offsets: &ShardOffsets, durability: Durabi
     offsets
         .log_start
         .store(log.log_start_offset(), Ordering::Release);
-    offsets.size_bytes.store(log.size_bytes(), Ordering::Release);
+    offsets
+        .size_bytes
+        .store(log.size_bytes(), Ordering::Release);
     let visible = match durability {
         Durability::Fsync => flushed,
         Durability::Write => written,
@@ -71,12 +73,14 @@ struct Owner {
 impl Owner {
     fn run(&mut self, queue: &JobQueue<Job>) {
         while self.log.is_some() {
-            let jobs = queue.take(self.wait_time(), self.settings.group_commit_max_bytes, |job| {
-                match job {
+            let jobs = queue.take(
+                self.wait_time(),
+                self.settings.group_commit_max_bytes,
+                |job| match job {
                     Job::Append { bytes, .. } => *bytes,
                     Job::Close { .. } => 0,
-                }
-            });
+                },
+            );
             self.handle(jobs);
             self.flush_if_due();
             self.retention_if_due();
@@ -117,7 +121,11 @@ impl Owner {
     /// One group commit: one write, at most one fdatasync, then the acks.
     fn commit(
         &mut self,
-        appends: Vec<(Vec<bytes::Bytes>, bool, tokio::sync::oneshot::Sender<super::AppendReply>)>,
+        appends: Vec<(
+            Vec<bytes::Bytes>,
+            bool,
+            tokio::sync::oneshot::Sender<super::AppendReply>,
+        )>,
     ) {
         if appends.is_empty() {
             return;
@@ -161,7 +169,8 @@ impl Owner {
             let before = self.offsets.visible.load(Ordering::Acquire);
             publish(log, &self.offsets, self.settings.durability);
             if self.offsets.visible.load(Ordering::Acquire) != before {
-                self.appended.send_modify(|count| *count = count.wrapping_add(1));
+                self.appended
+                    .send_modify(|count| *count = count.wrapping_add(1));
             }
         }
     }
@@ -192,7 +201,9 @@ impl Owner {
         if let Some(log) = self.log.as_mut() {
             match log.enforce_retention(now_ms) {
                 Ok(0) => {}
-                Ok(removed) => tracing::info!(shard = self.id, removed, "retention removed segments"),
+                Ok(removed) => {
+                    tracing::info!(shard = self.id, removed, "retention removed segments")
+                }
                 Err(err) => tracing::error!(shard = self.id, error = %err, "retention failed"),
             }
         }

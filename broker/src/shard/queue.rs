@@ -77,7 +77,12 @@ impl<T> JobQueue<T> {
 
     /// Waits up to `timeout` for jobs, then takes every queued job whose
     /// running weight stays within `max_weight` (at least one).
-    pub fn take(&self, timeout: Duration, max_weight: usize, weight: impl Fn(&T) -> usize) -> Vec<T> {
+    pub fn take(
+        &self,
+        timeout: Duration,
+        max_weight: usize,
+        weight: impl Fn(&T) -> usize,
+    ) -> Vec<T> {
         let mut inner = self.inner.lock();
         if inner.items.is_empty() {
             self.ready.wait_for(&mut inner, timeout);

@@ -231,7 +231,10 @@ fn damage_after_recovery_is_never_served() {
     let end = log.written_offset();
     let first_segment = segment_paths(dir.path()).remove(0);
     let batches = read_all(&log.reader(), end);
-    assert!(batches.len() > 4, "need several batches in the first segment");
+    assert!(
+        batches.len() > 4,
+        "need several batches in the first segment"
+    );
     // Damage the third batch of the first (sealed, mapped) segment in place.
     let third_position = {
         let chunk = log.reader().read(0, 1, end).unwrap();
@@ -241,11 +244,19 @@ fn damage_after_recovery_is_never_served() {
     };
     {
         use std::os::unix::fs::FileExt;
-        let file = std::fs::OpenOptions::new().write(true).open(&first_segment).unwrap();
-        file.write_all_at(&[0xEE], (third_position + 60) as u64).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&first_segment)
+            .unwrap();
+        file.write_all_at(&[0xEE], (third_position + 60) as u64)
+            .unwrap();
     }
     let whole = log.reader().read(0, usize::MAX, end).unwrap();
-    assert_eq!(whole.bytes.len(), third_position, "a read must stop before the damaged batch");
+    assert_eq!(
+        whole.bytes.len(),
+        third_position,
+        "a read must stop before the damaged batch"
+    );
     let damaged_offset = whole.next_offset;
     match log.reader().read(damaged_offset, usize::MAX, end) {
         Err(StorageError::Corrupt { position, .. }) => assert_eq!(position, third_position as u64),

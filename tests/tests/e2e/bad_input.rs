@@ -145,12 +145,28 @@ fn bad_batches_are_rejected_whole_and_nothing_is_appended() {
         "orders",
         vec![(0, good.clone()), (1, Bytes::from(corrupt))],
     );
-    assert_eq!(errors, vec![ErrorCode::InvalidRequest, ErrorCode::InvalidBatch]);
-    assert_eq!(shard_end(&mut conn, "orders", 0), 0, "valid part of a rejected request was appended");
+    assert_eq!(
+        errors,
+        vec![ErrorCode::InvalidRequest, ErrorCode::InvalidBatch]
+    );
+    assert_eq!(
+        shard_end(&mut conn, "orders", 0),
+        0,
+        "valid part of a rejected request was appended"
+    );
 
-    assert_eq!(produce(&mut conn, "orders", vec![(0, Bytes::new())]), vec![ErrorCode::EmptyBatch]);
-    assert_eq!(produce(&mut conn, "orders", vec![(7, good.clone())]), vec![ErrorCode::UnknownShard]);
-    assert_eq!(produce(&mut conn, "nope", vec![(0, good.clone())]), vec![ErrorCode::UnknownStream]);
+    assert_eq!(
+        produce(&mut conn, "orders", vec![(0, Bytes::new())]),
+        vec![ErrorCode::EmptyBatch]
+    );
+    assert_eq!(
+        produce(&mut conn, "orders", vec![(7, good.clone())]),
+        vec![ErrorCode::UnknownShard]
+    );
+    assert_eq!(
+        produce(&mut conn, "nope", vec![(0, good.clone())]),
+        vec![ErrorCode::UnknownStream]
+    );
     let mut trailing = good.to_vec();
     trailing.extend_from_slice(b"junk");
     assert_eq!(
@@ -159,14 +175,25 @@ fn bad_batches_are_rejected_whole_and_nothing_is_appended() {
     );
     assert_eq!(shard_end(&mut conn, "orders", 0), 0);
 
-    assert_eq!(produce(&mut conn, "orders", vec![(0, good)]), vec![ErrorCode::None]);
+    assert_eq!(
+        produce(&mut conn, "orders", vec![(0, good)]),
+        vec![ErrorCode::None]
+    );
     assert_eq!(shard_end(&mut conn, "orders", 0), 2);
 }
 
 #[test]
 fn oversized_batch_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(&dir, &["--set", "max_batch_bytes=65536", "--set", "max_frame_bytes=1048576"]);
+    let broker = BrokerProcess::start(
+        &dir,
+        &[
+            "--set",
+            "max_batch_bytes=65536",
+            "--set",
+            "max_frame_bytes=1048576",
+        ],
+    );
     let mut conn = RawConn::ready(&broker.addr);
     create(&mut conn, "big", 1);
     let value = "x".repeat(70_000);
@@ -180,7 +207,10 @@ fn fetch_and_list_offsets_report_range_and_unknown_errors() {
     let broker = BrokerProcess::start(&dir, &[]);
     let mut conn = RawConn::ready(&broker.addr);
     create(&mut conn, "events", 1);
-    assert_eq!(produce(&mut conn, "events", vec![(0, batch(&["a", "b", "c"]))]), vec![ErrorCode::None]);
+    assert_eq!(
+        produce(&mut conn, "events", vec![(0, batch(&["a", "b", "c"]))]),
+        vec![ErrorCode::None]
+    );
     let fetch = |conn: &mut RawConn, stream: &str, shard_id: u32, offset: u64| {
         conn.request(&FetchRequest {
             max_wait_ms: 0,
@@ -201,9 +231,18 @@ fn fetch_and_list_offsets_report_range_and_unknown_errors() {
     assert_eq!(ok.error, ErrorCode::None);
     assert_eq!(ok.high_watermark, 3);
     assert!(!ok.records.is_empty());
-    assert_eq!(fetch(&mut conn, "events", 0, 4).error, ErrorCode::OffsetOutOfRange);
-    assert_eq!(fetch(&mut conn, "events", 9, 0).error, ErrorCode::UnknownShard);
-    assert_eq!(fetch(&mut conn, "ghost", 0, 0).error, ErrorCode::UnknownStream);
+    assert_eq!(
+        fetch(&mut conn, "events", 0, 4).error,
+        ErrorCode::OffsetOutOfRange
+    );
+    assert_eq!(
+        fetch(&mut conn, "events", 9, 0).error,
+        ErrorCode::UnknownShard
+    );
+    assert_eq!(
+        fetch(&mut conn, "ghost", 0, 0).error,
+        ErrorCode::UnknownStream
+    );
     let at_end = fetch(&mut conn, "events", 0, 3);
     assert_eq!(at_end.error, ErrorCode::None);
     assert!(at_end.records.is_empty());
@@ -242,7 +281,11 @@ fn invalid_stream_names_and_settings_are_rejected() {
                 config: StreamConfig::default(),
             })
             .unwrap();
-        assert_eq!(response.error, ErrorCode::InvalidStreamName, "name {name:?}");
+        assert_eq!(
+            response.error,
+            ErrorCode::InvalidStreamName,
+            "name {name:?}"
+        );
     }
     let response = conn
         .request(&CreateStreamRequest {

@@ -84,12 +84,22 @@ fn check(all_acked: &HashMap<String, Ack>, records: &[surge_client::ConsumedReco
             shard_id: consumed.shard_id,
             offset: consumed.record.offset,
         };
-        assert!(seen.insert(value.clone(), at).is_none(), "duplicate event {value}");
-        offsets.entry(consumed.shard_id).or_default().push(consumed.record.offset);
+        assert!(
+            seen.insert(value.clone(), at).is_none(),
+            "duplicate event {value}"
+        );
+        offsets
+            .entry(consumed.shard_id)
+            .or_default()
+            .push(consumed.record.offset);
         let mut fields = value.split(':');
         let (label, sequence, key) = (
             fields.next().expect("label").to_owned(),
-            fields.next().expect("sequence").parse::<u64>().expect("number"),
+            fields
+                .next()
+                .expect("sequence")
+                .parse::<u64>()
+                .expect("number"),
             fields.next().expect("key").to_owned(),
         );
         if let Some(previous) = last_sequence.insert((label, key), sequence) {
@@ -110,7 +120,12 @@ fn check(all_acked: &HashMap<String, Ack>, records: &[surge_client::ConsumedReco
             }
         }
     }
-    assert!(missing.is_empty(), "{} acknowledged events lost, e.g. {:?}", missing.len(), missing.iter().next());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        missing.len(),
+        missing.iter().next()
+    );
 }
 
 #[test]
@@ -118,11 +133,20 @@ fn acknowledged_events_survive_sigkill_at_random_points() {
     let seed = seed();
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = BrokerProcess::start(&dir, &["--set", "stream_defaults.segment_bytes=1048576"]);
+    let mut broker =
+        BrokerProcess::start(&dir, &["--set", "stream_defaults.segment_bytes=1048576"]);
     let runtime = runtime();
     runtime.block_on(async {
         let client = broker.client().await;
-        create_stream(&client, "crash", StreamConfig { shard_count: 4, ..StreamConfig::default() }).await;
+        create_stream(
+            &client,
+            "crash",
+            StreamConfig {
+                shard_count: 4,
+                ..StreamConfig::default()
+            },
+        )
+        .await;
     });
     let mut all_acked: HashMap<String, Ack> = HashMap::new();
     for round in 0..rounds() {
@@ -130,7 +154,12 @@ fn acknowledged_events_survive_sigkill_at_random_points() {
         let tasks: Vec<_> = (0..PRODUCERS)
             .map(|producer| {
                 let label = format!("r{round}p{producer}");
-                runtime.spawn(produce_until(broker.client_config(), label, rng.u64(..), stop.clone()))
+                runtime.spawn(produce_until(
+                    broker.client_config(),
+                    label,
+                    rng.u64(..),
+                    stop.clone(),
+                ))
             })
             .collect();
         std::thread::sleep(Duration::from_millis(rng.u64(50..400)));
