@@ -82,7 +82,7 @@ impl Default for BrokerConfig {
             broker_id: "surge-1".into(),
             max_connections: 4096,
             max_frame_bytes: 16 << 20,
-            max_batch_bytes: 8 << 20,
+            max_batch_bytes: 1 << 20,
             max_in_flight_per_connection: 256,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 600_000,
@@ -184,8 +184,11 @@ impl BrokerConfig {
         if shards == 0 || shards > MAX_SHARDS_PER_STREAM {
             return invalid("stream_defaults.shards", "must be 1..=4096");
         }
-        if self.stream_defaults.segment_bytes < (1 << 20) {
-            return invalid("stream_defaults.segment_bytes", "must be at least 1 MiB");
+        if self.stream_defaults.segment_bytes < (self.max_batch_bytes as u64).max(1 << 20) {
+            return invalid(
+                "stream_defaults.segment_bytes",
+                "must be at least 1 MiB and at least max_batch_bytes",
+            );
         }
         Ok(())
     }

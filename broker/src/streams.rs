@@ -178,8 +178,12 @@ impl Streams {
                 format!("{name:?}: names are 1-255 characters of [A-Za-z0-9._-]"),
             ));
         }
-        let (count, settings) = topology::resolve_settings(requested, &self.config.stream_defaults)
-            .map_err(|message| (ErrorCode::InvalidRequest, message))?;
+        let (count, settings) = topology::resolve_settings(
+            requested,
+            &self.config.stream_defaults,
+            self.config.max_batch_bytes,
+        )
+        .map_err(|message| (ErrorCode::InvalidRequest, message))?;
         let _admin = self.admin.lock();
         if self.map.read().contains_key(name) {
             return Err((

@@ -11,10 +11,12 @@ use surge_protocol::stream::{Durability, StreamConfig};
 use crate::config::{StreamDefaults, MAX_SHARDS_PER_STREAM};
 
 /// Fills zeros in a create request from the defaults and checks limits.
+/// A segment must hold the largest batch the broker accepts.
 /// Returns the shard count and the settings, or a message for the client.
 pub fn resolve_settings(
     requested: &StreamConfig,
     defaults: &StreamDefaults,
+    max_batch_bytes: usize,
 ) -> Result<(u32, StreamSettings), String> {
     let shards = match requested.shard_count {
         0 => defaults.shards,
@@ -27,9 +29,10 @@ pub fn resolve_settings(
     }
     let pick = |value: u64, default: u64| if value == 0 { default } else { value };
     let segment_bytes = pick(requested.segment_bytes, defaults.segment_bytes);
-    if !((1 << 20)..=(1 << 32)).contains(&segment_bytes) {
+    let min_segment_bytes = (max_batch_bytes as u64).max(1 << 20);
+    if !(min_segment_bytes..=(1 << 32)).contains(&segment_bytes) {
         return Err(format!(
-            "segment_bytes {segment_bytes} must be between 1 MiB and 4 GiB"
+            "segment_bytes {segment_bytes} must be between {min_segment_bytes} (1 MiB or max_batch_bytes) and 4 GiB"
         ));
     }
     let durability = match requested.durability {
@@ -60,18 +63,28 @@ mod tests {
     #[test]
     fn zeros_take_defaults_and_limits_hold() {
         let defaults = StreamDefaults::default();
-        let (shards, settings) = resolve_settings(&StreamConfig::default(), &defaults).unwrap();
+        let (shards, settings) =
+            resolve_settings(&StreamConfig::default(), &defaults, 1 << 20).unwrap();
         assert_eq!(shards, defaults.shards);
         assert_eq!(settings.segment_bytes, defaults.segment_bytes);
         let too_many = StreamConfig {
             shard_count: MAX_SHARDS_PER_STREAM + 1,
             ..StreamConfig::default()
         };
-        assert!(resolve_settings(&too_many, &defaults).is_err());
+        assert!(resolve_settings(&too_many, &defaults, 1 << 20).is_err());
         let tiny_segments = StreamConfig {
             segment_bytes: 10,
             ..StreamConfig::default()
         };
-        assert!(resolve_settings(&tiny_segments, &defaults).is_err());
+        assert!(resolve_settings(&tiny_segments, &defaults, 1 << 20).is_err());
+        let small_segments = StreamConfig {
+            segment_bytes: 2 << 20,
+            ..StreamConfig::default()
+        };
+        assert!(resolve_settings(&small_segments, &defaults, 1 << 20).is_ok());
+        assert!(
+            resolve_settings(&small_segments, &defaults, 4 << 20).is_err(),
+            "a segment smaller than the largest batch is refused"
+        );
     }
 }

@@ -2,5 +2,9 @@
 //! scenarios (each module is one concern).
 
 mod bad_input;
+mod cli;
+mod corruption;
 mod crash;
+mod groups;
+mod shutdown;
 mod support;
