@@ -55,7 +55,7 @@ fn sigterm_while_a_consumer_long_polls_still_exits_promptly() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = BrokerProcess::start(&dir, &["--set", "max_fetch_wait_ms=60000"]);
     let runtime = runtime();
-    let polling = runtime.block_on(async {
+    let consumer = runtime.block_on(async {
         let client = broker.client().await;
         create_stream(
             &client,
@@ -70,10 +70,13 @@ fn sigterm_while_a_consumer_long_polls_still_exits_promptly() {
             max_wait: Duration::from_secs(50),
             ..surge_client::ConsumerConfig::default()
         };
-        let mut consumer = surge_client::Consumer::new(client, "quiet", config)
+        surge_client::Consumer::new(client, "quiet", config)
             .await
-            .unwrap();
-        tokio::spawn(async move { consumer.poll().await.map(|records| records.len()) })
+            .unwrap()
+    });
+    let polling = runtime.spawn(async move {
+        let mut consumer = consumer;
+        consumer.poll().await.map(|records| records.len())
     });
     std::thread::sleep(Duration::from_millis(200));
     let started = std::time::Instant::now();
