@@ -6,5 +6,6 @@ mod cli;
 mod corruption;
 mod crash;
 mod groups;
+mod limits;
 mod shutdown;
 mod support;
