@@ -132,18 +132,7 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Decod
         });
     }
     let batch = &buf[..size];
-    let magic = le_u16(batch, 16);
-    if magic != BATCH_MAGIC {
-        return Err(DecodeError::BadMagic { found: magic });
-    }
-    if batch[18] != BATCH_VERSION {
-        return Err(DecodeError::UnsupportedBatchVersion { found: batch[18] });
-    }
-    let stored = le_u32(batch, 12);
-    let computed = crc32c::crc32c(&batch[CRC_START..]);
-    if stored != computed {
-        return Err(DecodeError::ChecksumMismatch { stored, computed });
-    }
+    verify_checksum(batch, size)?;
     if batch[19] != 0 {
         return Err(DecodeError::InvalidValue {
             field: "batch flags",
