@@ -1,10 +1,11 @@
-//! The write path, chosen once at startup and shared by every log of the
-//! broker: io_uring (a write linked to an fdatasync when syncing, one
-//! submission) or the portable fallback (a pwrite loop plus fdatasync).
+//! The write path, chosen once at startup: io_uring (a write linked to an
+//! fdatasync when syncing, one submission) or the portable fallback (a
+//! pwrite loop plus fdatasync).
 //!
-//! `IoBackend` is internally synchronised: one ring behind a mutex. Each
-//! shard log has a single writer, so the mutex is contended only between
-//! shards, and a write holds it for one submission.
+//! `IoBackend` is the choice, shared by every log; each log opens its own
+//! `IoWriter` (its own ring), owned by its single writer. Shards never wait
+//! on one another's fdatasync, which is what lets group commit on several
+//! shards proceed in parallel.
 
 use std::fs::File;
 use std::io;
@@ -12,7 +13,6 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use io_uring::IoUring;
-use parking_lot::Mutex;
 
 use super::config::IoChoice;
 use super::error::StorageError;
@@ -21,9 +21,23 @@ use super::sys;
 /// Entries in the ring: one write and its linked fsync per submission.
 const RING_ENTRIES: u32 = 8;
 
-/// The write path shared by all logs.
+/// The write path chosen for all logs.
 pub struct IoBackend {
-    ring: Option<Mutex<IoUring>>,
+    uring: bool,
+}
+
+/// One log's writer: its own ring, or pwrite.
+pub(crate) struct IoWriter {
+    ring: Option<IoUring>,
+}
+
+impl std::fmt::Debug for IoWriter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("IoWriter")
+            .field("name", &self.name())
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for IoBackend {
@@ -42,26 +56,22 @@ impl IoBackend {
         let backend = match choice {
             IoChoice::Pwrite => {
                 tracing::info!("storage write path: pwrite (configured)");
-                IoBackend { ring: None }
+                IoBackend { uring: false }
             }
             IoChoice::Uring => {
-                let ring = IoUring::new(RING_ENTRIES)
+                IoUring::new(RING_ENTRIES)
                     .map_err(|source| StorageError::UringUnavailable { source })?;
                 tracing::info!("storage write path: io_uring (configured)");
-                IoBackend {
-                    ring: Some(Mutex::new(ring)),
-                }
+                IoBackend { uring: true }
             }
             IoChoice::Auto => match IoUring::new(RING_ENTRIES) {
-                Ok(ring) => {
+                Ok(_) => {
                     tracing::info!("storage write path: io_uring (auto)");
-                    IoBackend {
-                        ring: Some(Mutex::new(ring)),
-                    }
+                    IoBackend { uring: true }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "io_uring unavailable; storage write path: pwrite");
-                    IoBackend { ring: None }
+                    IoBackend { uring: false }
                 }
             },
         };
@@ -70,6 +80,31 @@ impl IoBackend {
 
     /// "io_uring" or "pwrite".
     pub fn name(&self) -> &'static str {
+        if self.uring {
+            "io_uring"
+        } else {
+            "pwrite"
+        }
+    }
+
+    /// A writer for one log. A ring that cannot be set up now (the kernel's
+    /// locked-memory limit, say) degrades that log to pwrite, with a warning.
+    pub(crate) fn writer(&self) -> IoWriter {
+        if !self.uring {
+            return IoWriter { ring: None };
+        }
+        match IoUring::new(RING_ENTRIES) {
+            Ok(ring) => IoWriter { ring: Some(ring) },
+            Err(error) => {
+                tracing::warn!(%error, "cannot set up an io_uring for a log; it uses pwrite");
+                IoWriter { ring: None }
+            }
+        }
+    }
+}
+
+impl IoWriter {
+    pub(crate) fn name(&self) -> &'static str {
         if self.ring.is_some() {
             "io_uring"
         } else {
@@ -80,14 +115,14 @@ impl IoBackend {
     /// Writes all of `buf` at `position`; with `sync`, the data is
     /// fdatasynced before this returns.
     pub(crate) fn write_all_at(
-        &self,
+        &mut self,
         file: &File,
         position: u64,
         buf: &[u8],
         sync: bool,
     ) -> io::Result<()> {
-        match &self.ring {
-            Some(ring) => sys::uring_write_all(&mut ring.lock(), file, position, buf, sync),
+        match &mut self.ring {
+            Some(ring) => sys::uring_write_all(ring, file, position, buf, sync),
             None => {
                 file.write_all_at(buf, position)?;
                 if sync {
@@ -107,7 +142,9 @@ mod tests {
     fn write_and_read_back(backend: &IoBackend, sync: bool) {
         let mut file = tempfile::tempfile().unwrap();
         let payload: Vec<u8> = (0..100_000u32).map(|value| value as u8).collect();
-        backend.write_all_at(&file, 10, &payload, sync).unwrap();
+        let mut writer = backend.writer();
+        assert_eq!(writer.name(), backend.name());
+        writer.write_all_at(&file, 10, &payload, sync).unwrap();
         let mut back = Vec::new();
         file.read_to_end(&mut back).unwrap();
         assert_eq!(back.len(), 10 + payload.len());
@@ -146,7 +183,10 @@ mod tests {
         let file = File::open(&path).unwrap();
         for choice in [IoChoice::Auto, IoChoice::Pwrite] {
             let backend = IoBackend::new(choice).unwrap();
-            assert!(backend.write_all_at(&file, 0, b"data", true).is_err());
+            assert!(backend
+                .writer()
+                .write_all_at(&file, 0, b"data", true)
+                .is_err());
         }
     }
 }

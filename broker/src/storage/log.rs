@@ -22,7 +22,7 @@ use super::config::{LogConfig, MAX_SEGMENTS_PER_SHARD};
 use super::error::StorageError;
 use super::files;
 use super::index::SegmentIndex;
-use super::io::IoBackend;
+use super::io::{IoBackend, IoWriter};
 use super::mmap::SegmentMap;
 use super::producers::{self, LastBatch, ProducerTable, Verdict};
 use super::reader::{LogReader, LogState};
@@ -61,7 +61,7 @@ struct Chunk {
 pub struct ShardLog {
     dir: PathBuf,
     config: LogConfig,
-    io: Arc<IoBackend>,
+    writer: IoWriter,
     state: Arc<RwLock<LogState>>,
     active: ActiveFile,
     producers: ProducerTable,
@@ -102,7 +102,7 @@ impl ShardLog {
         let mut log = ShardLog {
             dir: dir.to_owned(),
             config,
-            io,
+            writer: io.writer(),
             state: Arc::new(RwLock::new(state)),
             active,
             producers: ProducerTable::default(),
@@ -237,7 +237,7 @@ impl ShardLog {
         if needed_bytes > self.active.preallocated_bytes {
             self.grow_active(needed_bytes)?;
         }
-        self.io
+        self.writer
             .write_all_at(&self.active.file, position, &chunk.bytes, sync)
             .map_err(|source| StorageError::io("write", &self.active.path, source))?;
         let interval_bytes = self.config.index_interval_bytes;
