@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn record_bytes_matches_the_builder() {
         let event = Event::new("value").with_key("k").with_type("t");
-        let mut builder = BatchBuilder::new(1, 0);
+        let mut builder = BatchBuilder::new(0, 1, 0);
         let before = builder.size();
         builder.push(0, Some(b"k"), b"value", &[("type", b"t")]);
         assert_eq!(event.record_bytes(), builder.size() - before);

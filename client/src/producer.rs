@@ -333,7 +333,7 @@ impl ProducerTask {
             return;
         };
         let base_sequence = shard.next_sequence;
-        let mut builder = BatchBuilder::new(self.producer_id, base_sequence);
+        let mut builder = BatchBuilder::new(shard_id, self.producer_id, base_sequence);
         let mut events = Vec::new();
         let mut first_ms = None;
         while let Some(front) = shard.pending.front() {

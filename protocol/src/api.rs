@@ -21,10 +21,11 @@ pub enum ApiKey {
     LeaveGroup = 11,
     CommitOffsets = 12,
     FetchOffsets = 13,
+    ChangeTopology = 14,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 14] = [
+    pub const ALL: [ApiKey; 15] = [
         ApiKey::Handshake,
         ApiKey::CreateStream,
         ApiKey::DeleteStream,
@@ -39,6 +40,7 @@ impl ApiKey {
         ApiKey::LeaveGroup,
         ApiKey::CommitOffsets,
         ApiKey::FetchOffsets,
+        ApiKey::ChangeTopology,
     ];
 
     pub fn from_u16(key: u16) -> Option<ApiKey> {

@@ -3,7 +3,7 @@
 //! which is why the checksum starts after it.
 //!
 //! ```text
-//! batch header (56 bytes, little-endian)
+//! batch header (64 bytes, little-endian)
 //! +0  u64 base_offset        assigned by the broker; not under the CRC
 //! +8  u32 length             bytes after this field (batch size - 12)
 //! +12 u32 crc32c             over bytes 16..end (Castagnoli)
@@ -15,7 +15,11 @@
 //! +32 i64 max_timestamp_ms
 //! +40 u64 producer_id        0: not idempotent
 //! +48 u64 base_sequence      producer's sequence of the first record
-//! +56 records
+//! +56 u32 origin_shard       the shard the producer addressed; sequences
+//!                            are per (producer_id, origin_shard), so a batch
+//!                            the broker forwards to a successor keeps it
+//! +60 u32 reserved           0
+//! +64 records
 //!
 //! record
 //! +0  u32 record_len         bytes after this field
@@ -32,7 +36,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::DecodeError;
 
-pub const BATCH_HEADER_BYTES: usize = 56;
+pub const BATCH_HEADER_BYTES: usize = 64;
 pub const BATCH_MAGIC: u16 = 0x5347;
 pub const BATCH_VERSION: u8 = 1;
 /// Bytes before the CRC-covered region: base offset, length, crc.
@@ -45,7 +49,7 @@ pub const MAX_RECORDS_PER_BATCH: usize = 1 << 21;
 pub const MAX_HEADERS_PER_RECORD: usize = 64;
 const NO_KEY: u32 = u32::MAX;
 
-const _: () = assert!(BATCH_HEADER_BYTES == 56);
+const _: () = assert!(BATCH_HEADER_BYTES == 64);
 const _: () = assert!(MAX_BATCH_BYTES < crate::frame::MAX_FRAME_BYTES);
 // The byte limit binds before the record-count limit can.
 const _: () = assert!(MAX_RECORDS_PER_BATCH * RECORD_OVERHEAD_BYTES > MAX_BATCH_BYTES);
@@ -62,6 +66,7 @@ pub struct BatchHeader {
     pub max_timestamp_ms: i64,
     pub producer_id: u64,
     pub base_sequence: u64,
+    pub origin_shard: u32,
 }
 
 impl BatchHeader {
@@ -139,6 +144,13 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Decod
             value: u64::from(batch[19]),
         });
     }
+    let reserved = le_u32(batch, 60);
+    if reserved != 0 {
+        return Err(DecodeError::InvalidValue {
+            field: "batch reserved",
+            value: u64::from(reserved),
+        });
+    }
     let header = read_header(batch);
     if header.record_count == 0 || header.record_count as usize > MAX_RECORDS_PER_BATCH {
         return Err(DecodeError::InvalidValue {
@@ -195,7 +207,7 @@ pub fn verify_checksum(batch: &[u8], size: usize) -> Result<(), DecodeError> {
 }
 
 /// Reads the header fields of a batch without checking anything: only for
-/// bytes that already passed `validate` (or the first 56 bytes of one).
+/// bytes that already passed `validate` (or the first 64 bytes of one).
 pub fn read_header(batch: &[u8]) -> BatchHeader {
     assert!(batch.len() >= BATCH_HEADER_BYTES, "batch header truncated");
     BatchHeader {
@@ -207,6 +219,7 @@ pub fn read_header(batch: &[u8]) -> BatchHeader {
         max_timestamp_ms: le_u64(batch, 32) as i64,
         producer_id: le_u64(batch, 40),
         base_sequence: le_u64(batch, 48),
+        origin_shard: le_u32(batch, 56),
     }
 }
 
@@ -400,11 +413,14 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    pub fn new(producer_id: u64, base_sequence: u64) -> BatchBuilder {
+    /// A batch for shard `origin_shard` of a stream; `producer_id` 0 means
+    /// not idempotent.
+    pub fn new(origin_shard: u32, producer_id: u64, base_sequence: u64) -> BatchBuilder {
         let mut buf = BytesMut::with_capacity(4096);
         buf.put_bytes(0, BATCH_HEADER_BYTES);
         buf[40..48].copy_from_slice(&producer_id.to_le_bytes());
         buf[48..56].copy_from_slice(&base_sequence.to_le_bytes());
+        buf[56..60].copy_from_slice(&origin_shard.to_le_bytes());
         BatchBuilder {
             buf,
             record_count: 0,
@@ -504,7 +520,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Bytes {
-        let mut builder = BatchBuilder::new(7, 100);
+        let mut builder = BatchBuilder::new(3, 7, 100);
         builder.push(1_000, Some(b"k1"), b"hello", &[("type", b"click")]);
         builder.push(1_005, None, b"world", &[]);
         builder.finish()
@@ -512,12 +528,12 @@ mod tests {
 
     #[test]
     fn golden_bytes() {
-        let mut builder = BatchBuilder::new(1, 2);
+        let mut builder = BatchBuilder::new(5, 1, 2);
         builder.push(10, Some(b"k"), b"v", &[]);
         let bytes = builder.finish();
         let expected: Vec<u8> = [
             &0u64.to_le_bytes()[..],          // base offset
-            &(56u32 + 24 - 12).to_le_bytes(), // length
+            &(64u32 + 24 - 12).to_le_bytes(), // length
             &[0; 4],                          // crc, patched below
             &[0x47, 0x53, 1, 0],              // magic, version, flags
             &1u32.to_le_bytes(),              // record count
@@ -525,6 +541,8 @@ mod tests {
             &10i64.to_le_bytes(),             // max timestamp
             &1u64.to_le_bytes(),              // producer id
             &2u64.to_le_bytes(),              // base sequence
+            &5u32.to_le_bytes(),              // origin shard
+            &0u32.to_le_bytes(),              // reserved
             &20u32.to_le_bytes(),             // record length
             &0u32.to_le_bytes(),              // offset delta
             &0i32.to_le_bytes(),              // timestamp delta
@@ -549,6 +567,7 @@ mod tests {
         assert_eq!(batch.header.record_count, 2);
         assert_eq!(batch.header.producer_id, 7);
         assert_eq!(batch.header.base_sequence, 100);
+        assert_eq!(batch.header.origin_shard, 3);
         assert_eq!(batch.header.max_timestamp_ms, 1_005);
         let records = batch.records();
         assert_eq!(records[0].key.as_deref(), Some(&b"k1"[..]));

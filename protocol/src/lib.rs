@@ -10,7 +10,8 @@
 //! - `batch`: the record batch stored on disk and sent on the wire verbatim.
 //! - `api`: API keys and version ranges; one module per request family:
 //!   `handshake`, `stream` (create/delete/list/describe, metadata),
-//!   `produce`, `fetch`, `offsets`, `group`.
+//!   `produce`, `fetch`, `offsets`, `group`, `topology` (split, merge,
+//!   move).
 //! - `routing`: the key hash and initial hash ranges.
 //! - `error`: the wire `ErrorCode` and `DecodeError`.
 
@@ -26,6 +27,7 @@ pub mod offsets;
 pub mod produce;
 pub mod routing;
 pub mod stream;
+pub mod topology;
 
 pub use api::{ApiKey, Request};
 pub use codec::{Reader, Wire, Writer};

@@ -35,6 +35,14 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// Where one record of a forwarded batch was stored.
+    pub struct RecordPlacement {
+        pub shard_id: u32,
+        pub offset: u64,
+    }
+}
+
+wire_struct! {
     pub struct ProducePartResponse {
         pub shard_id: u32,
         pub error: ErrorCode,
@@ -42,6 +50,10 @@ wire_struct! {
         pub base_offset: u64,
         /// True when the batch was a retry already stored.
         pub duplicate: bool,
+        /// Empty unless the shard was sealed and the broker forwarded the
+        /// batch to its successors: then one entry per record, in batch
+        /// order, and `base_offset` is meaningless.
+        pub placements: Vec<RecordPlacement>,
     }
 }
 

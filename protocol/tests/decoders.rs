@@ -105,7 +105,7 @@ fn batch_bytes() -> impl Strategy<Value = Bytes> {
         ),
     )
         .prop_map(|(producer_id, base_sequence, records)| {
-            let mut builder = BatchBuilder::new(producer_id, u64::from(base_sequence));
+            let mut builder = BatchBuilder::new(0, producer_id, u64::from(base_sequence));
             for (key, value, headers, delta) in &records {
                 let headers: Vec<(&str, &[u8])> = headers
                     .iter()

@@ -8,6 +8,7 @@ use surge_protocol::stream::{
     DescribeStreamRequest, DescribeStreamResponse, ListStreamsResponse, MetadataRequest,
     MetadataResponse, StreamMetadata, StreamSummary,
 };
+use surge_protocol::topology::{ChangeTopologyRequest, ChangeTopologyResponse};
 use surge_protocol::ErrorCode;
 
 use crate::broker::Broker;
@@ -144,5 +145,20 @@ pub(super) fn heartbeat(broker: &Broker, request: &HeartbeatRequest, now_ms: u64
             .groups
             .heartbeat(request, &stream.shard_ids(), now_ms),
         None => unknown_stream(&request.member_id),
+    }
+}
+
+pub(super) async fn change_topology(
+    broker: &Broker,
+    request: &ChangeTopologyRequest,
+) -> ChangeTopologyResponse {
+    let _ = broker;
+    ChangeTopologyResponse {
+        error: ErrorCode::InvalidRequest,
+        message: format!(
+            "topology changes of {} are not available yet",
+            request.stream
+        ),
+        ..ChangeTopologyResponse::default()
     }
 }

@@ -60,6 +60,9 @@ fn check_part(stream: &Stream, shard_id: u32, bytes: &Bytes, max_batch_bytes: us
         return ErrorCode::BatchTooLarge;
     }
     match batch::validate(bytes, max_batch_bytes) {
+        // A batch names the shard it was built for: idempotence is kept per
+        // (producer, shard), so a batch sent to another shard is a bug.
+        Ok(header) if header.origin_shard != shard_id => ErrorCode::InvalidBatch,
         Ok(header) if header.size == bytes.len() => ErrorCode::None,
         // Trailing bytes after the batch: the part is not one batch.
         Ok(_) => ErrorCode::InvalidBatch,

@@ -18,6 +18,7 @@ use surge_protocol::stream::{
     CreateStreamRequest, DeleteStreamRequest, DescribeStreamRequest, ListStreamsRequest,
     MetadataRequest,
 };
+use surge_protocol::topology::ChangeTopologyRequest;
 use surge_protocol::{ApiKey, Wire, Writer};
 use tokio_util::sync::CancellationToken;
 
@@ -129,6 +130,10 @@ async fn route(
             // Commits fsync: keep them off the async workers.
             let request = CommitOffsetsRequest::decode_all(body)?;
             blocking(move || broker.groups.commit(&request, now_ms))
+        }
+        ApiKey::ChangeTopology => {
+            let request = ChangeTopologyRequest::decode_all(body)?;
+            later(async move { admin::change_topology(&broker, &request).await })
         }
         ApiKey::FetchOffsets => ready(
             broker

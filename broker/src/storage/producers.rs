@@ -248,6 +248,7 @@ mod tests {
             max_timestamp_ms: 0,
             producer_id,
             base_sequence,
+            origin_shard: 0,
         }
     }
 

@@ -187,7 +187,7 @@ mod tests {
     use surge_protocol::batch::BatchBuilder;
 
     fn batch_at(base_offset: u64, records: u32) -> Vec<u8> {
-        let mut builder = BatchBuilder::new(0, 0);
+        let mut builder = BatchBuilder::new(0, 0, 0);
         for record in 0..records {
             builder.push(
                 1_000 + i64::from(record),

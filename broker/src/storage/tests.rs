@@ -24,7 +24,7 @@ fn config() -> LogConfig {
 }
 
 fn batch(producer_id: u64, base_sequence: u64, records: u32, timestamp_ms: i64) -> Bytes {
-    let mut builder = BatchBuilder::new(producer_id, base_sequence);
+    let mut builder = BatchBuilder::new(0, producer_id, base_sequence);
     for record in 0..records {
         let value = format!("value-{base_sequence}-{record}");
         builder.push(

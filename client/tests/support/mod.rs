@@ -159,7 +159,7 @@ impl FakeBroker {
 
     /// Appends a batch of `(timestamp_ms, value)` records to a shard.
     pub fn append(&self, shard_id: u32, records: &[(i64, &str)]) -> u64 {
-        let mut builder = BatchBuilder::new(0, 0);
+        let mut builder = BatchBuilder::new(shard_id, 0, 0);
         for (timestamp_ms, value) in records {
             builder.push(*timestamp_ms, None, value.as_bytes(), &[]);
         }
@@ -325,6 +325,7 @@ fn produce(state: &mut FakeState, id: u32, body: Bytes) -> Option<Vec<Bytes>> {
             error: ErrorCode::None,
             base_offset,
             duplicate,
+            placements: Vec::new(),
         });
     }
     if state.drop_after_store > 0 {

@@ -13,7 +13,11 @@ use surge_tests::raw::RawConn;
 use surge_tests::BrokerProcess;
 
 fn batch(values: &[&str]) -> Bytes {
-    let mut builder = BatchBuilder::new(0, 0);
+    batch_for(0, values)
+}
+
+fn batch_for(shard: u32, values: &[&str]) -> Bytes {
+    let mut builder = BatchBuilder::new(shard, 0, 0);
     for value in values {
         builder.push(1_000, Some(b"key"), value.as_bytes(), &[]);
     }
@@ -137,7 +141,7 @@ fn bad_batches_are_rejected_whole_and_nothing_is_appended() {
     create(&mut conn, "orders", 2);
 
     let good = batch(&["a", "b"]);
-    let mut corrupt = good.to_vec();
+    let mut corrupt = batch_for(1, &["a", "b"]).to_vec();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xFF;
     let errors = produce(
