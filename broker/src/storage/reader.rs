@@ -91,10 +91,7 @@ impl LogReader {
         }
         let segment = state.segment_for(offset);
         let path = state.segment_path(segment);
-        let (start_position, first) = segment.locate(offset, &path)?;
-        if first.next_offset() > end {
-            return Ok(empty);
-        }
+        let (start_position, _) = segment.locate(offset, &path)?;
         let mut walker = HeaderWalker::new(segment, start_position);
         let mut end_position = start_position;
         let mut next_offset = offset;
@@ -104,20 +101,29 @@ impl LogReader {
             if header.next_offset() > end || (!first_batch && taken_bytes > max_bytes) {
                 break;
             }
-            let bytes = &segment.map.as_slice()[position as usize..];
-            if let Err(err) = surge_protocol::batch::verify_checksum(bytes, header.size) {
+            if let Err(reason) = check_stored(segment, position, &header, first_batch, next_offset)
+            {
                 if !first_batch {
                     break;
                 }
-                tracing::error!(path = %path.display(), position, error = %err, "damaged batch on disk");
+                tracing::error!(path = %path.display(), position, %reason, "damaged batch on disk");
                 return Err(StorageError::Corrupt {
                     path,
                     position,
-                    reason: err.to_string(),
+                    reason,
                 });
             }
             end_position = position + header.size as u64;
             next_offset = header.next_offset();
+        }
+        if end_position == start_position {
+            // Below the visible end there is always a batch to serve; finding
+            // none means the bytes there are damaged.
+            return Err(StorageError::Corrupt {
+                path,
+                position: start_position,
+                reason: format!("no readable batch holds offset {offset} below the end {end}"),
+            });
         }
         let bytes = segment
             .map
@@ -160,4 +166,29 @@ impl LogReader {
     pub fn log_start_offset(&self) -> u64 {
         self.state.read().log_start_offset
     }
+}
+
+/// The checks a stored batch passes before it is served: its base offset
+/// continues the read (the first one holds the requested offset), and its
+/// checksum matches.
+fn check_stored(
+    segment: &Segment,
+    position: u64,
+    header: &surge_protocol::batch::BatchHeader,
+    first_batch: bool,
+    expected: u64,
+) -> Result<(), String> {
+    let in_place = if first_batch {
+        header.base_offset <= expected && expected < header.next_offset()
+    } else {
+        header.base_offset == expected
+    };
+    if !in_place {
+        return Err(format!(
+            "batch at base offset {} where offset {expected} was expected",
+            header.base_offset
+        ));
+    }
+    let bytes = &segment.map.as_slice()[position as usize..];
+    surge_protocol::batch::verify_checksum(bytes, header.size).map_err(|err| err.to_string())
 }

@@ -223,19 +223,14 @@ fn flipped_byte_truncates_at_that_batch() {
     assert_eq!(batches.last().unwrap().0 + 3, log.written_offset());
 }
 
-#[test]
-fn damage_after_recovery_is_never_served() {
+/// Damages the third batch of the first (sealed, mapped) segment in place,
+/// `at` bytes into the batch, and checks what reads make of it.
+fn damage_third_batch_and_read(at: usize) {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = open(dir.path(), IoChoice::Pwrite);
     fill(&mut log, 30);
     let end = log.written_offset();
     let first_segment = segment_paths(dir.path()).remove(0);
-    let batches = read_all(&log.reader(), end);
-    assert!(
-        batches.len() > 4,
-        "need several batches in the first segment"
-    );
-    // Damage the third batch of the first (sealed, mapped) segment in place.
     let third_position = {
         let chunk = log.reader().read(0, 1, end).unwrap();
         let first_size = chunk.bytes.len();
@@ -248,7 +243,7 @@ fn damage_after_recovery_is_never_served() {
             .write(true)
             .open(&first_segment)
             .unwrap();
-        file.write_all_at(&[0xEE], (third_position + 60) as u64)
+        file.write_all_at(&[0xEE], (third_position + at) as u64)
             .unwrap();
     }
     let whole = log.reader().read(0, usize::MAX, end).unwrap();
@@ -262,6 +257,17 @@ fn damage_after_recovery_is_never_served() {
         Err(StorageError::Corrupt { position, .. }) => assert_eq!(position, third_position as u64),
         other => panic!("expected a corrupt-batch error, got {other:?}"),
     }
+}
+
+#[test]
+fn damage_after_recovery_is_never_served() {
+    damage_third_batch_and_read(70);
+}
+
+#[test]
+fn damaged_base_offset_is_never_served_nor_mistaken_for_the_end() {
+    // The base offset lies outside the checksum; density catches it.
+    damage_third_batch_and_read(2);
 }
 
 #[test]
