@@ -15,6 +15,7 @@ use surge_protocol::stream::{
     CreateStreamRequest, DeleteStreamRequest, DescribeStreamRequest, DescribeStreamResponse,
     ListStreamsRequest, MetadataRequest, StreamConfig, StreamMetadata, StreamSummary,
 };
+use surge_protocol::topology::{ChangeTopologyRequest, ChangeTopologyResponse};
 use surge_protocol::{ApiKey, Request, Wire, Writer};
 use tokio_util::sync::CancellationToken;
 
@@ -204,6 +205,17 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol(format!("metadata without stream {stream}")))?;
         ClientError::check(found.error, format!("metadata of {stream}"))?;
         Ok(found)
+    }
+
+    /// Splits, merges or moves shards (seal-and-succeed). A non-`None`
+    /// error in the response becomes `ClientError::Broker` with its message.
+    pub async fn change_topology(
+        &self,
+        req: &ChangeTopologyRequest,
+    ) -> Result<ChangeTopologyResponse, ClientError> {
+        let resp = self.request(req).await?;
+        ClientError::check(resp.error, resp.message.clone())?;
+        Ok(resp)
     }
 
     /// One shard's earliest, latest or by-timestamp offset.

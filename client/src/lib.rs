@@ -10,6 +10,8 @@
 //! - `client`: `Client`, handshake, lazy reconnect, typed admin requests.
 //! - `event`: `Event`, what a producer sends.
 //! - `router`: the topology cache a producer routes by (hash ranges).
+//! - `lineage`: the shard graph (parents, sealed, high watermarks) that
+//!   orders sends and reads across splits and merges.
 //! - `producer`: `Producer`, batching, linger, one batch in flight per
 //!   shard, idempotent retries, backpressure.
 //! - `consumer`: `Consumer`, long-poll fetches over its shards, positions,
@@ -24,6 +26,7 @@ mod consumer;
 mod error;
 mod event;
 mod group;
+mod lineage;
 mod producer;
 mod router;
 mod sender;
@@ -41,3 +44,4 @@ pub use surge_protocol::produce::Acks;
 pub use surge_protocol::stream::{
     DescribeStreamResponse, StreamConfig, StreamMetadata, StreamSummary,
 };
+pub use surge_protocol::topology::{ChangeKind, ChangeTopologyRequest, ChangeTopologyResponse};

@@ -5,6 +5,12 @@
 //! each event's `AckFuture`, and refreshes routing when the broker reports a
 //! newer epoch. `send` only queues: thousands of events can be in flight,
 //! bounded by `max_in_flight_bytes` of budget.
+//!
+//! Across splits and merges (seal-and-succeed) per-key order needs one more
+//! rule: a shard gets no batch while any of its ancestors (from metadata)
+//! has a batch in flight or events waiting, because those hold the older
+//! events of its keys. Events for the child wait in its queue; events left
+//! on a sealed shard are re-routed ahead of them.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -23,6 +29,7 @@ use crate::client::Client;
 use crate::config::ProducerConfig;
 use crate::error::ClientError;
 use crate::event::Event;
+use crate::lineage::Lineage;
 use crate::router::Router;
 use crate::sender::{send_batch, BatchJob, Verdict};
 
@@ -31,10 +38,15 @@ const COMMAND_QUEUE_DEPTH: usize = 4096;
 /// Times one event may be re-routed after sealed or unknown shards.
 const REROUTES_MAX: u8 = 3;
 
-/// Where an acknowledged event was stored.
+/// Where an acknowledged event was stored. After a split or merge the shard
+/// may be a successor of the one the event was sent to (the broker forwarded
+/// it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
     pub shard_id: u32,
+    /// The event's offset in `shard_id`, or `u64::MAX` when the broker
+    /// recognised a retry of a forwarded batch but no longer knows where
+    /// that record went: it is stored exactly once, position unknown.
     pub offset: u64,
 }
 
@@ -108,6 +120,7 @@ impl Producer {
             client,
             stream: stream.to_owned(),
             router: Router::new(&meta),
+            lineage: Lineage::new(&meta),
             config,
             shards: BTreeMap::new(),
             tasks: JoinSet::new(),
@@ -220,6 +233,8 @@ struct ProducerTask {
     stream: String,
     config: ProducerConfig,
     router: Router,
+    /// Parents of every known shard, to hold children back.
+    lineage: Lineage,
     shards: BTreeMap<u32, ShardQueue>,
     tasks: JoinSet<Verdict>,
     task_shards: HashMap<Id, u32>,
@@ -271,12 +286,26 @@ impl ProducerTask {
         shard.pending.push_back(queued);
     }
 
+    /// Whether an ancestor of the shard still has a batch in flight or
+    /// events queued: those are older than anything queued here.
+    fn blocked(&self, shard_id: u32) -> bool {
+        self.lineage
+            .ancestors(shard_id)
+            .into_iter()
+            .any(|ancestor| {
+                self.shards
+                    .get(&ancestor)
+                    .is_some_and(|queue| queue.in_flight.is_some() || !queue.pending.is_empty())
+            })
+    }
+
     /// The earliest linger deadline among shards that could send now.
     fn next_deadline(&self) -> Option<Instant> {
         self.shards
-            .values()
-            .filter(|shard| shard.in_flight.is_none())
-            .filter_map(|shard| shard.pending.front())
+            .iter()
+            .filter(|(_, shard)| shard.in_flight.is_none())
+            .filter(|(&shard_id, _)| !self.blocked(shard_id))
+            .filter_map(|(_, shard)| shard.pending.front())
             .map(|front| front.enqueued + self.config.linger)
             .min()
     }
@@ -289,6 +318,7 @@ impl ProducerTask {
             .shards
             .iter()
             .filter(|(_, shard)| shard.in_flight.is_none())
+            .filter(|(&shard_id, _)| !self.blocked(shard_id))
             .filter(|(_, shard)| {
                 shard.pending.front().is_some_and(|front| {
                     self.draining
@@ -320,8 +350,28 @@ impl ProducerTask {
             };
             let moved = std::mem::take(&mut shard.pending);
             shard.pending_bytes = 0;
-            for queued in moved {
-                self.enqueue(queued);
+            self.requeue_ahead(moved);
+        }
+    }
+
+    /// Routes events again and puts them ahead of what their new shards
+    /// already hold: they were sent earlier, so per key they come first.
+    fn requeue_ahead(&mut self, moved: VecDeque<Queued>) {
+        let mut by_shard: BTreeMap<u32, Vec<Queued>> = BTreeMap::new();
+        for queued in moved {
+            match self.router.route(queued.event.key.as_deref()) {
+                Some(shard_id) => by_shard.entry(shard_id).or_default().push(queued),
+                None => {
+                    let stream = self.stream.clone();
+                    let _ = queued.ack.send(Err(ClientError::NoOpenShard { stream }));
+                }
+            }
+        }
+        for (shard_id, events) in by_shard {
+            let shard = self.shards.entry(shard_id).or_default();
+            for queued in events.into_iter().rev() {
+                shard.pending_bytes += queued.size;
+                shard.pending.push_front(queued);
             }
         }
     }
@@ -387,10 +437,14 @@ impl ProducerTask {
             return;
         };
         match verdict {
-            Verdict::Acked { base_offset, epoch } => {
-                for (index, queued) in batch.events.into_iter().enumerate() {
-                    let offset = base_offset + index as u64;
-                    let _ = queued.ack.send(Ok(Ack { shard_id, offset }));
+            Verdict::Acked { acks, epoch } => {
+                assert_eq!(
+                    acks.len(),
+                    batch.events.len(),
+                    "the sender checked one ack per record"
+                );
+                for (queued, ack) in batch.events.into_iter().zip(acks) {
+                    let _ = queued.ack.send(Ok(ack));
                 }
                 if epoch > self.router.epoch() {
                     self.refresh().await;
@@ -427,7 +481,10 @@ impl ProducerTask {
 
     async fn refresh(&mut self) {
         match self.client.metadata(&self.stream).await {
-            Ok(meta) => self.router.update(&meta),
+            Ok(meta) => {
+                self.router.update(&meta);
+                self.lineage.update(&meta);
+            }
             Err(error) => tracing::warn!(stream = %self.stream, %error, "metadata refresh failed"),
         }
     }

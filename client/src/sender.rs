@@ -1,16 +1,23 @@
 //! Sending one record batch to one shard, with retries. The batch bytes
 //! never change between attempts, so a retry of a batch the broker already
 //! stored is recognised by its producer id and sequence and stored once.
+//! A batch that reached a sealed shard may have been forwarded by the broker
+//! to its successors; then each record has its own placement, and the acks
+//! come from those.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use surge_protocol::produce::{Acks, ProducePart, ProduceRequest, ProduceResponse};
+use surge_protocol::batch;
+use surge_protocol::produce::{
+    Acks, ProducePart, ProducePartResponse, ProduceRequest, ProduceResponse,
+};
 use surge_protocol::ErrorCode;
 
 use crate::client::Client;
 use crate::config::wire_ms;
 use crate::error::ClientError;
+use crate::producer::Ack;
 
 /// Retry backoff grows to at most this many times the base.
 const BACKOFF_FACTOR_MAX: u32 = 32;
@@ -33,8 +40,9 @@ pub(crate) struct BatchJob {
 /// How a batch ended.
 #[derive(Debug)]
 pub(crate) enum Verdict {
+    /// Where each record of the batch was stored, in batch order.
     Acked {
-        base_offset: u64,
+        acks: Vec<Ack>,
         epoch: u64,
     },
     /// The shard is sealed or unknown: refresh the routing and re-route.
@@ -52,13 +60,14 @@ pub(crate) async fn send_batch(job: BatchJob) -> Verdict {
             batch: job.batch.clone(),
         }],
     };
+    let record_count = batch::read_header(&job.batch).record_count;
     let mut attempt = 0u32;
     loop {
         let result = job
             .client
             .request_within(&req, job.timeout + TIMEOUT_SLACK)
             .await;
-        let error = match judge(result, job.shard_id) {
+        let error = match judge(result, job.shard_id, record_count) {
             Ok(verdict) => return verdict,
             Err(error) => error,
         };
@@ -76,34 +85,143 @@ pub(crate) async fn send_batch(job: BatchJob) -> Verdict {
 fn judge(
     result: Result<ProduceResponse, ClientError>,
     shard_id: u32,
+    record_count: u32,
 ) -> Result<Verdict, ClientError> {
     let resp = match result {
         Ok(resp) => resp,
         Err(error) if error.is_retriable() => return Err(error),
         Err(error) => return Ok(Verdict::Failed(error)),
     };
-    let (code, base_offset) = if resp.error.is_ok() {
+    let (code, part) = if resp.error.is_ok() {
         match resp.parts.iter().find(|part| part.shard_id == shard_id) {
-            Some(part) => (part.error, part.base_offset),
+            Some(part) => (part.error, Some(part)),
             None => {
                 let message = format!("produce response without shard {shard_id}");
                 return Ok(Verdict::Failed(ClientError::Protocol(message)));
             }
         }
     } else {
-        (resp.error, 0)
+        (resp.error, None)
     };
     let error = ClientError::Broker {
         code,
         message: format!("produce to shard {shard_id}"),
     };
-    match code {
-        ErrorCode::None => Ok(Verdict::Acked {
-            base_offset,
-            epoch: resp.epoch,
+    match (code, part) {
+        (ErrorCode::None, Some(part)) => Ok(match acks_of(part, record_count) {
+            Ok(acks) => Verdict::Acked {
+                acks,
+                epoch: resp.epoch,
+            },
+            Err(error) => Verdict::Failed(error),
         }),
-        ErrorCode::ShardSealed | ErrorCode::UnknownShard => Ok(Verdict::Reroute(error)),
-        code if code.is_retriable() => Err(error),
+        (ErrorCode::ShardSealed | ErrorCode::UnknownShard, _) => Ok(Verdict::Reroute(error)),
+        (code, _) if code.is_retriable() => Err(error),
         _ => Ok(Verdict::Failed(error)),
+    }
+}
+
+/// One ack per record: from the placements when the broker forwarded the
+/// batch, else dense from the base offset.
+fn acks_of(part: &ProducePartResponse, record_count: u32) -> Result<Vec<Ack>, ClientError> {
+    if part.placements.is_empty() {
+        let acks = (0..u64::from(record_count))
+            .map(|index| Ack {
+                shard_id: part.shard_id,
+                offset: part.base_offset + index,
+            })
+            .collect();
+        return Ok(acks);
+    }
+    if part.placements.len() != record_count as usize {
+        return Err(ClientError::Protocol(format!(
+            "shard {} answered {} placements for a batch of {record_count} records",
+            part.shard_id,
+            part.placements.len()
+        )));
+    }
+    Ok(part
+        .placements
+        .iter()
+        .map(|placement| Ack {
+            shard_id: placement.shard_id,
+            offset: placement.offset,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use surge_protocol::produce::RecordPlacement;
+
+    use super::*;
+
+    fn response(placements: Vec<RecordPlacement>) -> ProduceResponse {
+        ProduceResponse {
+            error: ErrorCode::None,
+            epoch: 2,
+            parts: vec![ProducePartResponse {
+                shard_id: 0,
+                error: ErrorCode::None,
+                base_offset: 7,
+                duplicate: false,
+                placements,
+            }],
+        }
+    }
+
+    #[test]
+    fn acks_come_from_placements_when_forwarded() {
+        let placements = vec![
+            RecordPlacement {
+                shard_id: 2,
+                offset: 4,
+            },
+            RecordPlacement {
+                shard_id: 1,
+                offset: u64::MAX,
+            },
+        ];
+        let verdict = judge(Ok(response(placements)), 0, 2).unwrap();
+        let Verdict::Acked { acks, epoch } = verdict else {
+            panic!("expected an ack, got {verdict:?}");
+        };
+        assert_eq!(epoch, 2);
+        assert_eq!(
+            acks,
+            vec![
+                Ack {
+                    shard_id: 2,
+                    offset: 4
+                },
+                Ack {
+                    shard_id: 1,
+                    offset: u64::MAX
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn dense_acks_without_placements() {
+        let verdict = judge(Ok(response(Vec::new())), 0, 3).unwrap();
+        let Verdict::Acked { acks, .. } = verdict else {
+            panic!("expected an ack, got {verdict:?}");
+        };
+        let offsets: Vec<u64> = acks.iter().map(|ack| ack.offset).collect();
+        assert_eq!(offsets, vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn placement_count_mismatch_fails_the_batch() {
+        let placements = vec![RecordPlacement {
+            shard_id: 2,
+            offset: 0,
+        }];
+        let verdict = judge(Ok(response(placements)), 0, 2).unwrap();
+        assert!(
+            matches!(verdict, Verdict::Failed(ClientError::Protocol(_))),
+            "{verdict:?}"
+        );
     }
 }
