@@ -2,19 +2,36 @@
 //! shards assigned to it. Owns the read position (next offset) per shard,
 //! the long-poll fetch covering all of them, skipping records below the
 //! requested offset, and commits. Group membership lives in `group`.
+//!
+//! Across splits and merges the consumer follows the lineage rule: a shard
+//! is read only once every parent is drained (sealed, and read to its
+//! end), so each key's events come out in order. Without a group the
+//! consumer tracks the whole shard graph itself: it refreshes metadata when
+//! a shard drains (and every `LINEAGE_REFRESH_INTERVAL`), starts children at
+//! their earliest offset, and stops fetching drained shards. In a group the
+//! broker assigns only readable shards; the consumer always commits a
+//! drained shard's end on the next poll, with or without `auto_commit`,
+//! because that commit is what lets the broker hand out its children.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use surge_protocol::batch::{split_batches, Record, MAX_BATCH_BYTES};
 use surge_protocol::fetch::{FetchPart, FetchPartResponse, FetchRequest};
 use surge_protocol::group::Assignment;
 use surge_protocol::offsets::{ListOffsetsPart, ListOffsetsRequest, OffsetSpec};
 use surge_protocol::ErrorCode;
+use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::config::{wire_ms, ConsumerConfig, StartFrom};
 use crate::error::ClientError;
 use crate::group::Membership;
+use crate::lineage::Lineage;
+
+/// Without a group: the longest a consumer goes without re-reading the
+/// stream's shard graph (new children, shards sealed or removed).
+const LINEAGE_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// One record and the shard it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,12 +57,20 @@ pub struct Consumer {
     /// change nothing.
     committed: BTreeMap<u32, u64>,
     membership: Option<Membership>,
+    /// The shard graph as last seen.
+    lineage: Lineage,
+    /// A shard drained since the last metadata refresh: refresh now.
+    refresh_due: bool,
+    last_refresh: Instant,
 }
 
 impl Consumer {
-    /// Without a group, starts every shard of the stream at `config.start`;
-    /// with one, joins and starts the assigned shards at their committed
-    /// offsets (or `config.start` where none).
+    /// Without a group, starts every readable shard of the stream at
+    /// `config.start` (with `StartFrom::Latest`, sealed shards count as
+    /// already drained); shards that become readable later start at their
+    /// earliest offset. With a group, joins and starts the assigned shards
+    /// at their committed offsets, else at the earliest offset for a shard
+    /// with parents, else at `config.start`.
     pub async fn new(
         client: Client,
         stream: &str,
@@ -58,12 +83,15 @@ impl Consumer {
             shards: BTreeMap::new(),
             committed: BTreeMap::new(),
             membership: None,
+            lineage: Lineage::default(),
+            refresh_due: false,
+            last_refresh: Instant::now(),
         };
         match consumer.config.group.clone() {
             None => {
                 let meta = client.metadata(stream).await?;
-                let all: Vec<u32> = meta.shards.iter().map(|shard| shard.shard_id).collect();
-                consumer.start_shards(&all, &BTreeMap::new()).await?;
+                consumer.lineage.update(&meta);
+                consumer.follow_lineage(true).await?;
             }
             Some(group) => {
                 let (membership, assignment) = Membership::join(
@@ -82,16 +110,22 @@ impl Consumer {
     }
 
     /// Long-polls all readable shards once; may return nothing after
-    /// `max_wait`. With `auto_commit`, first commits what was returned before.
+    /// `max_wait`. In a group, first commits the end of every drained sealed
+    /// shard (always: the group's children wait on it) and, with
+    /// `auto_commit`, everything returned before.
     pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
         if self.membership.is_some() {
             if self.config.auto_commit {
                 self.commit_positions().await?;
+            } else {
+                self.commit_drained().await?;
             }
             let change = self.membership.as_mut().and_then(Membership::changed);
             if let Some(assignment) = change {
                 self.apply(assignment).await?;
             }
+        } else if self.refresh_due || self.last_refresh.elapsed() >= LINEAGE_REFRESH_INTERVAL {
+            self.refresh_lineage().await;
         }
         let parts = self.fetch_parts();
         if parts.is_empty() {
@@ -224,10 +258,100 @@ impl Consumer {
                 });
             }
         }
-        if part.sealed && cursor.next_offset >= part.high_watermark {
+        if part.sealed && cursor.next_offset >= part.high_watermark && !cursor.drained {
             cursor.drained = true;
+            self.refresh_due = true;
         }
         Ok(())
+    }
+
+    /// Without a group: re-reads the shard graph and starts what became
+    /// readable. A failure is logged and retried on the next poll.
+    async fn refresh_lineage(&mut self) {
+        let result = match self.client.metadata(&self.stream).await {
+            Ok(meta) => {
+                self.lineage.update(&meta);
+                self.follow_lineage(false).await
+            }
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(()) => {
+                self.refresh_due = false;
+                self.last_refresh = Instant::now();
+            }
+            Err(error) => {
+                tracing::warn!(stream = %self.stream, %error, "shard graph refresh failed");
+            }
+        }
+    }
+
+    /// Without a group: forgets shards the metadata no longer lists, starts
+    /// every known shard whose parents are drained, and keeps the rest
+    /// waiting. `initial` applies `config.start`; later shards start at
+    /// their earliest offset.
+    async fn follow_lineage(&mut self, initial: bool) -> Result<(), ClientError> {
+        let lineage = &self.lineage;
+        self.shards
+            .retain(|shard_id, _| lineage.get(*shard_id).is_some());
+        self.committed
+            .retain(|shard_id, _| lineage.get(*shard_id).is_some());
+        if initial && self.config.start == StartFrom::Latest {
+            let sealed: Vec<(u32, u64)> = self
+                .lineage
+                .shard_ids()
+                .filter_map(|id| self.lineage.get(id).map(|node| (id, node)))
+                .filter(|(_, node)| node.sealed)
+                .map(|(id, node)| (id, node.high_watermark))
+                .collect();
+            for (shard_id, end) in sealed {
+                let cursor = Cursor {
+                    next_offset: end,
+                    drained: true,
+                };
+                self.shards.insert(shard_id, cursor);
+                self.committed.insert(shard_id, end);
+            }
+        }
+        let unstarted: Vec<u32> = self
+            .lineage
+            .shard_ids()
+            .filter(|shard_id| !self.shards.contains_key(shard_id))
+            .collect();
+        // The rest wait: they are looked at again on the next refresh.
+        let readable: Vec<u32> = unstarted
+            .into_iter()
+            .filter(|&shard_id| self.readable(shard_id))
+            .collect();
+        let start = if initial {
+            self.config.start
+        } else {
+            StartFrom::Earliest
+        };
+        let starts = self.resolve_start(&readable, start).await?;
+        self.insert_cursors(starts);
+        Ok(())
+    }
+
+    /// Whether every parent is drained; parents the metadata no longer
+    /// lists (removed by retention) count as drained.
+    fn readable(&self, shard_id: u32) -> bool {
+        self.lineage.parents(shard_id).iter().all(|parent| {
+            self.lineage.get(*parent).is_none()
+                || self.shards.get(parent).is_some_and(|cursor| cursor.drained)
+        })
+    }
+
+    fn insert_cursors(&mut self, starts: BTreeMap<u32, u64>) {
+        for (shard_id, next_offset) in starts {
+            let cursor = Cursor {
+                next_offset,
+                drained: false,
+            };
+            self.shards.insert(shard_id, cursor);
+            // Nothing returned yet: the start is the baseline, not a commit.
+            self.committed.insert(shard_id, next_offset);
+        }
     }
 
     /// Applies a group assignment: commits and drops revoked shards, starts
@@ -267,7 +391,9 @@ impl Consumer {
         Ok(())
     }
 
-    /// Starts shards at their committed offset, else at `config.start`.
+    /// Starts assigned shards at their committed offset, else at the
+    /// earliest offset for a successor (its parents were read to their end,
+    /// so all of it is new), else at `config.start`.
     async fn start_shards(
         &mut self,
         shard_ids: &[u32],
@@ -278,29 +404,36 @@ impl Consumer {
             .filter(|shard_id| !committed.contains_key(shard_id))
             .copied()
             .collect();
-        let mut starts = self.resolve_start(&fresh).await?;
+        if fresh
+            .iter()
+            .any(|shard_id| self.lineage.get(*shard_id).is_none())
+        {
+            let meta = self.client.metadata(&self.stream).await?;
+            self.lineage.update(&meta);
+        }
+        let (successors, roots): (Vec<u32>, Vec<u32>) = fresh
+            .into_iter()
+            .partition(|shard_id| !self.lineage.parents(*shard_id).is_empty());
+        let mut starts = self.resolve_start(&roots, self.config.start).await?;
+        starts.extend(self.resolve_start(&successors, StartFrom::Earliest).await?);
         for shard_id in shard_ids {
             if let Some(&offset) = committed.get(shard_id) {
                 starts.insert(*shard_id, offset);
             }
         }
-        for (shard_id, next_offset) in starts {
-            let cursor = Cursor {
-                next_offset,
-                drained: false,
-            };
-            self.shards.insert(shard_id, cursor);
-            // Nothing returned yet: the start is the baseline, not a commit.
-            self.committed.insert(shard_id, next_offset);
-        }
+        self.insert_cursors(starts);
         Ok(())
     }
 
-    async fn resolve_start(&self, shard_ids: &[u32]) -> Result<BTreeMap<u32, u64>, ClientError> {
+    async fn resolve_start(
+        &self,
+        shard_ids: &[u32],
+        start: StartFrom,
+    ) -> Result<BTreeMap<u32, u64>, ClientError> {
         if shard_ids.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let (spec, timestamp_ms) = match self.config.start {
+        let (spec, timestamp_ms) = match start {
             StartFrom::Earliest => (OffsetSpec::Earliest, 0),
             StartFrom::Latest => (OffsetSpec::Latest, 0),
             StartFrom::Timestamp(at_ms) => (OffsetSpec::Timestamp, at_ms),
@@ -329,12 +462,22 @@ impl Consumer {
     }
 
     async fn commit_positions(&mut self) -> Result<(), ClientError> {
+        self.commit_where(|_| true).await
+    }
+
+    /// Commits the end of every drained sealed shard not yet committed.
+    async fn commit_drained(&mut self) -> Result<(), ClientError> {
+        self.commit_where(|cursor| cursor.drained).await
+    }
+
+    async fn commit_where(&mut self, which: impl Fn(&Cursor) -> bool) -> Result<(), ClientError> {
         let Some(membership) = &self.membership else {
             return Ok(());
         };
         let changed: BTreeMap<u32, u64> = self
             .shards
             .iter()
+            .filter(|(_, cursor)| which(cursor))
             .filter(|(shard_id, cursor)| self.committed.get(shard_id) != Some(&cursor.next_offset))
             .map(|(&shard_id, cursor)| (shard_id, cursor.next_offset))
             .collect();

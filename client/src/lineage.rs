@@ -50,10 +50,6 @@ impl Lineage {
         true
     }
 
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
     pub(crate) fn get(&self, shard_id: u32) -> Option<&ShardNode> {
         self.shards.get(&shard_id)
     }
@@ -135,6 +131,5 @@ mod tests {
         let mut lineage = Lineage::new(&newer);
         assert!(!lineage.update(&older));
         assert_eq!(lineage.parents(1), &[0]);
-        assert_eq!(lineage.epoch(), 2);
     }
 }
