@@ -13,7 +13,7 @@
 //! drained shard's end on the next poll, with or without `auto_commit`,
 //! because that commit is what lets the broker hand out its children.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use surge_protocol::batch::{split_batches, Record, MAX_BATCH_BYTES};
@@ -56,6 +56,9 @@ pub struct Consumer {
     /// Positions last committed (or started at), to skip commits that
     /// change nothing.
     committed: BTreeMap<u32, u64>,
+    /// In a group: drained shards whose end this member has committed (the
+    /// baseline in `committed` may equal the end without a commit).
+    ends_committed: BTreeSet<u32>,
     membership: Option<Membership>,
     /// The shard graph as last seen.
     lineage: Lineage,
@@ -82,6 +85,7 @@ impl Consumer {
             config,
             shards: BTreeMap::new(),
             committed: BTreeMap::new(),
+            ends_committed: BTreeSet::new(),
             membership: None,
             lineage: Lineage::default(),
             refresh_due: false,
@@ -164,6 +168,7 @@ impl Consumer {
             Some(cursor) => {
                 cursor.next_offset = offset;
                 cursor.drained = false;
+                self.ends_committed.remove(&shard_id);
                 true
             }
             None => false,
@@ -371,6 +376,7 @@ impl Consumer {
         for shard_id in &revoked {
             self.shards.remove(shard_id);
             self.committed.remove(shard_id);
+            self.ends_committed.remove(shard_id);
         }
         let added: Vec<u32> = assignment
             .shards
@@ -478,13 +484,25 @@ impl Consumer {
             .shards
             .iter()
             .filter(|(_, cursor)| which(cursor))
-            .filter(|(shard_id, cursor)| self.committed.get(shard_id) != Some(&cursor.next_offset))
+            .filter(|(shard_id, cursor)| {
+                self.committed.get(shard_id) != Some(&cursor.next_offset)
+                    || (cursor.drained && !self.ends_committed.contains(shard_id))
+            })
             .map(|(&shard_id, cursor)| (shard_id, cursor.next_offset))
             .collect();
         if changed.is_empty() {
             return Ok(());
         }
         membership.commit(&changed).await?;
+        for shard_id in changed.keys() {
+            if self
+                .shards
+                .get(shard_id)
+                .is_some_and(|cursor| cursor.drained)
+            {
+                self.ends_committed.insert(*shard_id);
+            }
+        }
         self.committed.extend(changed);
         Ok(())
     }

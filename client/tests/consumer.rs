@@ -127,3 +127,79 @@ async fn auto_commit_commits_the_previous_poll() {
     let committed = fake.state.lock().committed["auto"].clone();
     assert_eq!(committed, BTreeMap::from([(0, 10), (1, 3)]));
 }
+
+#[tokio::test]
+async fn reads_all_of_a_split_parent_before_any_child_record() {
+    let fake = FakeBroker::start().await;
+    fill(&fake);
+    let client = Client::connect(fake.config()).await.unwrap();
+    let mut consumer = Consumer::new(client, STREAM, config(StartFrom::Earliest, None))
+        .await
+        .unwrap();
+    let (low, high) = fake.split(0);
+    fake.append(low, &[(3_000, "low-0"), (3_001, "low-1")]);
+    fake.append(high, &[(3_000, "high-0")]);
+    let records = poll_until(&mut consumer, 16).await;
+    let values: Vec<String> = records
+        .iter()
+        .map(|c| String::from_utf8(c.record.value.to_vec()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 16, "{values:?}");
+    let unique: std::collections::BTreeSet<&String> = values.iter().collect();
+    assert_eq!(unique.len(), 16, "a record came twice: {values:?}");
+    let last_parent = records.iter().rposition(|c| c.shard_id == 0).unwrap();
+    let first_child = records
+        .iter()
+        .position(|c| c.shard_id == low || c.shard_id == high)
+        .unwrap();
+    assert!(last_parent < first_child, "child read early: {values:?}");
+    assert!(consumer.assignment().contains(&low));
+    assert!(consumer.poll().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn latest_after_a_split_ignores_the_sealed_parent() {
+    let fake = FakeBroker::start().await;
+    fill(&fake);
+    let (low, _high) = fake.split(0);
+    let client = Client::connect(fake.config()).await.unwrap();
+    let mut consumer = Consumer::new(client, STREAM, config(StartFrom::Latest, None))
+        .await
+        .unwrap();
+    let positions: BTreeMap<u32, u64> = consumer.positions().into_iter().collect();
+    assert_eq!(
+        positions[&0], 10,
+        "sealed parent counts as drained at its end"
+    );
+    assert_eq!(positions[&low], 0);
+    fake.append(low, &[(3_000, "new-low")]);
+    fake.append(1, &[(3_000, "new-1")]);
+    let records = poll_until(&mut consumer, 2).await;
+    let mut values: Vec<&[u8]> = records.iter().map(|c| &c.record.value[..]).collect();
+    values.sort();
+    assert_eq!(values, vec![&b"new-1"[..], &b"new-low"[..]]);
+}
+
+#[tokio::test]
+async fn group_commits_a_drained_sealed_shards_end_and_gets_its_children() {
+    let fake = FakeBroker::start().await;
+    fill(&fake);
+    let (low, high) = fake.split(0);
+    fake.append(low, &[(3_000, "low-0")]);
+    fake.append(high, &[(3_000, "high-0")]);
+    let client = Client::connect(fake.config()).await.unwrap();
+    // Latest for the shards that exist; the children start at earliest.
+    let config = ConsumerConfig {
+        heartbeat_interval: Duration::from_millis(20),
+        ..config(StartFrom::Latest, Some("lineage"))
+    };
+    let mut consumer = Consumer::new(client, STREAM, config).await.unwrap();
+    assert_eq!(consumer.assignment(), vec![0, 1]);
+    let records = poll_until(&mut consumer, 2).await;
+    let mut values: Vec<&[u8]> = records.iter().map(|c| &c.record.value[..]).collect();
+    values.sort();
+    assert_eq!(values, vec![&b"high-0"[..], &b"low-0"[..]]);
+    let committed = fake.state.lock().committed["lineage"].clone();
+    assert_eq!(committed.get(&0), Some(&10), "drained end not committed");
+    assert_eq!(consumer.assignment(), vec![0, 1, low, high]);
+}

@@ -171,3 +171,174 @@ async fn newer_epoch_in_a_response_refreshes_routing() {
     assert_eq!(after.shard_id, successor);
     assert_eq!(after.offset, 0);
 }
+
+/// A key whose hash falls in `shard`'s range.
+fn key_in(fake: &FakeBroker, shard: u32, salt: &str) -> String {
+    let state = fake.state.lock();
+    let range = &state.shards[shard as usize];
+    (0..10_000)
+        .map(|index| format!("{salt}-{index}"))
+        .find(|key| {
+            let hash = key_hash(key.as_bytes());
+            range.hash_start <= hash && hash <= range.hash_end
+        })
+        .expect("some key hashes into the shard")
+}
+
+#[tokio::test]
+async fn keyed_events_across_a_split_are_acked_where_stored_in_key_order() {
+    let fake = FakeBroker::start().await;
+    let client = Client::connect(fake.config()).await.unwrap();
+    let config = ProducerConfig {
+        linger: Duration::from_millis(1),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client, STREAM, config).await.unwrap();
+    let total = 600u32;
+    let mut acks = Vec::new();
+    for index in 0..total {
+        if index == total / 2 {
+            fake.split(0);
+        }
+        let key = format!("key-{}", index % 30);
+        let event = Event::new(format!("{key}/{index}")).with_key(key);
+        acks.push((index.to_string(), producer.send(event).await.unwrap()));
+        if index % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    producer.flush().await.unwrap();
+    let mut resolved = Vec::new();
+    for (index, ack) in acks {
+        resolved.push((index, ack.await.unwrap()));
+    }
+    let state = fake.state.lock();
+    let mut seen = std::collections::HashSet::new();
+    for (index, ack) in resolved {
+        assert!(
+            seen.insert((ack.shard_id, ack.offset)),
+            "acked twice: {ack:?}"
+        );
+        let stored = state.shards[ack.shard_id as usize]
+            .records()
+            .into_iter()
+            .find(|record| record.offset == ack.offset)
+            .unwrap_or_else(|| panic!("{ack:?} not stored"));
+        let value = String::from_utf8(stored.value.to_vec()).unwrap();
+        assert_eq!(value.rsplit('/').next(), Some(index.as_str()), "{ack:?}");
+    }
+    assert_eq!(
+        state.shards.len(),
+        4,
+        "one split: shards 2 and 3 are children"
+    );
+    assert!(
+        state.shards[2].next_offset + state.shards[3].next_offset > 0,
+        "nothing reached the children"
+    );
+    // Lineage order: the sealed parent, then its children (disjoint keys).
+    let mut last_index: HashMap<String, u32> = HashMap::new();
+    let mut stored = 0;
+    for shard in [0usize, 2, 3, 1] {
+        for record in state.shards[shard].records() {
+            let value = String::from_utf8(record.value.to_vec()).unwrap();
+            let (key, index) = value.split_once('/').unwrap();
+            let index: u32 = index.parse().unwrap();
+            if let Some(previous) = last_index.insert(key.to_owned(), index) {
+                assert!(previous < index, "{key}: {index} stored after {previous}");
+            }
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, total, "lost or duplicated events");
+}
+
+#[tokio::test]
+async fn children_wait_for_a_batch_in_flight_to_their_parent() {
+    let fake = FakeBroker::start().await;
+    let client = Client::connect(fake.config()).await.unwrap();
+    let producer = Producer::new(client, STREAM, ProducerConfig::default())
+        .await
+        .unwrap();
+    let parent_key = key_in(&fake, 0, "a");
+    let other_key = key_in(&fake, 1, "b");
+    fake.state.lock().slow_shard = Some((0, Duration::from_millis(400)));
+    let first = producer
+        .send(Event::new("a1").with_key(parent_key.clone()))
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if fake
+            .state
+            .lock()
+            .log
+            .iter()
+            .any(|line| line == "received 0")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (low, high) = fake.split(0);
+    // An answer from the other shard carries the new epoch: the producer
+    // learns the children while the batch to their parent is in flight.
+    let other = producer.send(Event::new("b1").with_key(other_key)).await;
+    assert_eq!(other.unwrap().await.unwrap().shard_id, 1);
+    let second = producer
+        .send(Event::new("a2").with_key(parent_key.clone()))
+        .await
+        .unwrap();
+    let first = first.await.unwrap();
+    let second = second.await.unwrap();
+    assert_eq!((first.shard_id, first.offset), (0, 0));
+    let child = fake.owner(parent_key.as_bytes());
+    assert!(child == low || child == high);
+    assert_eq!((second.shard_id, second.offset), (child, 0));
+    let log = fake.state.lock().log.clone();
+    let position = |line: &str| log.iter().position(|entry| entry == line);
+    let answered = position("answered 0").expect("parent answered");
+    let received = position(&format!("received {child}")).expect("child received");
+    assert!(
+        answered < received,
+        "child batch sent while its parent's was in flight: {log:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_forwarded_by_a_sealed_shard_is_acked_per_placement() {
+    let fake = FakeBroker::start().await;
+    let client = Client::connect(fake.config()).await.unwrap();
+    let producer = Producer::new(client, STREAM, ProducerConfig::default())
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..8)
+        .map(|index| key_in(&fake, 0, &format!("k{index}")))
+        .collect();
+    let before = producer.send(Event::new("before").with_key(keys[0].clone()));
+    assert_eq!(before.await.unwrap().await.unwrap().shard_id, 0);
+    fake.split(0);
+    // Still routed to the sealed shard by the stale map: one batch, forwarded.
+    let mut acks = Vec::new();
+    for key in &keys {
+        let event = Event::new(format!("during/{key}")).with_key(key.clone());
+        acks.push((key.clone(), producer.send(event).await.unwrap()));
+    }
+    producer.flush().await.unwrap();
+    for (key, ack) in acks {
+        let ack = ack.await.unwrap();
+        assert_eq!(ack.shard_id, fake.owner(key.as_bytes()), "{key}");
+        let state = fake.state.lock();
+        let stored = state.shards[ack.shard_id as usize].records();
+        let record = stored
+            .iter()
+            .find(|record| record.offset == ack.offset)
+            .unwrap();
+        assert_eq!(record.value, Bytes::from(format!("during/{key}")));
+    }
+    assert_eq!(fake.state.lock().forwarded_batches, 1);
+    // The response's epoch refreshed routing: the next event goes direct.
+    let after = producer.send(Event::new("after").with_key(keys[0].clone()));
+    let after = after.await.unwrap().await.unwrap();
+    assert_eq!(after.shard_id, fake.owner(keys[0].as_bytes()));
+    assert_eq!(fake.state.lock().forwarded_batches, 1);
+}

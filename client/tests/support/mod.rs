@@ -1,12 +1,15 @@
 //! A fake broker for the client's tests: one stream with two shards, kept in
 //! memory, speaking real frames over TCP on 127.0.0.1:0. Knobs on
 //! `FakeState` make it misbehave on purpose (frame errors, answers in
-//! reverse order, dropped connections).
+//! reverse order, dropped connections, slow answers for one shard).
+//! `split` seals a shard the way the broker does (seal-and-succeed): later
+//! appends to it are forwarded per key to its children, with placements.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
@@ -22,8 +25,10 @@ use surge_protocol::handshake::{HandshakeResponse, PROTOCOL_VERSION};
 use surge_protocol::offsets::{
     ListOffsetsPartResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec,
 };
-use surge_protocol::produce::{ProducePartResponse, ProduceRequest, ProduceResponse};
-use surge_protocol::routing::equal_ranges;
+use surge_protocol::produce::{
+    ProducePartResponse, ProduceRequest, ProduceResponse, RecordPlacement,
+};
+use surge_protocol::routing::{equal_ranges, key_hash};
 use surge_protocol::stream::{
     DescribeStreamRequest, DescribeStreamResponse, MetadataRequest, MetadataResponse, ShardInfo,
     StreamMetadata,
@@ -31,6 +36,7 @@ use surge_protocol::stream::{
 use surge_protocol::{ApiKey, ErrorCode, Wire, Writer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 pub const STREAM: &str = "events";
 pub const MAX_BATCH: u32 = 1 << 20;
@@ -44,7 +50,12 @@ pub struct FakeShard {
     pub batches: Vec<Bytes>,
     pub next_offset: u64,
     pub sealed: bool,
+    pub parents: Vec<u32>,
+    /// Sealed by `split`: appends are forwarded to the children per key.
+    pub forwards: bool,
     dedup: HashMap<(u64, u64), u64>,
+    /// Placements of forwarded batches, for retries.
+    forwarded: HashMap<(u64, u64), Vec<RecordPlacement>>,
 }
 
 impl FakeShard {
@@ -92,6 +103,16 @@ pub struct FakeState {
     /// Hold this API's requests unanswered and drop the connection once
     /// this many are held.
     pub hold_then_drop: Option<(ApiKey, usize)>,
+    /// Answer produce requests to this shard only after this long (the
+    /// connection keeps serving other requests meanwhile).
+    pub slow_shard: Option<(u32, Duration)>,
+    /// "received S" per produce part on arrival; "answered S" when a slow
+    /// shard's answer is written.
+    pub log: Vec<String>,
+    /// Produce parts forwarded from a split shard to its children.
+    pub forwarded_batches: u32,
+    /// Per group: the generation and the shards last assigned.
+    assigned: BTreeMap<String, (u64, Vec<u32>)>,
     pub committed: BTreeMap<String, BTreeMap<u32, u64>>,
 }
 
@@ -149,6 +170,38 @@ impl FakeBroker {
         successor
     }
 
+    /// Splits a shard the way the broker does: seals it at its current end
+    /// and opens two children over the halves of its range, listing it as
+    /// parent, in a new epoch. Later appends to it are forwarded per key.
+    pub fn split(&self, shard_id: u32) -> (u32, u32) {
+        let mut state = self.state.lock();
+        let low = state.shards.len() as u32;
+        let high = low + 1;
+        let parent = &mut state.shards[shard_id as usize];
+        assert!(!parent.sealed, "split of a sealed shard");
+        parent.sealed = true;
+        parent.forwards = true;
+        let (hash_start, hash_end) = (parent.hash_start, parent.hash_end);
+        let middle = hash_start + (hash_end - hash_start) / 2;
+        for (child, start, end) in [(low, hash_start, middle), (high, middle + 1, hash_end)] {
+            state.shards.push(FakeShard {
+                shard_id: child,
+                hash_start: start,
+                hash_end: end,
+                parents: vec![shard_id],
+                ..FakeShard::default()
+            });
+        }
+        state.epoch += 1;
+        (low, high)
+    }
+
+    /// The open shard owning a key now.
+    pub fn owner(&self, key: &[u8]) -> u32 {
+        let state = self.state.lock();
+        open_owner(&state, key_hash(key))
+    }
+
     pub fn config(&self) -> surge_client::ClientConfig {
         surge_client::ClientConfig {
             addr: self.addr.clone(),
@@ -168,7 +221,28 @@ impl FakeBroker {
     }
 }
 
-async fn serve(mut socket: TcpStream, state: Arc<Mutex<FakeState>>) {
+/// A response for the writer task; `None` closes the connection.
+type Outgoing = Option<(u32, Vec<Bytes>)>;
+
+async fn write_responses(
+    mut socket: tokio::net::tcp::OwnedWriteHalf,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    state: Arc<Mutex<FakeState>>,
+) {
+    while let Some(Some((correlation_id, chunks))) = outgoing.recv().await {
+        state.lock().written_order.push(correlation_id);
+        for chunk in chunks {
+            if socket.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn serve(socket: TcpStream, state: Arc<Mutex<FakeState>>) {
+    let (mut socket, writer) = socket.into_split();
+    let (outgoing, queue) = mpsc::channel::<Outgoing>(1024);
+    tokio::spawn(write_responses(writer, queue, Arc::clone(&state)));
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut held: Vec<(u32, Vec<Bytes>)> = Vec::new();
     loop {
@@ -180,19 +254,26 @@ async fn serve(mut socket: TcpStream, state: Arc<Mutex<FakeState>>) {
             };
             let (header, body) = frame::split_request(&mut buf, total);
             let Some(response) = answer(&state, header, body) else {
-                return; // drop the connection
+                let _ = outgoing.send(None).await; // drop the connection
+                return;
             };
+            if let Some((shard_id, delay)) = slow_answer(&state, header, &response) {
+                let (outgoing, state) = (outgoing.clone(), Arc::clone(&state));
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    state.lock().log.push(format!("answered {shard_id}"));
+                    let _ = outgoing.send(Some((header.correlation_id, response))).await;
+                });
+                continue;
+            }
             held.push((header.correlation_id, response));
             let window = state.lock().reverse_window;
             if held.len() < window.max(1) {
                 continue;
             }
-            for (correlation_id, chunks) in held.drain(..).rev() {
-                state.lock().written_order.push(correlation_id);
-                for chunk in chunks {
-                    if socket.write_all(&chunk).await.is_err() {
-                        return;
-                    }
+            for entry in held.drain(..).rev() {
+                if outgoing.send(Some(entry)).await.is_err() {
+                    return;
                 }
             }
         }
@@ -201,6 +282,19 @@ async fn serve(mut socket: TcpStream, state: Arc<Mutex<FakeState>>) {
             Ok(_) => {}
         }
     }
+}
+
+/// The slow shard and its delay, when this is a produce answer to it.
+fn slow_answer(
+    state: &Mutex<FakeState>,
+    header: RequestHeader,
+    response: &[Bytes],
+) -> Option<(u32, Duration)> {
+    let state = state.lock();
+    let (shard_id, delay) = state.slow_shard?;
+    let produce = header.api_key == ApiKey::Produce as u16 && !response.is_empty();
+    let last = state.log.last()?;
+    (produce && *last == format!("received {shard_id}")).then_some((shard_id, delay))
 }
 
 /// The response frame, or `None` to drop the connection.
@@ -249,7 +343,14 @@ fn answer(state: &Mutex<FakeState>, header: RequestHeader, body: Bytes) -> Optio
         ApiKey::Produce => return produce(&mut state, id, body),
         ApiKey::Fetch => fetch(&state, body).encode(&mut w),
         ApiKey::ListOffsets => list_offsets(&state, body).encode(&mut w),
-        ApiKey::JoinGroup | ApiKey::Heartbeat => assignment(&mut state, key).encode(&mut w),
+        ApiKey::JoinGroup => {
+            let req = surge_protocol::group::JoinGroupRequest::decode_all(body).unwrap();
+            assignment(&mut state, key, &req.group).encode(&mut w)
+        }
+        ApiKey::Heartbeat => {
+            let req = surge_protocol::group::HeartbeatRequest::decode_all(body).unwrap();
+            assignment(&mut state, key, &req.group).encode(&mut w)
+        }
         ApiKey::LeaveGroup => LeaveGroupResponse::default().encode(&mut w),
         ApiKey::CommitOffsets => {
             let req = CommitOffsetsRequest::decode_all(body).unwrap();
@@ -302,6 +403,7 @@ fn metadata(state: &FakeState) -> StreamMetadata {
                 hash_start: shard.hash_start,
                 hash_end: shard.hash_end,
                 high_watermark: shard.next_offset,
+                parents: shard.parents.clone(),
                 state: if shard.sealed {
                     surge_protocol::stream::ShardState::Sealed
                 } else {
@@ -319,6 +421,19 @@ fn produce(state: &mut FakeState, id: u32, body: Bytes) -> Option<Vec<Bytes>> {
     for part in req.parts {
         batch::validate(&part.batch, MAX_BATCH_BYTES).unwrap();
         state.received_batches.push(part.batch.clone());
+        state.log.push(format!("received {}", part.shard_id));
+        if state.shards[part.shard_id as usize].forwards {
+            state.forwarded_batches += 1;
+            let (placements, duplicate) = forward(state, part.shard_id, &part.batch);
+            parts.push(ProducePartResponse {
+                shard_id: part.shard_id,
+                error: ErrorCode::None,
+                base_offset: 0,
+                duplicate,
+                placements,
+            });
+            continue;
+        }
         let (base_offset, duplicate) = state.shards[part.shard_id as usize].append(&part.batch);
         parts.push(ProducePartResponse {
             shard_id: part.shard_id,
@@ -340,6 +455,52 @@ fn produce(state: &mut FakeState, id: u32, body: Bytes) -> Option<Vec<Bytes>> {
     }
     .encode(&mut w);
     Some(frame::encode_response(id, w))
+}
+
+/// The open shard whose range holds `hash`.
+fn open_owner(state: &FakeState, hash: u64) -> u32 {
+    state
+        .shards
+        .iter()
+        .find(|shard| !shard.sealed && shard.hash_start <= hash && hash <= shard.hash_end)
+        .expect("open shards cover the hash space")
+        .shard_id
+}
+
+/// Stores each record of a batch sent to a split shard in the open shard
+/// owning its key (keyless ones in the lowest), one record per stored batch.
+fn forward(state: &mut FakeState, sealed: u32, raw: &Bytes) -> (Vec<RecordPlacement>, bool) {
+    let header = batch::read_header(raw);
+    let id = (header.producer_id, header.base_sequence);
+    if let Some(placements) = state.shards[sealed as usize].forwarded.get(&id) {
+        return (placements.clone(), true);
+    }
+    let mut placements = Vec::new();
+    for record in Batch::parse(raw, MAX_BATCH_BYTES).unwrap().records() {
+        let hash = record.key.as_deref().map_or(0, key_hash);
+        let owner = open_owner(state, hash);
+        let mut builder = BatchBuilder::new(owner, 0, 0);
+        let headers: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), &value[..]))
+            .collect();
+        builder.push(
+            record.timestamp_ms,
+            record.key.as_deref(),
+            &record.value,
+            &headers,
+        );
+        let (offset, _) = state.shards[owner as usize].append(&builder.finish());
+        placements.push(RecordPlacement {
+            shard_id: owner,
+            offset,
+        });
+    }
+    state.shards[sealed as usize]
+        .forwarded
+        .insert(id, placements.clone());
+    (placements, false)
 }
 
 fn fetch(state: &FakeState, body: Bytes) -> FetchResponse {
@@ -364,7 +525,7 @@ fn fetch(state: &FakeState, body: Bytes) -> FetchResponse {
                 error: ErrorCode::None,
                 high_watermark: shard.next_offset,
                 log_start_offset: 0,
-                sealed: false,
+                sealed: shard.sealed,
                 records: records.freeze(),
             }
         })
@@ -399,15 +560,35 @@ fn list_offsets(state: &FakeState, body: Bytes) -> ListOffsetsResponse {
     ListOffsetsResponse { parts }
 }
 
-/// Every member gets every shard, generation 1.
-fn assignment(state: &mut FakeState, key: ApiKey) -> Assignment {
+/// Every member gets every shard readable for the group: each parent's
+/// end committed by the group. The generation moves when that set changes.
+fn assignment(state: &mut FakeState, key: ApiKey, group: &str) -> Assignment {
     if key == ApiKey::JoinGroup {
         state.next_member += 1;
+    }
+    let committed = state.committed.get(group).cloned().unwrap_or_default();
+    let shards: Vec<u32> = state
+        .shards
+        .iter()
+        .filter(|shard| {
+            shard.parents.iter().all(|parent| {
+                let end = state.shards[*parent as usize].next_offset;
+                committed.get(parent).is_some_and(|&offset| offset >= end)
+            })
+        })
+        .map(|shard| shard.shard_id)
+        .collect();
+    let entry = state
+        .assigned
+        .entry(group.to_owned())
+        .or_insert((1, shards.clone()));
+    if entry.1 != shards {
+        *entry = (entry.0 + 1, shards.clone());
     }
     Assignment {
         error: ErrorCode::None,
         member_id: format!("member-{}", state.next_member),
-        generation: 1,
-        shards: state.shards.iter().map(|shard| shard.shard_id).collect(),
+        generation: entry.0,
+        shards,
     }
 }
