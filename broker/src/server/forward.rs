@@ -1,0 +1,156 @@
+//! Forwarding: a batch that reached a sealed shard is split by key among
+//! the open shards that now own its records, and appended there. Each piece
+//! keeps the producer id and the shard the producer addressed (the origin),
+//! and its base sequence is chosen so its last sequence equals the whole
+//! batch's: the successors inherited the sealed shard's producer state, so
+//! a retried batch is recognised there as a duplicate.
+//!
+//! Per-key order holds: everything queued at the parent before the seal is
+//! in the parent, everything after goes to the child owning the key, and
+//! consumers read children only after their parents.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use surge_protocol::batch::{Batch, BatchBuilder, Record, MAX_BATCH_BYTES};
+use surge_protocol::produce::RecordPlacement;
+use surge_protocol::routing::key_hash;
+use surge_protocol::ErrorCode;
+
+use crate::shard::BatchOutcome;
+use crate::storage::AppendOutcome;
+use crate::streams::{Stream, View};
+
+/// Rounds of "find the owner, append, found it sealed too" before giving up
+/// with a retriable error (the client then re-routes).
+const FORWARD_ROUNDS_MAX: usize = 8;
+/// How long a round waits for a sealed shard's change to be published.
+const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+
+/// Places every record of `batch` (sent to the sealed shard `sealed`) on
+/// the open shard that owns its key now. Returns one placement per record.
+pub(super) async fn forward(
+    stream: &Stream,
+    sealed: u32,
+    batch: &Bytes,
+    sync: bool,
+) -> Result<Vec<RecordPlacement>, ErrorCode> {
+    let parsed = Batch::parse(batch, MAX_BATCH_BYTES).map_err(|_| ErrorCode::InvalidBatch)?;
+    let records = parsed.records();
+    let mut placements = vec![RecordPlacement::default(); records.len()];
+    let mut pending: Vec<usize> = (0..records.len()).collect();
+    let mut waiting_on = sealed;
+    for _ in 0..FORWARD_ROUNDS_MAX {
+        let view = published_after_seal(stream, waiting_on).await?;
+        let mut still_pending = Vec::new();
+        for (target, indices) in route(&view, sealed, &records, &pending)? {
+            let piece = rebuild(&parsed, &records, &indices);
+            let shard = view.shards.get(&target).ok_or(ErrorCode::Internal)?;
+            let outcome = shard.append(vec![piece], sync).await?;
+            match outcome.first() {
+                Some(BatchOutcome::Log(AppendOutcome::Appended { base_offset })) => {
+                    place(&mut placements, &indices, target, Some(*base_offset));
+                }
+                Some(BatchOutcome::Log(AppendOutcome::Duplicate { base_offset })) => {
+                    place(&mut placements, &indices, target, *base_offset);
+                }
+                Some(BatchOutcome::Log(AppendOutcome::OutOfOrder { .. })) => {
+                    return Err(ErrorCode::OutOfOrderSequence);
+                }
+                Some(BatchOutcome::Sealed) => {
+                    waiting_on = target;
+                    still_pending.extend(indices);
+                }
+                None => return Err(ErrorCode::Internal),
+            }
+        }
+        if still_pending.is_empty() {
+            return Ok(placements);
+        }
+        pending = still_pending;
+    }
+    Err(ErrorCode::ShardSealed)
+}
+
+fn place(placements: &mut [RecordPlacement], indices: &[usize], shard_id: u32, base: Option<u64>) {
+    for (position, &index) in indices.iter().enumerate() {
+        placements[index] = RecordPlacement {
+            shard_id,
+            offset: base.map_or(u64::MAX, |base| base + position as u64),
+        };
+    }
+}
+
+/// Waits until `shard`'s change is published (it is sealed in the view) or
+/// rolled back (the view changed and still shows it open: its owner takes
+/// appends again). The subscription is taken before the view is read, so a
+/// publish between the two is not missed.
+async fn published_after_seal(stream: &Stream, shard: u32) -> Result<Arc<View>, ErrorCode> {
+    let mut changed = stream.subscribe();
+    changed.borrow_and_update();
+    let view = stream.view();
+    if view.sealed_at(shard).is_some() {
+        return Ok(view);
+    }
+    match tokio::time::timeout(PUBLISH_WAIT, changed.changed()).await {
+        Ok(Ok(())) => Ok(stream.view()),
+        Ok(Err(_)) => Err(ErrorCode::ShuttingDown),
+        Err(_) => Err(ErrorCode::Timeout),
+    }
+}
+
+/// Groups the pending records by the open shard owning their key now, in
+/// record order. Keyless records follow the sealed shard's first hash.
+fn route(
+    view: &View,
+    sealed: u32,
+    records: &[Record],
+    pending: &[usize],
+) -> Result<Vec<(u32, Vec<usize>)>, ErrorCode> {
+    let keyless_hash = view
+        .meta
+        .shards
+        .iter()
+        .find(|shard| shard.id == sealed)
+        .map_or(0, |shard| shard.hash_start);
+    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+    for &index in pending {
+        let hash = records[index].key.as_deref().map_or(keyless_hash, key_hash);
+        let owner = view.owner_of(hash).ok_or(ErrorCode::Internal)?;
+        match groups.iter_mut().find(|(shard, _)| *shard == owner.id) {
+            Some((_, indices)) => indices.push(index),
+            None => groups.push((owner.id, vec![index])),
+        }
+    }
+    Ok(groups)
+}
+
+/// Re-encodes the chosen records as one batch for `target`, keeping the
+/// producer id and origin, with a base sequence that ends where the whole
+/// batch ends.
+fn rebuild(original: &Batch, records: &[Record], indices: &[usize]) -> Bytes {
+    let header = &original.header;
+    let count = indices.len() as u64;
+    let base_sequence = if header.producer_id == 0 {
+        0
+    } else {
+        header.base_sequence + u64::from(header.record_count) - count
+    };
+    let mut builder = BatchBuilder::new(header.origin_shard, header.producer_id, base_sequence);
+    for &index in indices {
+        let record = &records[index];
+        let headers: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_ref()))
+            .collect();
+        builder.push(
+            record.timestamp_ms,
+            record.key.as_deref(),
+            &record.value,
+            &headers,
+        );
+    }
+    builder.finish()
+}

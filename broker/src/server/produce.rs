@@ -1,0 +1,249 @@
+//! Produce: validate every batch, enqueue in arrival order, answer when
+//! durable. Batches that reach a sealed shard go on to its successors
+//! (`forward`), and their answer says where each record went.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use surge_protocol::batch;
+use surge_protocol::produce::{Acks, ProducePartResponse, ProduceRequest, ProduceResponse};
+use surge_protocol::{DecodeError, ErrorCode};
+use tokio::sync::oneshot;
+
+use super::forward;
+use crate::broker::Broker;
+use crate::shard::{AppendReply, BatchOutcome};
+use crate::storage::AppendOutcome;
+use crate::streams::Stream;
+
+type QueuedReply = Result<oneshot::Receiver<AppendReply>, ErrorCode>;
+
+/// A produce request whose batches are queued at their shards.
+pub(super) struct PendingProduce {
+    stream: Option<Arc<Stream>>,
+    epoch: u64,
+    sync: bool,
+    /// Per part in request order: the shard, the batch, and its state.
+    parts: Vec<(u32, Bytes, PartState)>,
+    /// One per shard job; `PartState::Queued` points into it.
+    replies: Vec<QueuedReply>,
+}
+
+enum PartState {
+    Failed(ErrorCode),
+    /// The `index`-th batch of shard job `job`.
+    Queued {
+        job: usize,
+        index: usize,
+    },
+}
+
+fn batch_error(err: &DecodeError) -> ErrorCode {
+    match err {
+        DecodeError::LengthTooLarge { .. } => ErrorCode::BatchTooLarge,
+        _ => ErrorCode::InvalidBatch,
+    }
+}
+
+/// Records in a batch whose keys feed the shard's key histogram.
+const KEY_SAMPLES_PER_BATCH: usize = 16;
+
+/// Checks one part without touching the shard's log, and samples its keys
+/// for the shard's split point.
+fn check_part(stream: &Stream, shard_id: u32, bytes: &Bytes, max_batch_bytes: usize) -> ErrorCode {
+    let Some(shard) = stream.shard(shard_id) else {
+        return ErrorCode::UnknownShard;
+    };
+    if bytes.is_empty() {
+        return ErrorCode::EmptyBatch;
+    }
+    if bytes.len() > max_batch_bytes {
+        return ErrorCode::BatchTooLarge;
+    }
+    match batch::validate(bytes, max_batch_bytes) {
+        // A batch names the shard it was built for: idempotence is kept per
+        // (producer, shard), so a batch sent to another shard is a bug.
+        Ok(header) if header.origin_shard != shard_id => ErrorCode::InvalidBatch,
+        Ok(header) if header.size == bytes.len() => {
+            for key in batch::keys(bytes).take(KEY_SAMPLES_PER_BATCH).flatten() {
+                shard.keys().record(surge_protocol::routing::key_hash(key));
+            }
+            ErrorCode::None
+        }
+        // Trailing bytes after the batch: the part is not one batch.
+        Ok(_) => ErrorCode::InvalidBatch,
+        Err(err) => batch_error(&err),
+    }
+}
+
+fn rejected(epoch: u64, parts: Vec<(u32, Bytes, PartState)>) -> PendingProduce {
+    PendingProduce {
+        stream: None,
+        epoch,
+        sync: false,
+        parts,
+        replies: Vec::new(),
+    }
+}
+
+/// Validates every part, then queues the batches at their shards. Nothing
+/// is appended unless every part is valid.
+pub(super) async fn enqueue_produce(
+    broker: &Arc<Broker>,
+    request: ProduceRequest,
+) -> PendingProduce {
+    let Some(stream) = broker.streams.get(&request.stream) else {
+        let parts = request
+            .parts
+            .into_iter()
+            .map(|part| {
+                (
+                    part.shard_id,
+                    part.batch,
+                    PartState::Failed(ErrorCode::UnknownStream),
+                )
+            })
+            .collect();
+        return rejected(0, parts);
+    };
+    let epoch = stream.epoch();
+    let max = broker.config.max_batch_bytes;
+    let codes: Vec<ErrorCode> = request
+        .parts
+        .iter()
+        .map(|part| check_part(&stream, part.shard_id, &part.batch, max))
+        .collect();
+    if codes.iter().any(|code| !code.is_ok()) {
+        let parts = request
+            .parts
+            .into_iter()
+            .zip(codes)
+            .map(|(part, code)| {
+                // Valid parts of a rejected request are not appended either.
+                let code = if code.is_ok() {
+                    ErrorCode::InvalidRequest
+                } else {
+                    code
+                };
+                (part.shard_id, part.batch, PartState::Failed(code))
+            })
+            .collect();
+        return rejected(epoch, parts);
+    }
+    let sync = request.acks == Acks::Fsync;
+    let mut jobs: Vec<(u32, Vec<Bytes>)> = Vec::new();
+    let mut parts = Vec::with_capacity(request.parts.len());
+    for part in request.parts {
+        let job = match jobs.iter().position(|(shard, _)| *shard == part.shard_id) {
+            Some(job) => job,
+            None => {
+                jobs.push((part.shard_id, Vec::new()));
+                jobs.len() - 1
+            }
+        };
+        let index = jobs[job].1.len();
+        jobs[job].1.push(part.batch.clone());
+        parts.push((part.shard_id, part.batch, PartState::Queued { job, index }));
+    }
+    let mut replies = Vec::with_capacity(jobs.len());
+    for (shard_id, batches) in jobs {
+        let reply = match stream.shard(shard_id) {
+            Some(shard) => shard.enqueue(batches, sync).await,
+            // Removed since the check: only a delete does that.
+            None => Err(ErrorCode::UnknownStream),
+        };
+        replies.push(reply);
+    }
+    PendingProduce {
+        stream: Some(stream),
+        epoch,
+        sync,
+        parts,
+        replies,
+    }
+}
+
+impl PendingProduce {
+    /// Waits for every queued job's answer, forwards batches that found
+    /// their shard sealed, and builds the response.
+    pub(super) async fn finish(self) -> ProduceResponse {
+        let mut answers: Vec<AppendReply> = Vec::with_capacity(self.replies.len());
+        for reply in self.replies {
+            answers.push(match reply {
+                Ok(receiver) => receiver.await.unwrap_or(Err(ErrorCode::ShuttingDown)),
+                Err(code) => Err(code),
+            });
+        }
+        let mut parts = Vec::with_capacity(self.parts.len());
+        for (shard_id, batch, state) in self.parts {
+            let mut response = part_response(shard_id, &state, &answers);
+            if response.error == ErrorCode::ShardSealed {
+                if let Some(stream) = &self.stream {
+                    response = forwarded(stream, shard_id, batch, self.sync).await;
+                }
+            }
+            parts.push(response);
+        }
+        let error = parts
+            .iter()
+            .map(|part| part.error)
+            .find(|code| !code.is_ok())
+            .unwrap_or(ErrorCode::None);
+        let epoch = self
+            .stream
+            .as_ref()
+            .map_or(self.epoch, |stream| stream.epoch());
+        ProduceResponse {
+            error,
+            epoch,
+            parts,
+        }
+    }
+}
+
+async fn forwarded(
+    stream: &Stream,
+    shard_id: u32,
+    batch: Bytes,
+    sync: bool,
+) -> ProducePartResponse {
+    let mut response = ProducePartResponse {
+        shard_id,
+        ..ProducePartResponse::default()
+    };
+    match forward::forward(stream, shard_id, &batch, sync).await {
+        Ok(placements) => response.placements = placements,
+        Err(code) => response.error = code,
+    }
+    response
+}
+
+/// The answer for one part, from its job's outcome. A part whose shard was
+/// sealed comes back as `ShardSealed`, for the caller to forward.
+fn part_response(shard_id: u32, state: &PartState, answers: &[AppendReply]) -> ProducePartResponse {
+    let mut response = ProducePartResponse {
+        shard_id,
+        ..ProducePartResponse::default()
+    };
+    match state {
+        PartState::Failed(code) => response.error = *code,
+        PartState::Queued { job, index } => match &answers[*job] {
+            Err(code) => response.error = *code,
+            Ok(outcomes) => match outcomes.get(*index) {
+                Some(BatchOutcome::Log(AppendOutcome::Appended { base_offset })) => {
+                    response.base_offset = *base_offset;
+                }
+                Some(BatchOutcome::Log(AppendOutcome::Duplicate { base_offset })) => {
+                    response.base_offset = base_offset.unwrap_or(u64::MAX);
+                    response.duplicate = true;
+                }
+                Some(BatchOutcome::Log(AppendOutcome::OutOfOrder { .. })) => {
+                    response.error = ErrorCode::OutOfOrderSequence;
+                }
+                Some(BatchOutcome::Sealed) => response.error = ErrorCode::ShardSealed,
+                None => response.error = ErrorCode::Internal,
+            },
+        },
+    }
+    response
+}

