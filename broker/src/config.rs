@@ -19,8 +19,12 @@ pub const MAX_STREAMS_LIMIT: usize = 100_000;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// Where streams, shard logs and group offsets live.
+    /// Where stream metadata, shard logs and group offsets live.
     pub data_dir: PathBuf,
+    /// More directories for shard logs (other disks, or a fast and a cheap
+    /// tier); shards move between them with `surge shard move`. Order
+    /// matters: a shard records the index of its directory.
+    pub extra_data_dirs: Vec<PathBuf>,
     /// TCP address of the binary protocol.
     pub listen: String,
     /// Identifier reported in the handshake.
@@ -78,6 +82,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             data_dir: PathBuf::from("surge-data"),
+            extra_data_dirs: Vec::new(),
             listen: "127.0.0.1:9470".into(),
             broker_id: "surge-1".into(),
             max_connections: 4096,
@@ -213,16 +218,15 @@ fn env_key(name: &str) -> Option<String> {
     Some(rest.to_ascii_lowercase().replace("__", "."))
 }
 
-/// Environment and flag values are strings; numbers and booleans are
-/// recognised so they reach serde with the right TOML type.
+/// Environment and flag values are strings. One that reads as a TOML value
+/// (a number, a boolean, an array like `["/a", "/b"]`, a quoted string) is
+/// taken as that; anything else is a plain string.
 fn typed(value: &str) -> toml::Value {
-    if let Ok(number) = value.parse::<i64>() {
-        return toml::Value::Integer(number);
-    }
-    match value {
-        "true" => toml::Value::Boolean(true),
-        "false" => toml::Value::Boolean(false),
-        _ => toml::Value::String(value.to_owned()),
+    match format!("value = {value}").parse::<toml::Table>() {
+        Ok(mut table) => table
+            .remove("value")
+            .unwrap_or_else(|| toml::Value::String(value.to_owned())),
+        Err(_) => toml::Value::String(value.to_owned()),
     }
 }
 
@@ -265,8 +269,18 @@ mod tests {
             ("SURGE_STREAM_DEFAULTS__SHARDS".to_owned(), "3".to_owned()),
             ("HOME".to_owned(), "/root".to_owned()),
         ];
-        let flags = vec![("listen".to_owned(), "127.0.0.1:3".to_owned())];
+        let flags = vec![
+            ("listen".to_owned(), "127.0.0.1:3".to_owned()),
+            (
+                "extra_data_dirs".to_owned(),
+                "[\"/disk2\", \"/disk3\"]".to_owned(),
+            ),
+        ];
         let config = BrokerConfig::load(Some(&path), env, &flags).unwrap();
+        assert_eq!(
+            config.extra_data_dirs,
+            vec![PathBuf::from("/disk2"), PathBuf::from("/disk3")]
+        );
         assert_eq!(config.listen, "127.0.0.1:3");
         assert_eq!(config.broker_id, "from-file");
         assert_eq!(config.stream_defaults.shards, 3);

@@ -6,8 +6,11 @@
 //! - `broker`: the shared state of one running broker.
 //! - `storage`: segment files, indexes, the shard log, recovery, retention.
 //! - `shard`: one owner thread per shard: group commit, flush timer.
-//! - `topology`: stream and shard metadata, hash ranges, epochs.
-//! - `streams`: the registry of live streams and their shards.
+//! - `topology`: stream and shard metadata, hash ranges, lineage, epochs,
+//!   and the pure planning of splits, merges and moves.
+//! - `streams`: the registry of live streams, and applying changes
+//!   (seal-and-succeed).
+//! - `control`: the autoscaler's `TopologyControl`, over the broker.
 //! - `groups`: consumer-group membership, assignment, committed offsets.
 //! - `server`: TCP listener, connections, request dispatch.
 //! - `fsutil`, `clock`: crash-safe file writes, wall-clock time.
@@ -15,6 +18,7 @@
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod fsutil;
 pub mod groups;

@@ -129,6 +129,8 @@ wire_struct! {
         /// Next offset to be committed: consumers read below it.
         pub high_watermark: u64,
         pub size_bytes: u64,
+        /// The data directory holding the shard's log (0: the main one).
+        pub dir: u32,
     }
 }
 

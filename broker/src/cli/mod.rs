@@ -3,6 +3,7 @@
 mod consume;
 mod produce;
 mod serve;
+mod shard;
 mod stream;
 
 use std::time::Duration;
@@ -29,6 +30,9 @@ enum Command {
     /// Create, list, describe and delete streams.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
+    /// Split, merge or move shards of a stream while it serves.
+    #[command(subcommand)]
+    Shard(shard::ShardCommand),
     /// Publish events read line by line from stdin or a file.
     Produce(produce::ProduceArgs),
     /// Read events from a stream and print them.
@@ -62,6 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         None => serve::run(serve::ServeArgs::default()).await,
         Some(Command::Serve(args)) => serve::run(args).await,
         Some(Command::Stream(command)) => stream::run(command).await,
+        Some(Command::Shard(command)) => shard::run(command).await,
         Some(Command::Produce(args)) => produce::run(args).await,
         Some(Command::Consume(args)) => consume::run(args).await,
     }

@@ -105,8 +105,8 @@ async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
     println!("segments    {} bytes", config.segment_bytes);
     println!();
     println!(
-        "{:>5}  {:<18} {:<18} {:<6} {:>12} {:>12} {:>12}  PARENTS",
-        "SHARD", "HASH START", "HASH END", "STATE", "START", "END", "BYTES"
+        "{:>5}  {:<18} {:<18} {:<6} {:>12} {:>12} {:>12} {:>3}  PARENTS",
+        "SHARD", "HASH START", "HASH END", "STATE", "START", "END", "BYTES", "DIR"
     );
     for shard in &described.shards {
         let state = match shard.state {
@@ -115,7 +115,7 @@ async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
         };
         let parents: Vec<String> = shard.parents.iter().map(u32::to_string).collect();
         println!(
-            "{:>5}  {:#018x} {:#018x} {:<6} {:>12} {:>12} {:>12}  {}",
+            "{:>5}  {:#018x} {:#018x} {:<6} {:>12} {:>12} {:>12} {:>3}  {}",
             shard.shard_id,
             shard.hash_start,
             shard.hash_end,
@@ -123,6 +123,7 @@ async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
             shard.log_start_offset,
             shard.high_watermark,
             shard.size_bytes,
+            shard.dir,
             if parents.is_empty() {
                 "-".into()
             } else {

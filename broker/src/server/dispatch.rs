@@ -22,7 +22,7 @@ use surge_protocol::topology::ChangeTopologyRequest;
 use surge_protocol::{ApiKey, Wire, Writer};
 use tokio_util::sync::CancellationToken;
 
-use super::{admin, data};
+use super::{admin, fetch, produce};
 use crate::broker::Broker;
 
 pub(super) type Pending = Pin<Box<dyn Future<Output = Writer> + Send>>;
@@ -102,15 +102,16 @@ async fn route(
             &MetadataRequest::decode_all(body)?,
         )),
         ApiKey::Produce => {
-            let pending = data::enqueue_produce(&broker, ProduceRequest::decode_all(body)?).await;
+            let pending =
+                produce::enqueue_produce(&broker, ProduceRequest::decode_all(body)?).await;
             later(pending.finish())
         }
         ApiKey::Fetch => {
             let request = FetchRequest::decode_all(body)?;
             let shutdown = shutdown.clone();
-            later(async move { data::fetch(&broker, &request, &shutdown).await })
+            later(async move { fetch::fetch(&broker, &request, &shutdown).await })
         }
-        ApiKey::ListOffsets => ready(data::list_offsets(
+        ApiKey::ListOffsets => ready(fetch::list_offsets(
             &broker,
             &ListOffsetsRequest::decode_all(body)?,
         )),

@@ -4,8 +4,10 @@
 
 mod admin;
 mod connection;
-mod data;
 mod dispatch;
+mod fetch;
+mod forward;
+mod produce;
 
 use std::sync::Arc;
 use std::time::Duration;

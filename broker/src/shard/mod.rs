@@ -9,6 +9,7 @@
 //! streams (nothing is served that a crash could take back) and the written
 //! offset for `write` streams.
 
+mod histogram;
 mod owner;
 mod queue;
 
@@ -24,12 +25,31 @@ use surge_protocol::ErrorCode;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::BrokerError;
-use crate::storage::{AppendOutcome, IoBackend, LogConfig, LogReader, ShardLog};
+use crate::storage::{AppendOutcome, IoBackend, LogConfig, LogReader, ProducerState, ShardLog};
 
+pub use histogram::KeyHistogram;
 pub use queue::{Closed, JobQueue};
 
-/// What an append job is answered with.
-pub type AppendReply = Result<Vec<AppendOutcome>, ErrorCode>;
+/// What became of one batch of an append job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Judged by the log: stored, a duplicate, or out of order.
+    Log(AppendOutcome),
+    /// The shard is sealed and the log had not seen the batch: it belongs
+    /// to the shard's successors.
+    Sealed,
+}
+
+/// What an append job is answered with: one outcome per batch.
+pub type AppendReply = Result<Vec<BatchOutcome>, ErrorCode>;
+
+/// A sealed shard's end and its idempotent-producer state at the seal,
+/// which its successors inherit.
+#[derive(Debug, Clone)]
+pub struct SealInfo {
+    pub end: u64,
+    pub producers: ProducerState,
+}
 
 #[derive(Debug)]
 pub(crate) enum Job {
@@ -39,6 +59,12 @@ pub(crate) enum Job {
         sync: bool,
         reply: oneshot::Sender<AppendReply>,
     },
+    /// Stop accepting appends after the ones queued before this job.
+    Seal {
+        done: oneshot::Sender<Result<SealInfo, String>>,
+    },
+    /// Undo a seal whose topology change did not commit.
+    Unseal,
     Close {
         done: oneshot::Sender<Result<(), String>>,
     },
@@ -63,6 +89,8 @@ pub struct ShardSettings {
     pub queue_depth: usize,
     /// Upper bound on one group commit's bytes.
     pub group_commit_max_bytes: usize,
+    /// The shard's hash range, inclusive (for the key histogram).
+    pub hash_range: (u64, u64),
 }
 
 #[derive(Debug)]
@@ -74,6 +102,8 @@ pub struct Shard {
     durability: Durability,
     owner: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
+    /// Recent key hashes, for choosing split points.
+    keys: KeyHistogram,
 }
 
 impl Shard {
@@ -89,11 +119,37 @@ impl Shard {
     ) -> Result<Arc<Shard>, BrokerError> {
         let (log, report) = ShardLog::open(dir, log_config, io)?;
         tracing::debug!(shard = id, dir = %dir.display(), ?report, "shard log opened");
+        Shard::start(id, dir, log, settings, appended)
+    }
+
+    /// Creates the empty log of a successor shard that inherits its
+    /// parents' producer state, and starts its owner thread.
+    pub fn create_successor(
+        id: u32,
+        dir: &Path,
+        log_config: LogConfig,
+        io: Arc<IoBackend>,
+        settings: ShardSettings,
+        appended: watch::Sender<u64>,
+        inherited: &[ProducerState],
+    ) -> Result<Arc<Shard>, BrokerError> {
+        let log = ShardLog::create_successor(dir, log_config, io, inherited)?;
+        Shard::start(id, dir, log, settings, appended)
+    }
+
+    fn start(
+        id: u32,
+        dir: &Path,
+        log: ShardLog,
+        settings: ShardSettings,
+        appended: watch::Sender<u64>,
+    ) -> Result<Arc<Shard>, BrokerError> {
         let offsets = Arc::new(ShardOffsets::default());
         owner::publish(&log, &offsets, settings.durability);
         let queue = Arc::new(JobQueue::new(settings.queue_depth));
         let reader = log.reader();
         let durability = settings.durability;
+        let keys = KeyHistogram::new(settings.hash_range.0, settings.hash_range.1);
         let handle = owner::spawn(id, log, queue.clone(), offsets.clone(), settings, appended)
             .map_err(|source| BrokerError::Io {
                 op: "spawn shard owner thread",
@@ -108,6 +164,7 @@ impl Shard {
             durability,
             owner: Mutex::new(Some(handle)),
             closed: AtomicBool::new(false),
+            keys,
         }))
     }
 
@@ -142,6 +199,10 @@ impl Shard {
         Ok(receiver)
     }
 
+    pub fn keys(&self) -> &KeyHistogram {
+        &self.keys
+    }
+
     pub fn reader(&self) -> &LogReader {
         &self.reader
     }
@@ -161,6 +222,25 @@ impl Shard {
 
     pub fn written(&self) -> u64 {
         self.offsets.written.load(Ordering::Acquire)
+    }
+
+    /// Seals the shard after every append queued before this call: later
+    /// appends are answered `BatchOutcome::Sealed` (or as duplicates). The
+    /// data is synced first, so the end is durable.
+    pub async fn seal(&self) -> Result<SealInfo, String> {
+        let (done, sealed) = oneshot::channel();
+        self.queue
+            .push(Job::Seal { done })
+            .await
+            .map_err(|Closed| "the shard is closed".to_owned())?;
+        sealed
+            .await
+            .unwrap_or_else(|_| Err("owner thread ended early".into()))
+    }
+
+    /// Reopens a shard for appends after a change that failed to commit.
+    pub fn unseal(&self) {
+        self.queue.push_control(Job::Unseal);
     }
 
     /// Stops accepting appends, lets queued ones finish, syncs and closes the

@@ -10,7 +10,7 @@ use surge_protocol::stream::Durability;
 use surge_protocol::ErrorCode;
 use tokio::sync::watch;
 
-use super::{Job, JobQueue, ShardOffsets, ShardSettings};
+use super::{AppendReply, BatchOutcome, Job, JobQueue, SealInfo, ShardOffsets, ShardSettings};
 use crate::storage::ShardLog;
 
 /// Upper bound on one wait for jobs, so timers are checked at least this often.
@@ -35,6 +35,7 @@ pub(super) fn spawn(
                 appended,
                 unsynced_since: None,
                 last_retention: Instant::now(),
+                sealed: false,
             };
             owner.run(&queue);
         })
@@ -68,7 +69,15 @@ struct Owner {
     appended: watch::Sender<u64>,
     unsynced_since: Option<Instant>,
     last_retention: Instant,
+    /// After a seal, appends are judged but never stored.
+    sealed: bool,
 }
+
+type PendingAppend = (
+    Vec<bytes::Bytes>,
+    bool,
+    tokio::sync::oneshot::Sender<AppendReply>,
+);
 
 impl Owner {
     fn run(&mut self, queue: &JobQueue<Job>) {
@@ -78,7 +87,7 @@ impl Owner {
                 self.settings.group_commit_max_bytes,
                 |job| match job {
                     Job::Append { bytes, .. } => *bytes,
-                    Job::Close { .. } => 0,
+                    Job::Seal { .. } | Job::Unseal | Job::Close { .. } => 0,
                 },
             );
             self.handle(jobs);
@@ -97,8 +106,10 @@ impl Owner {
         }
     }
 
+    /// Runs jobs in queue order: appends are grouped until a control job,
+    /// which sees every append queued before it committed.
     fn handle(&mut self, jobs: Vec<Job>) {
-        let mut appends = Vec::with_capacity(jobs.len());
+        let mut appends: Vec<PendingAppend> = Vec::with_capacity(jobs.len());
         for job in jobs {
             match job {
                 Job::Append {
@@ -107,10 +118,17 @@ impl Owner {
                     reply,
                     ..
                 } => appends.push((batches, sync, reply)),
+                Job::Seal { done } => {
+                    self.commit(std::mem::take(&mut appends));
+                    done.send(self.seal()).ok();
+                }
+                Job::Unseal => {
+                    self.commit(std::mem::take(&mut appends));
+                    self.sealed = false;
+                }
                 Job::Close { done } => {
                     self.commit(std::mem::take(&mut appends));
-                    let result = self.close();
-                    done.send(result).ok();
+                    done.send(self.close()).ok();
                     return;
                 }
             }
@@ -118,15 +136,21 @@ impl Owner {
         self.commit(appends);
     }
 
+    fn seal(&mut self) -> Result<SealInfo, String> {
+        let log = self.log.as_mut().ok_or("the shard is closed")?;
+        log.sync().map_err(|err| err.to_string())?;
+        self.unsynced_since = None;
+        self.sealed = true;
+        let info = SealInfo {
+            end: log.written_offset(),
+            producers: log.producer_state(),
+        };
+        self.published();
+        Ok(info)
+    }
+
     /// One group commit: one write, at most one fdatasync, then the acks.
-    fn commit(
-        &mut self,
-        appends: Vec<(
-            Vec<bytes::Bytes>,
-            bool,
-            tokio::sync::oneshot::Sender<super::AppendReply>,
-        )>,
-    ) {
+    fn commit(&mut self, appends: Vec<PendingAppend>) {
         if appends.is_empty() {
             return;
         }
@@ -136,11 +160,20 @@ impl Owner {
             }
             return;
         };
-        let sync = appends.iter().any(|(_, sync, _)| *sync);
         let all: Vec<bytes::Bytes> = appends
             .iter()
             .flat_map(|(batches, _, _)| batches.iter().cloned())
             .collect();
+        if self.sealed {
+            let judged: Vec<BatchOutcome> = log
+                .check_sealed(&all)
+                .into_iter()
+                .map(|outcome| outcome.map_or(BatchOutcome::Sealed, BatchOutcome::Log))
+                .collect();
+            reply_each(appends, judged.into_iter());
+            return;
+        }
+        let sync = appends.iter().any(|(_, sync, _)| *sync);
         match log.append(&all, sync) {
             Ok(outcomes) => {
                 if sync {
@@ -149,11 +182,7 @@ impl Owner {
                     self.unsynced_since = Some(Instant::now());
                 }
                 self.published();
-                let mut outcomes = outcomes.into_iter();
-                for (batches, _, reply) in appends {
-                    let mine: Vec<_> = outcomes.by_ref().take(batches.len()).collect();
-                    reply.send(Ok(mine)).ok();
-                }
+                reply_each(appends, outcomes.into_iter().map(BatchOutcome::Log));
             }
             Err(err) => {
                 tracing::error!(shard = self.id, error = %err, "append failed; producers get a storage error");
@@ -220,5 +249,13 @@ impl Owner {
             Ordering::Release,
         );
         result
+    }
+}
+
+/// Hands each job the outcomes of its own batches, in order.
+fn reply_each(appends: Vec<PendingAppend>, mut outcomes: impl Iterator<Item = BatchOutcome>) {
+    for (batches, _, reply) in appends {
+        let mine: Vec<BatchOutcome> = outcomes.by_ref().take(batches.len()).collect();
+        reply.send(Ok(mine)).ok();
     }
 }

@@ -48,6 +48,9 @@ pub struct ShardMeta {
     /// The offset at which the shard was sealed; `None` while open.
     pub sealed_at: Option<u64>,
     pub parents: Vec<u32>,
+    /// Index of the data directory holding the shard's log (0: `data_dir`).
+    #[serde(default)]
+    pub dir: u32,
 }
 
 impl ShardMeta {
@@ -85,6 +88,7 @@ impl StreamMeta {
                 hash_end,
                 sealed_at: None,
                 parents: Vec::new(),
+                dir: 0,
             })
             .collect();
         StreamMeta {
@@ -119,6 +123,7 @@ impl StreamMeta {
                 hash_end: shard.hash_end,
                 state: shard.state(),
                 parents: shard.parents.clone(),
+                dir: shard.dir,
                 ..ShardInfo::default()
             })
             .collect()

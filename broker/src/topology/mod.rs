@@ -2,8 +2,10 @@
 //! and how a create request's settings are resolved against the broker's
 //! defaults and limits.
 
+mod change;
 mod meta;
 
+pub use change::{apply, check_coverage, plan, Change, Plan, MAX_SHARDS_EVER_PER_STREAM};
 pub use meta::{ShardMeta, StreamMeta, StreamSettings, META_FILE};
 
 use surge_protocol::stream::{Durability, StreamConfig};

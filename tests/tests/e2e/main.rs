@@ -9,3 +9,4 @@ mod groups;
 mod limits;
 mod shutdown;
 mod support;
+mod topology;

@@ -1,11 +1,17 @@
 //! The registry of live streams: creating, opening, deleting them on disk,
-//! and finding the shard an append or fetch is for.
+//! and changing their topology (`change`).
 //!
-//! On disk: `<data_dir>/streams/<name>/stream.meta` plus one directory per
-//! shard, `<data_dir>/streams/<name>/<shard_id>/`. The metadata file is the
-//! commit point of a create: a stream directory without it is the remains
-//! of a create that crashed and is removed at start. A delete first renames
-//! the directory to `.deleted-<name>-<nanos>` (atomic), then removes it.
+//! On disk, per data directory `i` (0 is `data_dir`, then
+//! `extra_data_dirs`): `<root_i>/streams/<stream>/<shard_id>/` holds one
+//! shard's log; `<root_0>/streams/<stream>/stream.meta` describes the
+//! stream and is the commit point of every create and change. A stream
+//! directory without metadata, or a shard directory the metadata does not
+//! name, is the remains of a create or change that crashed, and is removed
+//! at start. A delete first renames the stream directory to
+//! `.deleted-<name>-<nanos>` (atomic), then removes it.
+
+mod change;
+mod stream;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,55 +22,22 @@ use surge_protocol::stream::StreamConfig;
 use surge_protocol::ErrorCode;
 use tokio::sync::watch;
 
+pub use change::ChangeDone;
+pub use stream::{Stream, View};
+
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::fsutil;
 use crate::shard::{Shard, ShardSettings};
 use crate::storage::{IoBackend, LogConfig};
-use crate::topology::{self, StreamMeta};
+use crate::topology::{self, ShardMeta, StreamMeta};
 
 const DELETED_PREFIX: &str = ".deleted-";
 
 #[derive(Debug)]
-pub struct Stream {
-    pub meta: RwLock<StreamMeta>,
-    pub shards: HashMap<u32, Arc<Shard>>,
-    dir: PathBuf,
-}
-
-impl Stream {
-    pub fn shard(&self, id: u32) -> Option<&Arc<Shard>> {
-        self.shards.get(&id)
-    }
-
-    pub fn epoch(&self) -> u64 {
-        self.meta.read().epoch
-    }
-
-    /// Shard ids in id order.
-    pub fn shard_ids(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = self.shards.keys().copied().collect();
-        ids.sort_unstable();
-        ids
-    }
-
-    /// Shard descriptions with live offsets.
-    pub fn shard_infos(&self) -> Vec<surge_protocol::stream::ShardInfo> {
-        let mut infos = self.meta.read().shard_infos();
-        for info in &mut infos {
-            if let Some(shard) = self.shards.get(&info.shard_id) {
-                info.log_start_offset = shard.log_start();
-                info.high_watermark = shard.visible_end();
-                info.size_bytes = shard.size_bytes();
-            }
-        }
-        infos
-    }
-}
-
-#[derive(Debug)]
 pub struct Streams {
-    root: PathBuf,
+    /// `<root_i>/streams` for every data directory.
+    roots: Vec<PathBuf>,
     config: BrokerConfig,
     io: Arc<IoBackend>,
     appended: watch::Sender<u64>,
@@ -74,29 +47,35 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// Opens every stream under `<data_dir>/streams`, recovering each shard.
+    /// Opens every stream, recovering each shard, and removes leftovers.
     pub fn open(
         config: &BrokerConfig,
         io: Arc<IoBackend>,
         appended: watch::Sender<u64>,
     ) -> Result<Streams, BrokerError> {
-        let root = config.data_dir.join("streams");
-        std::fs::create_dir_all(&root).map_err(|source| BrokerError::Io {
-            op: "create streams directory",
-            path: root.clone(),
-            source,
-        })?;
+        let roots: Vec<PathBuf> = std::iter::once(&config.data_dir)
+            .chain(&config.extra_data_dirs)
+            .map(|dir| dir.join("streams"))
+            .collect();
+        for root in &roots {
+            std::fs::create_dir_all(root).map_err(|source| BrokerError::Io {
+                op: "create streams directory",
+                path: root.clone(),
+                source,
+            })?;
+        }
         let streams = Streams {
-            root,
+            roots,
             config: config.clone(),
             io,
             appended,
             map: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
         };
-        for entry in list_dir(&streams.root)? {
+        for entry in list_dir(&streams.roots[0])? {
             streams.open_entry(&entry)?;
         }
+        streams.remove_orphans()?;
         Ok(streams)
     }
 
@@ -109,33 +88,87 @@ impl Streams {
         if name.starts_with(DELETED_PREFIX) || !dir.join(topology::META_FILE).exists() {
             tracing::warn!(dir = %dir.display(), "removing remains of an unfinished create or delete");
             remove_dir(dir)?;
-            return fsync(&self.root);
+            return fsync(&self.roots[0]);
         }
         let meta = StreamMeta::load(dir)?;
-        let stream = self.open_stream(dir, meta)?;
-        self.map.write().insert(name, stream);
-        Ok(())
-    }
-
-    fn open_stream(&self, dir: &Path, meta: StreamMeta) -> Result<Arc<Stream>, BrokerError> {
         let mut shards = HashMap::with_capacity(meta.shards.len());
         for shard in &meta.shards {
-            let shard_dir = dir.join(shard.id.to_string());
+            if shard.dir >= self.dirs() {
+                return Err(BrokerError::CorruptMetadata {
+                    path: dir.join(topology::META_FILE),
+                    reason: format!(
+                        "shard {} lives in data directory {}, but only {} are configured (data_dir and extra_data_dirs)",
+                        shard.id,
+                        shard.dir,
+                        self.dirs()
+                    ),
+                });
+            }
             let opened = Shard::open(
                 shard.id,
-                &shard_dir,
+                &self.shard_dir(&meta.name, shard),
                 self.log_config(&meta),
                 self.io.clone(),
-                self.shard_settings(&meta),
+                self.shard_settings(&meta, shard),
                 self.appended.clone(),
             )?;
             shards.insert(shard.id, opened);
         }
-        Ok(Arc::new(Stream {
-            meta: RwLock::new(meta),
-            shards,
-            dir: dir.to_owned(),
-        }))
+        let stream = Stream::new(dir.to_owned(), View { meta, shards });
+        self.map.write().insert(name, Arc::new(stream));
+        Ok(())
+    }
+
+    /// Removes shard directories no stream's metadata names: successors of
+    /// a change that crashed before its commit point, or streams deleted
+    /// while a secondary data directory was unavailable.
+    fn remove_orphans(&self) -> Result<(), BrokerError> {
+        let map = self.map.read();
+        for (index, root) in self.roots.iter().enumerate() {
+            for stream_dir in list_dir(root)? {
+                let name = stream_dir
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .unwrap_or_default();
+                let Some(stream) = map.get(name) else {
+                    if index > 0 {
+                        tracing::warn!(dir = %stream_dir.display(), "removing shards of an unknown stream");
+                        remove_dir(&stream_dir)?;
+                        fsync(root)?;
+                    }
+                    continue;
+                };
+                let view = stream.view();
+                for shard_dir in list_dir(&stream_dir)? {
+                    let id = shard_dir
+                        .file_name()
+                        .and_then(|name| name.to_str()?.parse::<u32>().ok());
+                    let known = id.is_some_and(|id| {
+                        view.meta
+                            .shards
+                            .iter()
+                            .any(|shard| shard.id == id && shard.dir as usize == index)
+                    });
+                    if !known {
+                        tracing::warn!(dir = %shard_dir.display(), "removing a shard no metadata names");
+                        remove_dir(&shard_dir)?;
+                        fsync(&stream_dir)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn dirs(&self) -> u32 {
+        self.roots.len() as u32
+    }
+
+    /// Callers check `shard.dir < self.dirs()` (at open, and in `plan`).
+    pub(crate) fn shard_dir(&self, stream: &str, shard: &ShardMeta) -> PathBuf {
+        self.roots[shard.dir as usize]
+            .join(stream)
+            .join(shard.id.to_string())
     }
 
     fn log_config(&self, meta: &StreamMeta) -> LogConfig {
@@ -150,8 +183,9 @@ impl Streams {
         }
     }
 
-    fn shard_settings(&self, meta: &StreamMeta) -> ShardSettings {
+    fn shard_settings(&self, meta: &StreamMeta, shard: &ShardMeta) -> ShardSettings {
         ShardSettings {
+            hash_range: (shard.hash_start, shard.hash_end),
             durability: meta.settings.durability(),
             flush_interval_ms: u64::from(meta.settings.flush_interval_ms),
             retention_check_interval_ms: self.config.retention_check_interval_ms,
@@ -166,7 +200,7 @@ impl Streams {
 
     pub fn all(&self) -> Vec<Arc<Stream>> {
         let mut streams: Vec<_> = self.map.read().values().cloned().collect();
-        streams.sort_by(|a, b| a.meta.read().name.cmp(&b.meta.read().name));
+        streams.sort_by(|a, b| a.name.cmp(&b.name));
         streams
     }
 
@@ -201,25 +235,36 @@ impl Streams {
             ));
         }
         let meta = StreamMeta::new(name, settings, count);
-        let dir = self.root.join(name);
         let stream = self
-            .create_on_disk(&dir, meta)
+            .create_on_disk(meta)
             .map_err(|err| (ErrorCode::Storage, err.to_string()))?;
-        self.map.write().insert(name.to_owned(), stream);
+        self.map.write().insert(name.to_owned(), Arc::new(stream));
         tracing::info!(stream = name, shards = count, "stream created");
         Ok(())
     }
 
-    fn create_on_disk(&self, dir: &Path, meta: StreamMeta) -> Result<Arc<Stream>, BrokerError> {
-        std::fs::create_dir(dir).map_err(|source| BrokerError::Io {
+    fn create_on_disk(&self, meta: StreamMeta) -> Result<Stream, BrokerError> {
+        let dir = self.roots[0].join(&meta.name);
+        std::fs::create_dir(&dir).map_err(|source| BrokerError::Io {
             op: "create stream directory",
-            path: dir.to_owned(),
+            path: dir.clone(),
             source,
         })?;
-        fsync(&self.root)?;
-        let stream = self.open_stream(dir, meta)?;
-        stream.meta.read().store(dir)?;
-        Ok(stream)
+        fsync(&self.roots[0])?;
+        let mut shards = HashMap::with_capacity(meta.shards.len());
+        for shard in &meta.shards {
+            let opened = Shard::open(
+                shard.id,
+                &self.shard_dir(&meta.name, shard),
+                self.log_config(&meta),
+                self.io.clone(),
+                self.shard_settings(&meta, shard),
+                self.appended.clone(),
+            )?;
+            shards.insert(shard.id, opened);
+        }
+        meta.store(&dir)?;
+        Ok(Stream::new(dir, View { meta, shards }))
     }
 
     /// Deletes a stream: closes its shards, then removes its files.
@@ -231,7 +276,10 @@ impl Streams {
                 .remove(name)
                 .ok_or(ErrorCode::UnknownStream)?
         };
-        for shard in stream.shards.values() {
+        // Wait out a change in progress; none can start on a removed stream.
+        let _changing = stream.changing.lock().await;
+        let view = stream.view();
+        for shard in view.shards.values() {
             if let Err(err) = shard.close().await {
                 tracing::warn!(stream = name, shard = shard.id, error = %err, "close before delete failed");
             }
@@ -240,18 +288,27 @@ impl Streams {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.as_nanos())
             .unwrap_or(0);
-        let graveyard = self.root.join(format!("{DELETED_PREFIX}{name}-{nanos}"));
-        let root = self.root.clone();
-        let dir = stream.dir.clone();
+        let roots = self.roots.clone();
+        let stream_name = name.to_owned();
         let removed = tokio::task::spawn_blocking(move || -> Result<(), BrokerError> {
-            std::fs::rename(&dir, &graveyard).map_err(|source| BrokerError::Io {
-                op: "rename deleted stream",
-                path: dir.clone(),
-                source,
-            })?;
-            fsync(&root)?;
-            remove_dir(&graveyard)?;
-            fsync(&root)
+            // The metadata directory goes first: once it is gone, leftovers
+            // in other data directories are orphans removed at start.
+            for root in &roots {
+                let dir = root.join(&stream_name);
+                if !dir.exists() {
+                    continue;
+                }
+                let graveyard = root.join(format!("{DELETED_PREFIX}{stream_name}-{nanos}"));
+                std::fs::rename(&dir, &graveyard).map_err(|source| BrokerError::Io {
+                    op: "rename deleted stream",
+                    path: dir.clone(),
+                    source,
+                })?;
+                fsync(root)?;
+                remove_dir(&graveyard)?;
+                fsync(root)?;
+            }
+            Ok(())
         })
         .await;
         match removed {
@@ -270,7 +327,7 @@ impl Streams {
     /// Closes every shard (sync and close logs). Used at shutdown.
     pub async fn close_all(&self) {
         for stream in self.all() {
-            for shard in stream.shards.values() {
+            for shard in stream.view().shards.values() {
                 if let Err(err) = shard.close().await {
                     tracing::error!(shard = shard.id, error = %err, "closing shard failed");
                 }
