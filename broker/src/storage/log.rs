@@ -24,7 +24,7 @@ use super::files;
 use super::index::SegmentIndex;
 use super::io::{IoBackend, IoWriter};
 use super::mmap::SegmentMap;
-use super::producers::{self, LastBatch, ProducerTable, Verdict};
+use super::producers::{self, Entry, ProducerKey, ProducerState, ProducerTable, Verdict};
 use super::reader::{LogReader, LogState};
 use super::recovery;
 use super::segment::{HeaderWalker, Segment};
@@ -34,8 +34,10 @@ use super::segment::{HeaderWalker, Segment};
 pub enum AppendOutcome {
     /// Stored now at this base offset.
     Appended { base_offset: u64 },
-    /// A retry of the producer's last stored batch: not stored again.
-    Duplicate { base_offset: u64 },
+    /// Stored before, not stored again: a retry of the key's last batch
+    /// (at `Some(base_offset)`), or of a batch at or below an inherited or
+    /// forwarded key's last sequence (`None`: the offset is unknown here).
+    Duplicate { base_offset: Option<u64> },
     /// A gap or an older sequence: rejected.
     OutOfOrder { expected_sequence: u64 },
 }
@@ -113,6 +115,39 @@ impl ShardLog {
         Ok((log, recovered.report))
     }
 
+    /// Creates the new, empty log (base offset 0) of a successor shard in
+    /// `dir`, whose producer table is the union of its parents' states
+    /// (highest last sequence per key, no last batch). The table is durable
+    /// before this returns (a snapshot covering offset 0, written
+    /// crash-safely, directories fsynced), so a reopen after a crash at any
+    /// later point rebuilds it from that snapshot plus the headers after
+    /// it. Fails with `NotEmpty` if `dir` holds segments: the caller
+    /// removes leftovers of an earlier attempt first.
+    pub fn create_successor(
+        dir: &Path,
+        config: LogConfig,
+        io: Arc<IoBackend>,
+        inherited: &[ProducerState],
+    ) -> Result<ShardLog, StorageError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StorageError::io("create dir", dir, source))?;
+        let segments = files::list_offsets(dir, files::LOG_SUFFIX)?;
+        if !segments.is_empty() {
+            return Err(StorageError::NotEmpty {
+                path: dir.to_owned(),
+                segments: segments.len(),
+            });
+        }
+        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            files::sync_dir(parent)?;
+        }
+        ProducerTable::inherit(inherited).persist(dir, 0)?;
+        files::sync_dir(dir)?;
+        let (log, _) = ShardLog::open(dir, config, io)?;
+        assert_eq!(log.written_offset(), 0, "a successor starts empty");
+        Ok(log)
+    }
+
     /// The newest producer snapshot plus the headers stored after it.
     fn rebuild_producers(&mut self) -> Result<(), StorageError> {
         let written_offset = self.written_offset();
@@ -136,7 +171,7 @@ impl ShardLog {
             while let Some((_, header)) = walker.next_header(&path)? {
                 if header.base_offset >= from && header.producer_id != 0 {
                     self.producers
-                        .record(header.producer_id, LastBatch::of(&header));
+                        .record(ProducerKey::of(&header), Entry::of(&header));
                 }
             }
         }
@@ -169,26 +204,13 @@ impl ShardLog {
             }
         }
         let mut outcomes = Vec::with_capacity(batches.len());
-        let mut pending: HashMap<u64, LastBatch> = HashMap::new();
+        let mut pending: HashMap<ProducerKey, Entry> = HashMap::new();
         let mut chunk = Chunk::default();
         let mut next_offset = self.written_offset();
         for (bytes, mut header) in batches.iter().zip(headers) {
-            if header.producer_id != 0 {
-                let last = pending
-                    .get(&header.producer_id)
-                    .copied()
-                    .or_else(|| self.producers.get(header.producer_id));
-                match producers::judge(last, &header) {
-                    Verdict::Accept => {}
-                    Verdict::Duplicate { base_offset } => {
-                        outcomes.push(AppendOutcome::Duplicate { base_offset });
-                        continue;
-                    }
-                    Verdict::OutOfOrder { expected_sequence } => {
-                        outcomes.push(AppendOutcome::OutOfOrder { expected_sequence });
-                        continue;
-                    }
-                }
+            if let Some(outcome) = self.judge(&pending, &header) {
+                outcomes.push(outcome);
+                continue;
             }
             let projected = self.active_written_bytes() + (chunk.bytes.len() + header.size) as u64;
             if projected > self.config.segment_bytes
@@ -203,7 +225,7 @@ impl ShardLog {
             batch::set_base_offset(&mut chunk.bytes[start..], next_offset);
             chunk.headers.push(header);
             if header.producer_id != 0 {
-                pending.insert(header.producer_id, LastBatch::of(&header));
+                pending.insert(ProducerKey::of(&header), Entry::of(&header));
             }
             outcomes.push(AppendOutcome::Appended {
                 base_offset: next_offset,
@@ -212,6 +234,71 @@ impl ShardLog {
         }
         self.write_chunk(chunk, sync)?;
         Ok(outcomes)
+    }
+
+    /// What the producer table, with `pending` (this call's accepted
+    /// batches) over it, says about a batch: `None` to store it.
+    fn judge(
+        &self,
+        pending: &HashMap<ProducerKey, Entry>,
+        header: &BatchHeader,
+    ) -> Option<AppendOutcome> {
+        if header.producer_id == 0 {
+            return None;
+        }
+        let key = ProducerKey::of(header);
+        let entry = pending
+            .get(&key)
+            .copied()
+            .or_else(|| self.producers.get(key));
+        match producers::judge(entry, self.producers.is_forwarded(key.origin_shard), header) {
+            Verdict::Accept => None,
+            Verdict::Duplicate { base_offset } => Some(AppendOutcome::Duplicate { base_offset }),
+            Verdict::OutOfOrder { expected_sequence } => {
+                Some(AppendOutcome::OutOfOrder { expected_sequence })
+            }
+        }
+    }
+
+    /// For a sealed shard: what `append` would answer for each batch, taken
+    /// in order as if appended one after another, without storing anything
+    /// or changing the table. `None` where `append` would store the batch
+    /// (the broker forwards it), and for a batch that fails validation
+    /// (whoever appends it rejects it). A retry of a batch earlier in the
+    /// same call is `Duplicate { base_offset: None }`: that batch is
+    /// forwarded, so its offset is not in this log.
+    pub fn check_sealed(&self, batches: &[Bytes]) -> Vec<Option<AppendOutcome>> {
+        let sealed_end = self.written_offset();
+        let mut pending: HashMap<ProducerKey, Entry> = HashMap::new();
+        let mut next_offset = sealed_end;
+        batches
+            .iter()
+            .map(|bytes| {
+                let mut header = batch::validate(bytes, self.config.max_batch_bytes).ok()?;
+                match self.judge(&pending, &header) {
+                    Some(AppendOutcome::Duplicate {
+                        base_offset: Some(base_offset),
+                    }) if base_offset >= sealed_end => {
+                        Some(AppendOutcome::Duplicate { base_offset: None })
+                    }
+                    Some(outcome) => Some(outcome),
+                    None => {
+                        header.base_offset = next_offset;
+                        next_offset = header.next_offset();
+                        if header.producer_id != 0 {
+                            pending.insert(ProducerKey::of(&header), Entry::of(&header));
+                        }
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// An owned copy of the producer table's last sequences: what the
+    /// successors of this shard inherit when it is sealed.
+    pub fn producer_state(&self) -> ProducerState {
+        self.producers.state()
     }
 
     fn active_written_bytes(&self) -> u64 {
@@ -272,7 +359,7 @@ impl ShardLog {
             .filter(|header| header.producer_id != 0)
         {
             self.producers
-                .record(header.producer_id, LastBatch::of(header));
+                .record(ProducerKey::of(header), Entry::of(header));
         }
         if sync {
             self.flushed_offset = written_offset;

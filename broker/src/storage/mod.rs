@@ -12,7 +12,8 @@
 //! - `recovery`: opening a directory, truncating invalid tails.
 //! - `segment`: a segment's shared state and the recovery scan.
 //! - `index`: the sparse offset and time index files.
-//! - `producers`: the idempotent-producer table and its snapshot file.
+//! - `producers`: the idempotent-producer table keyed by (producer, origin
+//!   shard), what successors inherit (`ProducerState`), its snapshot file.
 //! - `files`: file naming and crash-safe file writes.
 //! - `mmap`, `sys`: the only `unsafe` (mmap; fallocate and io_uring).
 
@@ -36,5 +37,6 @@ pub use config::{IoChoice, LogConfig, MAX_PRODUCERS_PER_SHARD, MAX_SEGMENTS_PER_
 pub use error::StorageError;
 pub use io::IoBackend;
 pub use log::{AppendOutcome, RecoveryReport, ShardLog};
+pub use producers::{ProducerKey, ProducerState};
 pub use reader::{LogReader, ReadChunk};
 pub use recovery::Truncation;
