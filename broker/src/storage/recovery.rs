@@ -57,6 +57,8 @@ struct Scanned {
     end: ScanEnd,
     dropped_bytes: u64,
     rebuilt: bool,
+    /// A sealed segment damaged inside: kept whole (see `keep_past_damage`).
+    damaged_sealed: bool,
 }
 
 pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError> {
@@ -77,10 +79,12 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
     }
     let mut kept: Vec<Scanned> = Vec::with_capacity(bases.len());
     for (at, &base_offset) in bases.iter().enumerate() {
-        if let Some(previous) = kept.last() {
+        if let Some(previous) = kept.last_mut() {
             if previous.end.next_offset != base_offset {
-                drop_segments(dir, &bases[at..], previous.end.next_offset, &mut report)?;
-                break;
+                if !keep_past_damage(dir, previous, base_offset) {
+                    drop_segments(dir, &bases[at..], previous.end.next_offset, &mut report)?;
+                    break;
+                }
             }
         }
         kept.push(scan_segment(dir, base_offset, config)?);
@@ -89,7 +93,9 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
     let mut segments = Vec::with_capacity(kept.len());
     let mut active_file = None;
     for (at, scanned) in kept.into_iter().enumerate() {
-        note_truncation(dir, &scanned, &mut report);
+        if !scanned.damaged_sealed {
+            note_truncation(dir, &scanned, &mut report);
+        }
         report.indexes_rebuilt += usize::from(scanned.rebuilt);
         let (segment, file) = finish_segment(dir, scanned, at == last_at, config)?;
         segments.push(segment);
@@ -103,6 +109,30 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
         active_file,
         report,
     })
+}
+
+/// A sealed segment whose scan stopped at a damaged batch while the next
+/// segment starts further on was whole when it was sealed (segments are
+/// fdatasynced before the next one is created): the damage came later (bit
+/// rot, a stray write). Truncating it would throw away every later segment,
+/// so it is kept: reads serve its batches up to the damage and refuse the
+/// damaged one (they checksum every batch), and the log goes on at the next
+/// segment. Returns whether `previous` was kept that way.
+fn keep_past_damage(dir: &Path, previous: &mut Scanned, next_base: u64) -> bool {
+    if previous.end.stop_reason.is_none() || previous.end.next_offset > next_base {
+        return false;
+    }
+    let path = files::offset_path(dir, previous.base_offset, files::LOG_SUFFIX);
+    tracing::error!(
+        path = %path.display(),
+        position = previous.end.valid_bytes,
+        lost_offsets = %format!("{}..{next_base}", previous.end.next_offset),
+        reason = previous.end.stop_reason.as_deref().unwrap_or_default(),
+        "a sealed segment is damaged; the damaged offsets will not be served"
+    );
+    previous.damaged_sealed = true;
+    previous.end.next_offset = next_base;
+    true
 }
 
 /// Scans one segment from its last index checkpoint without changing it.
@@ -138,6 +168,7 @@ fn scan_segment(dir: &Path, base_offset: u64, config: &LogConfig) -> Result<Scan
             end,
             dropped_bytes: 0,
             rebuilt,
+            damaged_sealed: false,
         });
     }
     // A private map, dropped at the end of this function, before any change
@@ -159,6 +190,7 @@ fn scan_segment(dir: &Path, base_offset: u64, config: &LogConfig) -> Result<Scan
         end,
         dropped_bytes,
         rebuilt,
+        damaged_sealed: false,
     })
 }
 
@@ -203,7 +235,8 @@ fn finish_segment(
         .open(&path)
         .map_err(|source| StorageError::io("open", &path, source))?;
     let valid_bytes = scanned.end.valid_bytes;
-    let needs_cut = scanned.dropped_bytes > 0 || (!active && scanned.file_len_bytes > valid_bytes);
+    let needs_cut = !scanned.damaged_sealed
+        && (scanned.dropped_bytes > 0 || (!active && scanned.file_len_bytes > valid_bytes));
     if needs_cut {
         file.set_len(valid_bytes)
             .and_then(|()| file.sync_all())
@@ -238,7 +271,7 @@ fn finish_segment(
             .map_err(|source| StorageError::io("fdatasync", &path, source))?;
         target
     } else {
-        if scanned.rebuilt || scanned.dropped_bytes > 0 {
+        if !scanned.damaged_sealed && (scanned.rebuilt || scanned.dropped_bytes > 0) {
             scanned.index.persist(dir)?;
         }
         valid_bytes

@@ -283,6 +283,67 @@ fn damaged_base_offset_is_never_served_nor_mistaken_for_the_end() {
 }
 
 #[test]
+fn damage_in_a_sealed_segment_keeps_the_later_segments_at_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), IoChoice::Pwrite);
+    fill(&mut log, 60);
+    let end = log.written_offset();
+    let segments = segment_paths(dir.path());
+    assert!(segments.len() >= 3, "need sealed segments: {segments:?}");
+    let second_base: u64 = segments[1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The last batch of the first segment: where its index checkpoint
+    // points, so recovery reads it.
+    let last_batch_position = {
+        let mut position = 0u64;
+        let mut offset = 0u64;
+        let mut last = 0u64;
+        while offset < second_base {
+            let chunk = log.reader().read(offset, 1, end).unwrap();
+            last = position;
+            position += chunk.bytes.len() as u64;
+            offset = chunk.next_offset;
+        }
+        last
+    };
+    log.close().unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segments[0])
+            .unwrap();
+        file.write_all_at(&[0xEE], last_batch_position + 70)
+            .unwrap();
+    }
+    let (log, report) = open(dir.path(), IoChoice::Pwrite);
+    assert_eq!(
+        log.written_offset(),
+        end,
+        "later segments survive: {report:?}"
+    );
+    assert!(report.segments_dropped.is_empty(), "{report:?}");
+    assert_eq!(segment_paths(dir.path()).len(), segments.len());
+    let after = log.reader().read(second_base, usize::MAX, end).unwrap();
+    assert!(!after.bytes.is_empty(), "the next segment is served");
+    let before = log.reader().read(0, usize::MAX, end).unwrap();
+    assert_eq!(
+        before.bytes.len() as u64,
+        last_batch_position,
+        "served up to the damage"
+    );
+    assert!(matches!(
+        log.reader().read(before.next_offset, usize::MAX, end),
+        Err(StorageError::Corrupt { .. })
+    ));
+}
+
+#[test]
 fn torn_tail_keeps_whole_batches_and_garbage_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = open(dir.path(), IoChoice::Pwrite);
@@ -600,14 +661,16 @@ fn segment_ms_rolls_an_old_active_segment() {
 }
 
 #[test]
-fn segments_after_a_break_in_offsets_are_dropped() {
+fn a_damaged_sealed_segment_does_not_take_later_segments_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = open(dir.path(), IoChoice::Pwrite);
     fill(&mut log, 60);
+    let end = log.written_offset();
     log.close().unwrap();
     let paths = segment_paths(dir.path());
     assert!(paths.len() >= 3);
-    // Damage the first batch of the second segment: the rest cannot be dense.
+    // Damage the first batch of the second segment and lose its index, so
+    // recovery scans it from the start.
     let mut bytes = std::fs::read(&paths[1]).unwrap();
     bytes[20] ^= 0xFF;
     std::fs::write(&paths[1], &bytes).unwrap();
@@ -620,14 +683,31 @@ fn segments_after_a_break_in_offsets_are_dropped() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(log.written_offset(), second_base);
-    assert_eq!(report.segments_dropped.len(), paths.len() - 2);
-    assert_eq!(report.truncations.len(), 1);
-    assert_eq!(segment_paths(dir.path()).len(), 2);
+    assert_eq!(log.written_offset(), end, "{report:?}");
+    assert!(report.segments_dropped.is_empty(), "{report:?}");
+    assert!(report.truncations.is_empty(), "{report:?}");
+    assert_eq!(segment_paths(dir.path()).len(), paths.len());
     assert_eq!(
         read_all(&log.reader(), second_base).len() as u64,
         second_base / 3
     );
+    assert!(matches!(
+        log.reader().read(second_base, usize::MAX, end),
+        Err(StorageError::Corrupt { .. })
+    ));
+    let third_base: u64 = paths[2]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(!log
+        .reader()
+        .read(third_base, usize::MAX, end)
+        .unwrap()
+        .bytes
+        .is_empty());
 }
 
 fn key(producer_id: u64, origin_shard: u32) -> ProducerKey {
