@@ -136,8 +136,13 @@ impl BrokerConfig {
                     message: err.to_string(),
                 })?;
         }
+        let known = known_keys();
         for (name, value) in env {
-            if let Some(key) = env_key(&name) {
+            // Other SURGE_* variables (SURGE_BROKER for the client commands,
+            // SURGE_LOG, a test harness's own) are not settings.
+            let Some(key) = env_key(&name) else { continue };
+            let top = key.split('.').next().unwrap_or_default();
+            if known.iter().any(|known| known == top) {
                 set_dotted(&mut table, &key, &value);
             }
         }
@@ -208,6 +213,14 @@ impl BrokerConfig {
     }
 }
 
+/// The top-level setting names.
+fn known_keys() -> Vec<String> {
+    match serde_json::to_value(BrokerConfig::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// `SURGE_STREAM_DEFAULTS__SHARDS` -> `stream_defaults.shards`;
 /// `SURGE_DATA_DIR` -> `data_dir`.
 fn env_key(name: &str) -> Option<String> {
@@ -267,6 +280,8 @@ mod tests {
         let env = vec![
             ("SURGE_LISTEN".to_owned(), "127.0.0.1:2".to_owned()),
             ("SURGE_STREAM_DEFAULTS__SHARDS".to_owned(), "3".to_owned()),
+            ("SURGE_BROKER".to_owned(), "10.0.0.1:1".to_owned()),
+            ("SURGE_TEST_LOG".to_owned(), "debug".to_owned()),
             ("HOME".to_owned(), "/root".to_owned()),
         ];
         let flags = vec![
