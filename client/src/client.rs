@@ -42,6 +42,8 @@ struct ClientInner {
     /// Serializes reconnects; held across the connect and handshake.
     reconnecting: tokio::sync::Mutex<()>,
     closed: CancellationToken,
+    /// Producers created so far, for `new_producer_id`.
+    producers: std::sync::atomic::AtomicU64,
 }
 
 /// A connection to one broker. Cheap to clone; clones share the connection.
@@ -68,6 +70,7 @@ impl Client {
                 current: Mutex::new(Arc::new(connection)),
                 reconnecting: tokio::sync::Mutex::new(()),
                 closed: CancellationToken::new(),
+                producers: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -79,6 +82,21 @@ impl Client {
     /// The producer id from the first handshake, stable across reconnects.
     pub fn producer_id(&self) -> u64 {
         self.inner.session.producer_id
+    }
+
+    /// A producer id of its own for each producer on this client. Sequences
+    /// are per (producer id, shard), so two producers sharing an id would
+    /// collide. Derived from the broker-issued id by a bijective mix, so
+    /// the ids of one client never repeat and clash with another client's
+    /// only as rarely as two random 64-bit numbers.
+    pub fn new_producer_id(&self) -> u64 {
+        let index = self
+            .inner
+            .producers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mixed = mix64(self.producer_id() ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        // 0 means "not idempotent" on the wire.
+        mixed.max(1)
     }
 
     /// The largest record batch the broker accepts.
@@ -286,4 +304,11 @@ async fn open_session(
         )));
     }
     Ok((connection, resp))
+}
+
+/// SplitMix64's finaliser: a bijection on u64 that spreads nearby inputs.
+fn mix64(mut value: u64) -> u64 {
+    value = (value ^ (value >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    value = (value ^ (value >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    value ^ (value >> 31)
 }

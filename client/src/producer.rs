@@ -116,7 +116,7 @@ impl Producer {
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE_DEPTH);
         let shutdown = CancellationToken::new();
         let state = ProducerTask {
-            producer_id: client.producer_id(),
+            producer_id: client.new_producer_id(),
             client,
             stream: stream.to_owned(),
             router: Router::new(&meta),

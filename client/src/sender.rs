@@ -125,10 +125,12 @@ fn judge(
 /// batch, else dense from the base offset.
 fn acks_of(part: &ProducePartResponse, record_count: u32) -> Result<Vec<Ack>, ClientError> {
     if part.placements.is_empty() {
+        // u64::MAX: a retry the broker recognised without knowing where the
+        // original went; every record's offset is unknown then.
         let acks = (0..u64::from(record_count))
             .map(|index| Ack {
                 shard_id: part.shard_id,
-                offset: part.base_offset + index,
+                offset: part.base_offset.checked_add(index).unwrap_or(u64::MAX),
             })
             .collect();
         return Ok(acks);

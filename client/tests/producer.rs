@@ -342,3 +342,46 @@ async fn a_batch_forwarded_by_a_sealed_shard_is_acked_per_placement() {
     assert_eq!(after.shard_id, fake.owner(keys[0].as_bytes()));
     assert_eq!(fake.state.lock().forwarded_batches, 1);
 }
+
+/// Regression: producers sharing one client shared its producer id, so their
+/// per-shard sequences collided and the broker took one's batches for the
+/// other's retries.
+#[tokio::test]
+async fn two_producers_on_one_client_do_not_deduplicate_each_other() {
+    let fake = FakeBroker::start().await;
+    let client = Client::connect(fake.config()).await.unwrap();
+    let mut producers = Vec::new();
+    for _ in 0..2 {
+        let config = ProducerConfig {
+            linger: Duration::from_millis(1),
+            ..ProducerConfig::default()
+        };
+        producers.push(Producer::new(client.clone(), STREAM, config).await.unwrap());
+    }
+    let mut acks = Vec::new();
+    for round in 0..20 {
+        for (index, producer) in producers.iter().enumerate() {
+            let event = Event::new(format!("p{index}-{round}")).with_key("one-key");
+            acks.push(producer.send(event).await.unwrap());
+        }
+    }
+    let mut offsets = std::collections::HashSet::new();
+    for ack in acks {
+        let ack = ack.await.unwrap();
+        assert!(
+            offsets.insert((ack.shard_id, ack.offset)),
+            "two events acked at one place"
+        );
+    }
+    for producer in producers {
+        producer.close().await.unwrap();
+    }
+    let stored: usize = fake
+        .state
+        .lock()
+        .shards
+        .iter()
+        .map(|shard| shard.records().len())
+        .sum();
+    assert_eq!(stored, 40);
+}

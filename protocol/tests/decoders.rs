@@ -83,6 +83,7 @@ fn shard_info() -> impl Strategy<Value = ShardInfo> {
                 log_start_offset,
                 high_watermark,
                 size_bytes: high_watermark / 2,
+                dir: shard_id % 3,
             },
         )
 }
