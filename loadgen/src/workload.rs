@@ -16,8 +16,9 @@ use crate::error::LoadgenError;
 /// Header carrying the intended send time, µs since the Unix epoch, as 8
 /// big-endian bytes. Consumers subtract it from their clock.
 pub const SENT_US_HEADER: &str = "sent-us";
-/// Largest event value; the broker's batch limit is smaller anyway.
-pub const EVENT_BYTES_MAX: u64 = 16 << 20;
+/// Largest event value (each producer holds one random buffer this big);
+/// the broker's batch limit is smaller anyway.
+pub const EVENT_BYTES_MAX: u64 = 4 << 20;
 pub const KEYS_MAX: u64 = 1 << 40;
 pub const TYPES_MAX: u32 = 10_000;
 
@@ -75,7 +76,7 @@ impl SizeDist {
         };
         if !ok {
             let value = self.to_string();
-            return Err(LoadgenError::invalid("--event-size", &value, "at most 16 MiB, min <= max"));
+            return Err(LoadgenError::invalid("--event-size", &value, "at most 4 MiB, min <= max"));
         }
         Ok(())
     }
@@ -282,7 +283,7 @@ pub struct EventFactory {
 impl EventFactory {
     pub fn new(config: &WorkloadConfig, producer_index: u32) -> EventFactory {
         let mut rng = fastrand::Rng::with_seed(config.seed.wrapping_add(u64::from(producer_index)));
-        let max = usize::try_from(config.event_size.max_bytes()).expect("validated at most 16 MiB");
+        let max = usize::try_from(config.event_size.max_bytes()).expect("validated at most 4 MiB");
         // Random bytes: a compressing path cannot flatter the numbers.
         let payload: Vec<u8> = std::iter::repeat_with(|| rng.u8(..)).take(max).collect();
         let zipf = match config.key_dist {
