@@ -59,7 +59,10 @@ impl SpawnedBroker {
             .arg(data_dir.path())
             .args(["--listen", "127.0.0.1:0"])
             .args(extra_args)
-            .env("SURGE_LOG", std::env::var("SURGE_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "SURGE_LOG",
+                std::env::var("SURGE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

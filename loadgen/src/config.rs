@@ -31,7 +31,10 @@ pub struct RunConfig {
     /// Create the stream first (an existing stream of that name is reused).
     pub create_stream: Option<CreateStream>,
     pub producers: u32,
-    /// Producers share this many connections round-robin.
+    /// Connections, shared round-robin. Must be at least `producers`:
+    /// surge-client gives every producer on one connection the connection's
+    /// producer id, so two producers sharing one would collide in the
+    /// broker's idempotence sequences (OutOfOrderSequence).
     pub connections: u32,
     /// Consumers measuring end-to-end latency; 0 measures none.
     pub consumers: u32,
@@ -91,9 +94,13 @@ impl DurabilityChoice {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Scenario {
     /// Fixed rate over all producers, latency from the intended send time.
-    OpenLoop { rate: f64 },
+    OpenLoop {
+        rate: f64,
+    },
     /// Closed loop, at most `in_flight` unacknowledged events per producer.
-    MaxThroughput { in_flight: u32 },
+    MaxThroughput {
+        in_flight: u32,
+    },
     TraceReplay(TraceConfig),
 }
 
@@ -133,6 +140,14 @@ impl RunConfig {
         check_range("--producers", self.producers, 1, PRODUCERS_MAX)?;
         check_range("--connections", self.connections, 1, CONNECTIONS_MAX)?;
         check_range("--consumers", self.consumers, 0, CONSUMERS_MAX)?;
+        if self.connections < self.producers {
+            return Err(LoadgenError::invalid(
+                "--connections",
+                &self.connections.to_string(),
+                "fewer than --producers: producers on one surge-client connection share a \
+                 producer id and their sequences collide; give each its own connection",
+            ));
+        }
         if let Some(create) = &self.create_stream {
             check_range("--shards", create.shards, 1, SHARDS_MAX)?;
         }
@@ -146,11 +161,7 @@ impl RunConfig {
         }
         if self.warmup_ms > DURATION_MS_MAX {
             let value = self.warmup_ms.to_string();
-            return Err(LoadgenError::invalid(
-                "--warmup",
-                &value,
-                "at most a week",
-            ));
+            return Err(LoadgenError::invalid("--warmup", &value, "at most a week"));
         }
         if self.count == Some(0) {
             return Err(LoadgenError::invalid("--count", "0", "must be above zero"));
@@ -246,7 +257,11 @@ pub fn parse_compress(text: &str) -> Result<f64, LoadgenError> {
             let trace = parse_duration(trace)?.as_secs_f64();
             let real = parse_duration(real)?.as_secs_f64();
             if real <= 0.0 {
-                return Err(LoadgenError::invalid("--compress", text, "real time is zero"));
+                return Err(LoadgenError::invalid(
+                    "--compress",
+                    text,
+                    "real time is zero",
+                ));
             }
             trace / real
         }
@@ -256,7 +271,11 @@ pub fn parse_compress(text: &str) -> Result<f64, LoadgenError> {
             .map_err(|_| LoadgenError::invalid("--compress", text, "expected 86400:600 or 144"))?,
     };
     if !(factor.is_finite() && factor > 0.0) {
-        return Err(LoadgenError::invalid("--compress", text, "must be positive"));
+        return Err(LoadgenError::invalid(
+            "--compress",
+            text,
+            "must be positive",
+        ));
     }
     Ok(factor)
 }

@@ -28,7 +28,9 @@ impl RunClock {
     pub fn start() -> RunClock {
         let start_epoch_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
+            .map_or(0, |since| {
+                u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+            });
         RunClock {
             start: Instant::now(),
             start_epoch_us,
@@ -81,7 +83,8 @@ impl LatencyHistogram {
 
     /// Records one latency, saturating at `LATENCY_US_MAX`.
     pub fn record_us(&mut self, latency_us: u64) {
-        self.histogram.saturating_record(latency_us.min(LATENCY_US_MAX));
+        self.histogram
+            .saturating_record(latency_us.min(LATENCY_US_MAX));
     }
 
     pub fn add(&mut self, other: &LatencyHistogram) {
@@ -104,7 +107,9 @@ impl LatencyHistogram {
 
     /// Samples at or above `threshold_us`.
     pub fn count_at_or_above(&self, threshold_us: u64) -> u64 {
-        let below = self.histogram.count_between(0, threshold_us.saturating_sub(1));
+        let below = self
+            .histogram
+            .count_between(0, threshold_us.saturating_sub(1));
         self.histogram.len() - below
     }
 

@@ -10,6 +10,9 @@ use crate::error::LoadgenError;
 use crate::report::{Report, TimelineSecond};
 
 const WIDTH_PX: u32 = 1000;
+
+/// Reads one latency series from a timeline entry.
+type Metric = fn(&TimelineSecond) -> u64;
 const HEIGHT_PX: u32 = 720;
 
 /// Writes the plot of `report` to `path`.
@@ -35,7 +38,10 @@ fn plot_error(error: impl std::fmt::Display) -> LoadgenError {
 }
 
 fn x_range(timeline: &[TimelineSecond]) -> std::ops::Range<f64> {
-    0.0..timeline.last().map_or(1.0, |last| last.second as f64).max(1.0)
+    0.0..timeline
+        .last()
+        .map_or(1.0, |last| last.second as f64)
+        .max(1.0)
 }
 
 fn draw_rate<DB: DrawingBackend>(
@@ -43,7 +49,10 @@ fn draw_rate<DB: DrawingBackend>(
     timeline: &[TimelineSecond],
     title: &str,
 ) -> Result<(), LoadgenError> {
-    let peak = timeline.iter().map(|entry| entry.acked_per_s).fold(1.0, f64::max);
+    let peak = timeline
+        .iter()
+        .map(|entry| entry.acked_per_s)
+        .fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(12)
@@ -57,7 +66,9 @@ fn draw_rate<DB: DrawingBackend>(
         .y_desc("acked events/s")
         .draw()
         .map_err(plot_error)?;
-    let points = timeline.iter().map(|entry| (entry.second as f64, entry.acked_per_s));
+    let points = timeline
+        .iter()
+        .map(|entry| (entry.second as f64, entry.acked_per_s));
     chart
         .draw_series(LineSeries::new(points, &BLUE))
         .map_err(plot_error)?;
@@ -72,7 +83,11 @@ fn draw_latency<DB: DrawingBackend>(
     let to_ms = |value_us: u64| value_us as f64 / 1e3;
     let peak_us = timeline
         .iter()
-        .map(|entry| entry.produce_p99_us.max(if with_e2e { entry.e2e_p99_us } else { 0 }))
+        .map(|entry| {
+            entry
+                .produce_p99_us
+                .max(if with_e2e { entry.e2e_p99_us } else { 0 })
+        })
         .max()
         .unwrap_or(1);
     let mut chart = ChartBuilder::on(area)
@@ -87,7 +102,7 @@ fn draw_latency<DB: DrawingBackend>(
         .y_desc("latency (ms)")
         .draw()
         .map_err(plot_error)?;
-    let mut series: Vec<(&str, RGBColor, fn(&TimelineSecond) -> u64)> = vec![
+    let mut series: Vec<(&str, RGBColor, Metric)> = vec![
         ("produce-ack p50", GREEN, |entry| entry.produce_p50_us),
         ("produce-ack p99", RED, |entry| entry.produce_p99_us),
     ];
@@ -95,7 +110,9 @@ fn draw_latency<DB: DrawingBackend>(
         series.push(("end-to-end p99", MAGENTA, |entry| entry.e2e_p99_us));
     }
     for (label, color, value) in series {
-        let points = timeline.iter().map(|entry| (entry.second as f64, to_ms(value(entry))));
+        let points = timeline
+            .iter()
+            .map(|entry| (entry.second as f64, to_ms(value(entry))));
         chart
             .draw_series(LineSeries::new(points, &color))
             .map_err(plot_error)?

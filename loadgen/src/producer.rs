@@ -137,7 +137,11 @@ impl LoadProducer {
     /// drain, then closes the producer (abandoning it after `drain`).
     pub async fn finish(self, drain: Duration) {
         let LoadProducer { sender, collector } = self;
-        let Sender { producer, .. } = sender;
+        // The collector ends when the last queue handle is gone.
+        let Sender {
+            producer, tracked, ..
+        } = sender;
+        drop(tracked);
         if let Err(error) = collector.await {
             warn(&format!("ack collector failed: {error}"));
         }
@@ -162,11 +166,9 @@ async fn collect(
     drain: Duration,
 ) {
     let mut pending = FuturesUnordered::new();
-    let record = |(result, intended_us, bytes): (Result<Ack, ClientError>, u64, u64)| {
-        match result {
-            Ok(_) => recorder.acked(intended_us, clock.now_us(), bytes),
-            Err(error) => recorder.failed(intended_us, &error),
-        }
+    let record = |(result, intended_us, bytes): (Result<Ack, ClientError>, u64, u64)| match result {
+        Ok(_) => recorder.acked(intended_us, clock.now_us(), bytes),
+        Err(error) => recorder.failed(intended_us, &error),
     };
     loop {
         tokio::select! {
@@ -209,7 +211,9 @@ mod tests {
 
     #[test]
     fn count_shares_add_up() {
-        let shares: Vec<u64> = (0..3).map(|index| count_share(Some(10), index, 3)).collect();
+        let shares: Vec<u64> = (0..3)
+            .map(|index| count_share(Some(10), index, 3))
+            .collect();
         assert_eq!(shares, vec![4, 3, 3]);
         assert_eq!(count_share(None, 0, 3), u64::MAX);
     }

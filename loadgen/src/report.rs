@@ -159,50 +159,84 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let counts = &self.counts;
-        let target = self
-            .throughput
-            .target_events_per_s
-            .map_or_else(|| "none (closed loop)".to_owned(), |rate| format!("{rate:.0} events/s"));
+        let target = self.throughput.target_events_per_s.map_or_else(
+            || "none (closed loop)".to_owned(),
+            |rate| format!("{rate:.0} events/s"),
+        );
         let rows: Vec<(&str, String)> = vec![
             ("scenario", self.config.scenario.name().to_owned()),
             ("durability", self.stream.durability.clone()),
-            ("stream", format!("{} ({} shards)", self.stream.name, self.stream.shards)),
-            ("batch / linger", format!("{} B / {} ms", self.batch_bytes, self.linger_ms)),
+            (
+                "stream",
+                format!("{} ({} shards)", self.stream.name, self.stream.shards),
+            ),
+            (
+                "batch / linger",
+                format!("{} B / {} ms", self.batch_bytes, self.linger_ms),
+            ),
             ("event size", self.event_size.clone()),
-            ("producers / conns / consumers", format!(
-                "{} / {} / {}",
-                self.config.producers, self.config.connections, self.config.consumers
-            )),
-            ("warmup / measured", format!("{:.1} s / {:.1} s", self.warmup_s, self.duration_s)),
+            (
+                "producers / conns / consumers",
+                format!(
+                    "{} / {} / {}",
+                    self.config.producers, self.config.connections, self.config.consumers
+                ),
+            ),
+            (
+                "warmup / measured",
+                format!("{:.1} s / {:.1} s", self.warmup_s, self.duration_s),
+            ),
             ("target rate", target),
-            ("sent / acked", format!("{} / {}", counts.sent, counts.acked)),
-            ("errors / timeouts", format!("{} / {}", counts.errors, counts.timeouts)),
-            ("late sends / not sent", format!("{} / {}", counts.late_sends, counts.not_sent)),
-            ("consumed / consumer errors", format!("{} / {}", counts.consumed, self.consumer_errors)),
-            ("throughput", format!(
-                "{:.0} events/s, {:.1} MB/s",
-                self.throughput.events_per_s, self.throughput.mb_per_s
-            )),
+            (
+                "sent / acked",
+                format!("{} / {}", counts.sent, counts.acked),
+            ),
+            (
+                "errors / timeouts",
+                format!("{} / {}", counts.errors, counts.timeouts),
+            ),
+            (
+                "late sends / not sent",
+                format!("{} / {}", counts.late_sends, counts.not_sent),
+            ),
+            (
+                "consumed / consumer errors",
+                format!("{} / {}", counts.consumed, self.consumer_errors),
+            ),
+            (
+                "throughput",
+                format!(
+                    "{:.0} events/s, {:.1} MB/s",
+                    self.throughput.events_per_s, self.throughput.mb_per_s
+                ),
+            ),
         ];
         for (name, value) in rows {
-            let _ = writeln!(out, "{name:<30} {value}");
+            let _ = writeln!(out, "{name:<40} {value}");
         }
         let _ = writeln!(
             out,
-            "{:<30} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<40} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "latency (us)", "p50", "p90", "p99", "p99.9", "p99.99", "max"
         );
         let produce_name = format!("produce-ack (from {})", self.produce_latency_from);
-        for (name, latency) in [(produce_name.as_str(), &self.produce_latency), ("end-to-end", &self.e2e_latency)] {
+        for (name, latency) in [
+            (produce_name.as_str(), &self.produce_latency),
+            ("end-to-end", &self.e2e_latency),
+        ] {
             if latency.count == 0 {
-                let _ = writeln!(out, "{name:<30} no samples");
+                let _ = writeln!(out, "{name:<40} no samples");
                 continue;
             }
             let _ = writeln!(
                 out,
-                "{name:<30} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                latency.p50_us, latency.p90_us, latency.p99_us,
-                latency.p999_us, latency.p9999_us, latency.max_us
+                "{name:<40} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                latency.p50_us,
+                latency.p90_us,
+                latency.p99_us,
+                latency.p999_us,
+                latency.p9999_us,
+                latency.max_us
             );
         }
         for (message, seen) in &self.error_samples {

@@ -6,11 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use surge_client::{
-    Client, ClientConfig, ClientError, Producer, ProducerConfig, StreamConfig,
-};
 use surge_client::surge_protocol::stream::Durability;
 use surge_client::surge_protocol::ErrorCode;
+use surge_client::{Client, ClientConfig, ClientError, Producer, ProducerConfig, StreamConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{duration_ms, DurabilityChoice, RunConfig, Scenario};
@@ -38,11 +36,16 @@ pub fn plan(config: &RunConfig) -> Result<Plan, LoadgenError> {
     let run_us = config.run_ms().saturating_mul(1_000);
     match &config.scenario {
         Scenario::OpenLoop { rate } => Ok(Plan::Paced(open_loop::schedule(*rate, run_us))),
-        Scenario::MaxThroughput { in_flight } => Ok(Plan::Window { in_flight: *in_flight }),
+        Scenario::MaxThroughput { in_flight } => Ok(Plan::Window {
+            in_flight: *in_flight,
+        }),
         Scenario::TraceReplay(trace) => {
             let schedule = Trace::load(&trace.path)?.schedule(trace.compress, trace.scale)?;
             let end_us = schedule.end_us().min(run_us);
-            Ok(Plan::Paced(RateSchedule::from_segments(schedule.segments().to_vec(), end_us)))
+            Ok(Plan::Paced(RateSchedule::from_segments(
+                schedule.segments().to_vec(),
+                end_us,
+            )))
         }
     }
 }
@@ -53,7 +56,9 @@ pub fn trace_duration_ms(config: &RunConfig) -> Result<u64, LoadgenError> {
         return Ok(config.duration_ms);
     };
     let schedule = Trace::load(&trace.path)?.schedule(trace.compress, trace.scale)?;
-    Ok((schedule.end_us() / 1_000).saturating_sub(config.warmup_ms).max(1))
+    Ok((schedule.end_us() / 1_000)
+        .saturating_sub(config.warmup_ms)
+        .max(1))
 }
 
 /// Everything connected before the clock starts.
@@ -70,15 +75,17 @@ pub async fn run(config: &RunConfig, addr: &str, live: bool) -> Result<Report, L
     let plan = plan(config)?;
     let started_at_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| duration_ms(since));
+        .map_or(0, duration_ms);
     let setup = connect(config, addr).await?;
     let warmup_us = config.warmup_ms.saturating_mul(1_000);
     let end_us = config.run_ms().saturating_mul(1_000);
     let drain = Duration::from_millis(config.drain_timeout_ms);
-    let producer_recorders: Vec<Recorder> =
-        (0..config.producers).map(|_| Recorder::new(warmup_us)).collect();
-    let consumer_recorders: Vec<Recorder> =
-        (0..config.consumers).map(|_| Recorder::new(warmup_us)).collect();
+    let producer_recorders: Vec<Recorder> = (0..config.producers)
+        .map(|_| Recorder::new(warmup_us))
+        .collect();
+    let consumer_recorders: Vec<Recorder> = (0..config.consumers)
+        .map(|_| Recorder::new(warmup_us))
+        .collect();
 
     let clock = RunClock::start();
     let stop_consumers = CancellationToken::new();
@@ -123,7 +130,15 @@ pub async fn run(config: &RunConfig, addr: &str, live: bool) -> Result<Report, L
     }
     let measured_us = senders_done_us.min(end_us).saturating_sub(warmup_us);
     let merged = Merged::of(&producer_recorders, &consumer_recorders);
-    Ok(build_report(config, &plan, setup.stream, merged, timeline, measured_us, started_at_unix_ms))
+    Ok(build_report(
+        config,
+        &plan,
+        setup.stream,
+        merged,
+        timeline,
+        measured_us,
+        started_at_unix_ms,
+    ))
 }
 
 async fn connect(config: &RunConfig, addr: &str) -> Result<Setup, LoadgenError> {
@@ -148,8 +163,14 @@ async fn connect(config: &RunConfig, addr: &str) -> Result<Setup, LoadgenError> 
         };
         match admin.create_stream(&config.stream, stream_config).await {
             Ok(()) => {}
-            Err(ClientError::Broker { code: ErrorCode::StreamExists, .. }) => {
-                eprintln!("surge-loadgen: stream {} exists; using it as it is", config.stream);
+            Err(ClientError::Broker {
+                code: ErrorCode::StreamExists,
+                ..
+            }) => {
+                eprintln!(
+                    "surge-loadgen: stream {} exists; using it as it is",
+                    config.stream
+                );
             }
             Err(error) => return Err(error.into()),
         }
@@ -160,7 +181,11 @@ async fn connect(config: &RunConfig, addr: &str) -> Result<Setup, LoadgenError> 
         shards: u32::try_from(described.shards.len()).unwrap_or(u32::MAX),
         durability: described.config.durability.name().to_owned(),
     };
-    let group = format!("surge-loadgen-{}-{}", std::process::id(), admin.producer_id());
+    let group = format!(
+        "surge-loadgen-{}-{}",
+        std::process::id(),
+        admin.producer_id()
+    );
     let consumers = consumer::connect(&clients, &config.stream, config.consumers, &group).await?;
     let producer_config = ProducerConfig {
         linger: Duration::from_millis(u64::from(config.linger_ms)),
@@ -172,7 +197,12 @@ async fn connect(config: &RunConfig, addr: &str) -> Result<Setup, LoadgenError> 
         let client = clients[index % clients.len()].clone();
         producers.push(Producer::new(client, &config.stream, producer_config.clone()).await?);
     }
-    Ok(Setup { stream, producers, consumers, clients })
+    Ok(Setup {
+        stream,
+        producers,
+        consumers,
+        clients,
+    })
 }
 
 /// Waits until consumers have read as many events as were acked, for at
@@ -250,7 +280,9 @@ fn build_report(
         + merged.consumer_warmup.errors
         + merged.consumer_warmup.timeouts;
     let target_events_per_s = match plan {
-        Plan::Paced(schedule) => Some(schedule.expected_events() / (schedule.end_us() as f64 / 1e6).max(1e-6)),
+        Plan::Paced(schedule) => {
+            Some(schedule.expected_events() / (schedule.end_us() as f64 / 1e6).max(1e-6))
+        }
         Plan::Window { .. } => None,
     };
     let produce_latency_from = match plan {

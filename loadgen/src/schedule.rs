@@ -37,7 +37,9 @@ impl RateSchedule {
         assert!(!segments.is_empty(), "a schedule needs a segment");
         assert_eq!(segments[0].start_us, 0, "the first segment starts at 0");
         assert!(
-            segments.windows(2).all(|pair| pair[0].start_us <= pair[1].start_us),
+            segments
+                .windows(2)
+                .all(|pair| pair[0].start_us <= pair[1].start_us),
             "segments are sorted"
         );
         assert!(
@@ -72,7 +74,10 @@ impl RateSchedule {
 
     /// The share of producer `index` out of `producers`.
     pub fn share(&self, index: u32, producers: u32) -> ScheduleIter {
-        assert!(index < producers, "producer index within the producer count");
+        assert!(
+            index < producers,
+            "producer index within the producer count"
+        );
         let schedule = self.scaled(1.0 / f64::from(producers));
         ScheduleIter::new(schedule, f64::from(index) / f64::from(producers))
     }
@@ -86,7 +91,9 @@ impl RateSchedule {
 
     /// The rate at a run offset.
     pub fn rate_at(&self, at_us: u64) -> f64 {
-        let index = self.segments.partition_point(|segment| segment.start_us <= at_us);
+        let index = self
+            .segments
+            .partition_point(|segment| segment.start_us <= at_us);
         index
             .checked_sub(1)
             .map_or(0.0, |index| self.segments[index].events_per_s)
@@ -140,8 +147,7 @@ impl Iterator for ScheduleIter {
             let in_segment = self.schedule.segment_events(self.segment);
             if self.events_before_segment + in_segment > target {
                 let segment = self.schedule.segments[self.segment];
-                let into_us =
-                    (target - self.events_before_segment) / segment.events_per_s * 1e6;
+                let into_us = (target - self.events_before_segment) / segment.events_per_s * 1e6;
                 self.next_event += 1;
                 let at_us = segment.start_us + into_us.round() as u64;
                 return Some(at_us.min(self.schedule.segment_end_us(self.segment)));
@@ -159,7 +165,9 @@ mod tests {
 
     #[test]
     fn constant_rate_spaces_events_evenly() {
-        let times: Vec<u64> = RateSchedule::constant(1_000.0, 1_000_000).share(0, 1).collect();
+        let times: Vec<u64> = RateSchedule::constant(1_000.0, 1_000_000)
+            .share(0, 1)
+            .collect();
         assert_eq!(times.len(), 1_000);
         for (index, at_us) in times.iter().enumerate() {
             assert_eq!(*at_us, index as u64 * 1_000);
@@ -179,9 +187,18 @@ mod tests {
     #[test]
     fn rate_changes_between_segments() {
         let segments = vec![
-            RateSegment { start_us: 0, events_per_s: 10.0 },
-            RateSegment { start_us: 1_000_000, events_per_s: 0.0 },
-            RateSegment { start_us: 2_000_000, events_per_s: 100.0 },
+            RateSegment {
+                start_us: 0,
+                events_per_s: 10.0,
+            },
+            RateSegment {
+                start_us: 1_000_000,
+                events_per_s: 0.0,
+            },
+            RateSegment {
+                start_us: 2_000_000,
+                events_per_s: 100.0,
+            },
         ];
         let schedule = RateSchedule::from_segments(segments, 3_000_000);
         let times: Vec<u64> = schedule.share(0, 1).collect();

@@ -102,7 +102,9 @@ impl Recorder {
 
     fn lock(&self) -> MutexGuard<'_, RecorderState> {
         // A panicking recorder thread leaves plain counters behind: still usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn measured(&self, intended_us: u64) -> bool {

@@ -40,7 +40,11 @@ impl WorkloadConfig {
     pub fn validate(&self) -> Result<(), LoadgenError> {
         self.event_size.validate()?;
         if self.keys > KEYS_MAX {
-            return Err(LoadgenError::invalid("--keys", &self.keys.to_string(), "at most 2^40"));
+            return Err(LoadgenError::invalid(
+                "--keys",
+                &self.keys.to_string(),
+                "at most 2^40",
+            ));
         }
         if self.types > TYPES_MAX {
             let value = self.types.to_string();
@@ -49,7 +53,11 @@ impl WorkloadConfig {
         if let KeyDist::Zipf { exponent } = self.key_dist {
             if !(exponent.is_finite() && exponent > 0.0 && exponent <= 10.0) {
                 let value = exponent.to_string();
-                return Err(LoadgenError::invalid("--key-dist", &value, "zipf exponent in (0, 10]"));
+                return Err(LoadgenError::invalid(
+                    "--key-dist",
+                    &value,
+                    "zipf exponent in (0, 10]",
+                ));
             }
         }
         Ok(())
@@ -60,11 +68,19 @@ impl WorkloadConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SizeDist {
-    Fixed { bytes: u64 },
+    Fixed {
+        bytes: u64,
+    },
     /// Uniform over `min..=max`.
-    Uniform { min: u64, max: u64 },
+    Uniform {
+        min: u64,
+        max: u64,
+    },
     /// Normal, clamped to `0..=mean + 3 stddev`.
-    Normal { mean: u64, stddev: u64 },
+    Normal {
+        mean: u64,
+        stddev: u64,
+    },
 }
 
 impl SizeDist {
@@ -76,7 +92,11 @@ impl SizeDist {
         };
         if !ok {
             let value = self.to_string();
-            return Err(LoadgenError::invalid("--event-size", &value, "at most 4 MiB, min <= max"));
+            return Err(LoadgenError::invalid(
+                "--event-size",
+                &value,
+                "at most 4 MiB, min <= max",
+            ));
         }
         Ok(())
     }
@@ -129,7 +149,13 @@ impl FromStr for SizeDist {
     type Err = LoadgenError;
 
     fn from_str(text: &str) -> Result<SizeDist, LoadgenError> {
-        let bad = || LoadgenError::invalid("--event-size", text, "expected 1024, 1KiB, 100..2000 or normal:1024,128");
+        let bad = || {
+            LoadgenError::invalid(
+                "--event-size",
+                text,
+                "expected 1024, 1KiB, 100..2000 or normal:1024,128",
+            )
+        };
         if let Some(rest) = text.strip_prefix("normal:") {
             let (mean, stddev) = rest.split_once(',').ok_or_else(bad)?;
             let mean = parse_bytes(mean).ok_or_else(bad)?;
@@ -150,7 +176,9 @@ impl FromStr for SizeDist {
 /// `1024`, `1k`/`1KiB` (1024), `1m`/`1MiB`.
 fn parse_bytes(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().ok()?;
     let multiplier = match unit.to_ascii_lowercase().as_str() {
@@ -168,7 +196,9 @@ fn parse_bytes(text: &str) -> Option<u64> {
 pub enum KeyDist {
     Uniform,
     /// Rank k drawn with probability proportional to 1 / k^exponent.
-    Zipf { exponent: f64 },
+    Zipf {
+        exponent: f64,
+    },
 }
 
 /// `uniform` or `zipf:1.1` (`zipf` alone is exponent 1).
@@ -290,7 +320,9 @@ impl EventFactory {
             KeyDist::Zipf { exponent } if config.keys > 0 => Some(Zipf::new(config.keys, exponent)),
             _ => None,
         };
-        let type_names = (0..config.types).map(|index| format!("type-{index}")).collect();
+        let type_names = (0..config.types)
+            .map(|index| format!("type-{index}"))
+            .collect();
         EventFactory {
             config: config.clone(),
             rng,
@@ -342,22 +374,37 @@ mod tests {
 
     #[test]
     fn sizes_parse() {
-        assert_eq!("1024".parse::<SizeDist>().unwrap(), SizeDist::Fixed { bytes: 1024 });
-        assert_eq!("1KiB".parse::<SizeDist>().unwrap(), SizeDist::Fixed { bytes: 1024 });
+        assert_eq!(
+            "1024".parse::<SizeDist>().unwrap(),
+            SizeDist::Fixed { bytes: 1024 }
+        );
+        assert_eq!(
+            "1KiB".parse::<SizeDist>().unwrap(),
+            SizeDist::Fixed { bytes: 1024 }
+        );
         assert_eq!(
             "100..2000".parse::<SizeDist>().unwrap(),
-            SizeDist::Uniform { min: 100, max: 2000 }
+            SizeDist::Uniform {
+                min: 100,
+                max: 2000
+            }
         );
         assert_eq!(
             "normal:1k,128".parse::<SizeDist>().unwrap(),
-            SizeDist::Normal { mean: 1024, stddev: 128 }
+            SizeDist::Normal {
+                mean: 1024,
+                stddev: 128
+            }
         );
         assert!("lots".parse::<SizeDist>().is_err());
     }
 
     #[test]
     fn normal_sizes_stay_in_bounds() {
-        let dist = SizeDist::Normal { mean: 100, stddev: 50 };
+        let dist = SizeDist::Normal {
+            mean: 100,
+            stddev: 50,
+        };
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..10_000 {
             assert!(dist.sample(&mut rng) <= dist.max_bytes());

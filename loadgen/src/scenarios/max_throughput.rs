@@ -25,7 +25,9 @@ pub async fn drive(
     for sender in senders {
         let limit = count_share(count, sender.index, producers);
         let factory = EventFactory::new(workload, sender.index);
-        tasks.push(tokio::spawn(window_loop(sender, factory, in_flight, limit, end_us)));
+        tasks.push(tokio::spawn(window_loop(
+            sender, factory, in_flight, limit, end_us,
+        )));
     }
     for task in tasks {
         if let Err(error) = task.await {

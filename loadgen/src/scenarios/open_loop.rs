@@ -72,7 +72,9 @@ impl Pacer {
                 // Behind when the run ended: say how far, never hide it.
                 let left = self.limit - sent - 1;
                 let later = self.times.by_ref().take_while(|at| *at < self.end_us);
-                let missed = 1 + later.take(usize::try_from(left).unwrap_or(usize::MAX)).count();
+                let missed = 1 + later
+                    .take(usize::try_from(left).unwrap_or(usize::MAX))
+                    .count();
                 self.sender.recorder.not_sent(missed as u64);
                 return;
             }
@@ -85,12 +87,13 @@ impl Pacer {
     }
 }
 
-/// Latencies of an open-loop run against a simulated broker that acks
-/// every event `service_us` after it is sent, except that it stalls from
-/// `stall_us.0` to `stall_us.1` and the sender waits that out (as a real
-/// one waits on backpressure). Returns the latencies measured from the
-/// intended time (what loadgen records) and from the actual send (what a
-/// coordinated-omission-blind tool records), for tests and documentation.
+/// Latencies of a fixed-rate run against a simulated broker that acks
+/// `service_us` after a send, except that a send inside `stall_us` is acked
+/// only at its end. The sender waits for each ack before the next send (as
+/// a real one waits on backpressure when its window is full). Returns the
+/// latencies measured from the intended time (what loadgen records) and
+/// from the actual send (what a coordinated-omission-blind tool records):
+/// the first sees every event the stall delayed, the second only one.
 pub fn simulate_stall(
     rate: f64,
     run_us: u64,
@@ -101,12 +104,13 @@ pub fn simulate_stall(
     let mut from_sent = LatencyHistogram::new();
     let mut sender_free_us = 0;
     for intended_us in schedule(rate, run_us).share(0, 1) {
-        let mut sent_us = intended_us.max(sender_free_us);
-        if (stall_us.0..stall_us.1).contains(&sent_us) {
-            sent_us = stall_us.1;
-        }
-        sender_free_us = sent_us;
-        let acked_us = sent_us + service_us;
+        let sent_us = intended_us.max(sender_free_us);
+        let acked_us = if (stall_us.0..stall_us.1).contains(&sent_us) {
+            stall_us.1 + service_us
+        } else {
+            sent_us + service_us
+        };
+        sender_free_us = acked_us;
         from_intended.record_since(intended_us, acked_us);
         from_sent.record_since(sent_us, acked_us);
     }

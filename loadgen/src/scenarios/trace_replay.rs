@@ -34,7 +34,11 @@ impl Trace {
             .map_err(|error| LoadgenError::io(path, error))?
             .len();
         if size > TRACE_BYTES_MAX {
-            return Err(trace_error(path, 0, format!("{size} bytes, at most {TRACE_BYTES_MAX}")));
+            return Err(trace_error(
+                path,
+                0,
+                format!("{size} bytes, at most {TRACE_BYTES_MAX}"),
+            ));
         }
         let text = std::fs::read_to_string(path).map_err(|error| LoadgenError::io(path, error))?;
         Trace::parse(&text, path)
@@ -103,7 +107,11 @@ impl Trace {
                 let peak = self.peak();
                 if peak <= 0.0 {
                     let value = peak.to_string();
-                    return Err(LoadgenError::invalid("--peak-rate", &value, "trace peak is not positive"));
+                    return Err(LoadgenError::invalid(
+                        "--peak-rate",
+                        &value,
+                        "trace peak is not positive",
+                    ));
                 }
                 Ok(events_per_s / peak)
             }
@@ -152,7 +160,11 @@ pub fn parse_timestamp(text: &str) -> Option<f64> {
     }
     let (date, time) = text.split_once([' ', 'T'])?;
     let mut date_parts = date.split('-').map(|part| part.parse::<i64>().ok());
-    let (year, month, day) = (date_parts.next()??, date_parts.next()??, date_parts.next()??);
+    let (year, month, day) = (
+        date_parts.next()??,
+        date_parts.next()??,
+        date_parts.next()??,
+    );
     let mut time_parts = time.trim_end_matches('Z').split(':');
     let hour: i64 = time_parts.next()?.parse().ok()?;
     let minute: i64 = time_parts.next()?.parse().ok()?;
@@ -184,7 +196,10 @@ mod tests {
     #[test]
     fn timestamps_parse_as_utc_seconds() {
         assert_eq!(parse_timestamp("1970-01-01 00:00:00"), Some(0.0));
-        assert_eq!(parse_timestamp("2015-02-26 21:42:53"), Some(1_424_986_973.0));
+        assert_eq!(
+            parse_timestamp("2015-02-26 21:42:53"),
+            Some(1_424_986_973.0)
+        );
         assert_eq!(parse_timestamp("2000-03-01T00:00:00"), Some(951_868_800.0));
         assert_eq!(parse_timestamp("12.5"), Some(12.5));
         assert_eq!(parse_timestamp("yesterday"), None);
