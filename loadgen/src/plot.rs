@@ -10,10 +10,10 @@ use crate::error::LoadgenError;
 use crate::report::{Report, TimelineSecond};
 
 const WIDTH_PX: u32 = 1000;
+const HEIGHT_PX: u32 = 720;
 
 /// Reads one latency series from a timeline entry.
 type Metric = fn(&TimelineSecond) -> u64;
-const HEIGHT_PX: u32 = 720;
 
 /// Writes the plot of `report` to `path`.
 pub fn write_svg(report: &Report, path: &Path) -> Result<(), LoadgenError> {
