@@ -1,0 +1,63 @@
+//! Max throughput: closed loop. Each producer keeps at most `in_flight`
+//! events unacknowledged (a window of permits that travel with the events
+//! and return on ack) and sends the next as soon as one returns, until the
+//! run's end or its share of `count`. There is no schedule, so latency is
+//! measured from the actual send: it is the service time under full load,
+//! not what a user at a given rate would see (use open loop for that).
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::producer::{count_share, Sender};
+use crate::workload::{EventFactory, WorkloadConfig};
+
+/// Runs every sender as a windowed task until `end_us` or `count`.
+pub async fn drive(
+    senders: Vec<Sender>,
+    in_flight: u32,
+    workload: &WorkloadConfig,
+    count: Option<u64>,
+    end_us: u64,
+) {
+    let producers = u32::try_from(senders.len()).expect("producers are bounded");
+    let mut tasks = Vec::with_capacity(senders.len());
+    for sender in senders {
+        let limit = count_share(count, sender.index, producers);
+        let factory = EventFactory::new(workload, sender.index);
+        tasks.push(tokio::spawn(window_loop(
+            sender, factory, in_flight, limit, end_us,
+        )));
+    }
+    for task in tasks {
+        if let Err(error) = task.await {
+            eprintln!("surge-loadgen: warning: sender task failed: {error}");
+        }
+    }
+}
+
+async fn window_loop(
+    sender: Sender,
+    mut factory: EventFactory,
+    in_flight: u32,
+    limit: u64,
+    end_us: u64,
+) {
+    let window = Arc::new(Semaphore::new(in_flight as usize));
+    let end = tokio::time::Instant::from_std(sender.clock.instant_at(end_us));
+    let mut sent = 0;
+    while sent < limit {
+        let permit = tokio::select! {
+            permit = Arc::clone(&window).acquire_owned() => {
+                permit.expect("the window semaphore is never closed")
+            }
+            () = tokio::time::sleep_until(end) => return,
+        };
+        let now_us = sender.clock.now_us();
+        if now_us >= end_us {
+            return;
+        }
+        sender.send(&mut factory, now_us, Some(permit)).await;
+        sent += 1;
+    }
+}
