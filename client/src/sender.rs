@@ -130,7 +130,7 @@ fn acks_of(part: &ProducePartResponse, record_count: u32) -> Result<Vec<Ack>, Cl
         let acks = (0..u64::from(record_count))
             .map(|index| Ack {
                 shard_id: part.shard_id,
-                offset: part.base_offset.checked_add(index).unwrap_or(u64::MAX),
+                offset: part.base_offset.saturating_add(index),
             })
             .collect();
         return Ok(acks);

@@ -140,14 +140,6 @@ impl RunConfig {
         check_range("--producers", self.producers, 1, PRODUCERS_MAX)?;
         check_range("--connections", self.connections, 1, CONNECTIONS_MAX)?;
         check_range("--consumers", self.consumers, 0, CONSUMERS_MAX)?;
-        if self.connections < self.producers {
-            return Err(LoadgenError::invalid(
-                "--connections",
-                &self.connections.to_string(),
-                "fewer than --producers: producers on one surge-client connection share a \
-                 producer id and their sequences collide; give each its own connection",
-            ));
-        }
         if let Some(create) = &self.create_stream {
             check_range("--shards", create.shards, 1, SHARDS_MAX)?;
         }

@@ -80,11 +80,11 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
     let mut kept: Vec<Scanned> = Vec::with_capacity(bases.len());
     for (at, &base_offset) in bases.iter().enumerate() {
         if let Some(previous) = kept.last_mut() {
-            if previous.end.next_offset != base_offset {
-                if !keep_past_damage(dir, previous, base_offset) {
-                    drop_segments(dir, &bases[at..], previous.end.next_offset, &mut report)?;
-                    break;
-                }
+            if previous.end.next_offset != base_offset
+                && !keep_past_damage(dir, previous, base_offset)
+            {
+                drop_segments(dir, &bases[at..], previous.end.next_offset, &mut report)?;
+                break;
             }
         }
         kept.push(scan_segment(dir, base_offset, config)?);
