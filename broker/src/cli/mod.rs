@@ -1,6 +1,7 @@
 //! Command-line parsing and one module per command.
 
 mod consume;
+mod loadgen;
 mod produce;
 mod serve;
 mod shard;
@@ -37,6 +38,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Read events from a stream and print them.
     Consume(consume::ConsumeArgs),
+    /// Generate load and measure it (runs surge-loadgen; `--help` is its).
+    #[command(disable_help_flag = true)]
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 /// Where the client commands find the broker.
@@ -69,6 +73,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Shard(command)) => shard::run(command).await,
         Some(Command::Produce(args)) => produce::run(args).await,
         Some(Command::Consume(args)) => consume::run(args).await,
+        Some(Command::Loadgen(args)) => loadgen::run(args).await,
     }
 }
 

@@ -117,3 +117,32 @@ fn unreachable_broker_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn loadgen_runs_through_the_surge_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let args = [
+        "loadgen",
+        "--create-stream",
+        "--stream",
+        "bench",
+        "--shards",
+        "2",
+        "--rate",
+        "500",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--quiet",
+    ];
+    let output = broker.cli(&args, None);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.contains("fsync"), "the report states durability: {out}");
+}
