@@ -72,7 +72,10 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
     }
     remove_orphan_indexes(dir, &bases)?;
     let mut report = RecoveryReport::default();
-    if bases.is_empty() {
+    // A log created just now holds nothing but preallocated zeros: its
+    // tail need not be read back to prove it.
+    let fresh = bases.is_empty();
+    if fresh {
         create_segment_file(dir, 0, config.preallocate_bytes)?;
         files::sync_dir(dir)?;
         bases.push(0);
@@ -87,7 +90,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
                 break;
             }
         }
-        kept.push(scan_segment(dir, base_offset, config)?);
+        kept.push(scan_segment(dir, base_offset, config, fresh)?);
     }
     let last_at = kept.len() - 1;
     let mut segments = Vec::with_capacity(kept.len());
@@ -136,7 +139,13 @@ fn keep_past_damage(dir: &Path, previous: &mut Scanned, next_base: u64) -> bool 
 }
 
 /// Scans one segment from its last index checkpoint without changing it.
-fn scan_segment(dir: &Path, base_offset: u64, config: &LogConfig) -> Result<Scanned, StorageError> {
+/// `fresh`: the segment was created empty by this recovery.
+fn scan_segment(
+    dir: &Path,
+    base_offset: u64,
+    config: &LogConfig,
+    fresh: bool,
+) -> Result<Scanned, StorageError> {
     let path = files::offset_path(dir, base_offset, files::LOG_SUFFIX);
     let file = File::open(&path).map_err(|source| StorageError::io("open", &path, source))?;
     let file_len_bytes = file
@@ -182,7 +191,13 @@ fn scan_segment(dir: &Path, base_offset: u64, config: &LogConfig) -> Result<Scan
         config.max_batch_bytes,
     );
     index.truncate_at(end.valid_bytes);
-    let dropped_bytes = segment::dropped_bytes(map.as_slice(), end.valid_bytes);
+    drop(map);
+    let dropped_bytes = if fresh {
+        0
+    } else {
+        segment::dropped_bytes_in_file(&file, end.valid_bytes, file_len_bytes)
+            .map_err(|source| StorageError::io("read", &path, source))?
+    };
     Ok(Scanned {
         base_offset,
         file_len_bytes,

@@ -128,7 +128,11 @@ pub(crate) fn scan(
         let header = match batch::validate(rest, max_batch_bytes) {
             Ok(header) => header,
             Err(error) => {
-                let reason = if rest.iter().all(|byte| *byte == 0) {
+                // Zeros where a header should be: the preallocated end. Only
+                // the header is looked at here (a whole tail of zeros is
+                // tens of MiB); recovery counts any garbage further on.
+                let header_bytes = rest.len().min(BATCH_HEADER_BYTES);
+                let reason = if rest[..header_bytes].iter().all(|byte| *byte == 0) {
                     None
                 } else {
                     Some(error.to_string())
@@ -173,11 +177,32 @@ pub(crate) fn scan(
 
 /// Bytes after `valid_bytes` up to the last non-zero byte: what a
 /// truncation at `valid_bytes` drops (preallocated zeros do not count).
-pub(crate) fn dropped_bytes(bytes: &[u8], valid_bytes: u64) -> u64 {
-    let tail = &bytes[valid_bytes as usize..];
-    tail.iter()
-        .rposition(|byte| *byte != 0)
-        .map_or(0, |last| last as u64 + 1)
+/// Bytes from `valid_bytes` up to the last non-zero byte of the file: what
+/// recovery drops. Read with pread in large chunks: a segment's tail is
+/// mostly preallocated zeros, and faulting tens of MiB of them in through a
+/// map page by page made opening a shard take seconds.
+pub(crate) fn dropped_bytes_in_file(
+    file: &std::fs::File,
+    valid_bytes: u64,
+    len_bytes: u64,
+) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK_BYTES: usize = 1 << 20;
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut position = valid_bytes;
+    let mut last_nonzero_end = valid_bytes;
+    while position < len_bytes {
+        let want = (len_bytes - position).min(CHUNK_BYTES as u64) as usize;
+        let read = file.read_at(&mut buf[..want], position)?;
+        if read == 0 {
+            break;
+        }
+        if let Some(last) = buf[..read].iter().rposition(|byte| *byte != 0) {
+            last_nonzero_end = position + last as u64 + 1;
+        }
+        position += read as u64;
+    }
+    Ok(last_nonzero_end - valid_bytes)
 }
 
 #[cfg(test)]
@@ -212,7 +237,13 @@ mod tests {
         assert_eq!(end.next_offset, 13);
         assert_eq!(end.max_timestamp_ms, 1_001);
         assert_eq!(end.stop_reason, None);
-        assert_eq!(dropped_bytes(&bytes, end.valid_bytes), 0);
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &bytes).unwrap();
+        let len = bytes.len() as u64;
+        assert_eq!(
+            dropped_bytes_in_file(&file, end.valid_bytes, len).unwrap(),
+            0
+        );
         assert_eq!(index.entries().len(), 2);
     }
 
@@ -240,6 +271,12 @@ mod tests {
         );
         assert_eq!(end.valid_bytes, first.len() as u64);
         assert!(end.stop_reason.is_some());
-        assert_eq!(dropped_bytes(&garbage, end.valid_bytes), 11);
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &garbage).unwrap();
+        let len = garbage.len() as u64;
+        assert_eq!(
+            dropped_bytes_in_file(&file, end.valid_bytes, len).unwrap(),
+            11
+        );
     }
 }

@@ -40,8 +40,10 @@ fn connections_over_the_limit_are_refused_with_an_error() {
 fn silent_connections_are_closed_at_the_handshake_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(&dir, &["--set", "handshake_timeout_ms=300"]);
-    let mut silent = RawConn::connect(&broker.addr);
+    // Timed from before the connect: the broker's deadline starts at its
+    // accept, which cannot precede our connect.
     let started = Instant::now();
+    let mut silent = RawConn::connect(&broker.addr);
     assert!(silent.is_closed(), "the broker must hang up");
     assert!(
         started.elapsed() >= Duration::from_millis(250),
