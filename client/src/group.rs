@@ -53,12 +53,47 @@ impl GroupKey {
     }
 }
 
+/// Where the heartbeat task's assignments arrive. What was handed to the
+/// consumer is remembered by value: the watch's "seen" flag is also consumed
+/// by `wait`, and relying on it lost an assignment that arrived while the
+/// consumer idled (it kept reading nothing, forever).
+#[derive(Debug)]
+struct Inbox {
+    receiver: watch::Receiver<Assignment>,
+    handed_out: Assignment,
+}
+
+impl Inbox {
+    /// The receiver's current value counts as handed out.
+    fn new(mut receiver: watch::Receiver<Assignment>) -> Inbox {
+        let handed_out = receiver.borrow_and_update().clone();
+        Inbox {
+            receiver,
+            handed_out,
+        }
+    }
+
+    fn changed(&mut self) -> Option<Assignment> {
+        let current = self.receiver.borrow_and_update().clone();
+        if current == self.handed_out {
+            return None;
+        }
+        self.handed_out = current.clone();
+        Some(current)
+    }
+
+    /// Waits up to `limit` for a new assignment; `changed` then returns it.
+    async fn wait(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.receiver.changed()).await;
+    }
+}
+
 /// Membership of one group on one stream, with its heartbeat task.
 #[derive(Debug)]
 pub(crate) struct Membership {
     key: GroupKey,
     state: Arc<Mutex<MemberState>>,
-    assignments: watch::Receiver<Assignment>,
+    inbox: Inbox,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 }
@@ -84,8 +119,8 @@ impl Membership {
             member_id: assignment.member_id.clone(),
             applied_generation: 0,
         }));
-        let (publish, mut assignments) = watch::channel(assignment.clone());
-        assignments.borrow_and_update();
+        let (publish, assignments) = watch::channel(assignment.clone());
+        let inbox = Inbox::new(assignments);
         let wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
         let heartbeat = Heartbeat {
@@ -99,7 +134,7 @@ impl Membership {
         let membership = Membership {
             key,
             state,
-            assignments,
+            inbox,
             wake,
             shutdown,
         };
@@ -108,15 +143,12 @@ impl Membership {
 
     /// A new assignment published by the heartbeat task, if any.
     pub(crate) fn changed(&mut self) -> Option<Assignment> {
-        if !self.assignments.has_changed().unwrap_or(false) {
-            return None;
-        }
-        Some(self.assignments.borrow_and_update().clone())
+        self.inbox.changed()
     }
 
     /// Waits up to `limit` for an assignment change.
     pub(crate) async fn wait_changed(&mut self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, self.assignments.changed()).await;
+        self.inbox.wait(limit).await;
     }
 
     /// Records that `generation`'s assignment is in effect and heartbeats
@@ -236,5 +268,31 @@ impl Heartbeat {
             }
             changed
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(generation: u64, shards: &[u32]) -> Assignment {
+        Assignment {
+            generation,
+            shards: shards.to_vec(),
+            ..Assignment::default()
+        }
+    }
+
+    /// Regression: an assignment that arrived while the consumer waited was
+    /// marked seen by the wait and never handed out.
+    #[tokio::test]
+    async fn an_assignment_arriving_during_a_wait_is_still_handed_out() {
+        let (publish, receiver) = watch::channel(assignment(2, &[]));
+        let mut inbox = Inbox::new(receiver);
+        assert_eq!(inbox.changed(), None);
+        publish.send_replace(assignment(2, &[2, 3]));
+        inbox.wait(Duration::from_secs(5)).await;
+        assert_eq!(inbox.changed(), Some(assignment(2, &[2, 3])));
+        assert_eq!(inbox.changed(), None, "handed out once");
     }
 }

@@ -19,17 +19,22 @@ fn connections_over_the_limit_are_refused_with_an_error() {
     assert_eq!(header.error, ErrorCode::TooManyConnections);
     assert!(third.is_closed());
     drop(first);
-    // The slot frees once the broker sees the close.
+    // The slot frees once the broker sees the close; until then a new
+    // connection is refused the same way.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut again = RawConn::connect(&broker.addr);
-        let handshake = again.request(&surge_protocol::handshake::HandshakeRequest {
+        let handshake = surge_protocol::handshake::HandshakeRequest {
             client_id: "again".into(),
             min_protocol: 1,
             max_protocol: 1,
-        });
-        if handshake.is_ok() {
-            break;
+        };
+        let body = surge_protocol::Wire::to_bytes(&handshake);
+        again.send_frame(0, 0, &body);
+        match again.read_response() {
+            Some((header, _)) if header.error.is_ok() => break,
+            Some((header, _)) => assert_eq!(header.error, ErrorCode::TooManyConnections),
+            None => {}
         }
         assert!(Instant::now() < deadline, "the freed slot was never reused");
         std::thread::sleep(Duration::from_millis(50));
