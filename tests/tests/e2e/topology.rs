@@ -16,7 +16,8 @@ use surge_tests::BrokerProcess;
 
 use crate::support::{create_stream, read_all, runtime, seed};
 
-const KEYS: u32 = 2_000;
+const KEYS: u32 = 10_000;
+const PRODUCERS: usize = 8;
 
 /// Produces keyed events until `stop`; returns (value, ack) of every ack
 /// and the number of failed sends.
@@ -184,7 +185,7 @@ fn splits_merges_and_moves_under_load_lose_nothing() {
         )
         .await;
         let stop = Arc::new(AtomicBool::new(false));
-        let producers: Vec<_> = (0..4)
+        let producers: Vec<_> = (0..PRODUCERS)
             .map(|index| {
                 let client = client.clone();
                 tokio::spawn(produce(
@@ -228,7 +229,7 @@ fn changes_wanted() -> usize {
     std::env::var("SURGE_TOPOLOGY_CHANGES")
         .ok()
         .and_then(|text| text.parse().ok())
-        .unwrap_or(60)
+        .unwrap_or(200)
 }
 
 /// Kills the broker at random moments while changes and appends run, then
