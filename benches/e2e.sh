@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of Surge (issue 3): measures this machine's limits
+# (fio sequential write + fdatasync, fdatasync latency, iperf3 loopback TCP),
+# starts one release broker on 127.0.0.1 and runs the standard loadgen set
+# against it, then writes the results table into BENCHMARKS.md between the
+# e2e markers. JSON reports, SVG plots and logs stay in target/bench-e2e/.
+#
+# Usage: benches/e2e.sh [--quick] [--duration S] [--warmup S] [--no-update]
+#   --quick       smoke run: 1 KiB and 1 producer only, 1 s runs, small fio
+#                 and iperf3 jobs; never touches BENCHMARKS.md
+#   --duration S  measured seconds per run (default 6, or E2E_DURATION_S)
+#   --warmup S    warmup seconds per run (default 2, or E2E_WARMUP_S)
+#   --no-update   write the table to target/bench-e2e/results.md only
+# E2E_DATA_DIR picks the parent of the broker's and fio's files (default:
+# target/bench-e2e), so both measure the same filesystem.
+#
+# The full run takes about 4-5 minutes on a 2-core machine once built. It
+# installs fio and iperf3 from Debian if they are missing (needs root).
+set -euo pipefail
+
+QUICK=0
+UPDATE=1
+DURATION_S=${E2E_DURATION_S:-6}
+WARMUP_S=${E2E_WARMUP_S:-2}
+COMMAND="benches/e2e.sh $*"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --duration) DURATION_S=$2; shift ;;
+        --warmup) WARMUP_S=$2; shift ;;
+        --no-update) UPDATE=0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "e2e.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [[ $QUICK == 1 ]]; then
+    DURATION_S=1
+    WARMUP_S=0.5
+    UPDATE=0
+fi
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=$TARGET_DIR/bench-e2e
+REPORT=$ROOT/benches/e2e_report.py
+SHARDS=4
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.svg "$OUT"/*.txt "$OUT"/*.tsv "$OUT"/*.log
+
+log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+command -v python3 >/dev/null || die "python3 is needed to read the JSON reports"
+
+# --- tools -------------------------------------------------------------------
+install_missing() {
+    local missing=()
+    command -v fio >/dev/null || missing+=(fio)
+    command -v iperf3 >/dev/null || missing+=(iperf3)
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    [[ $(id -u) == 0 ]] || die "missing ${missing[*]}; install them or run as root"
+    log "installing ${missing[*]} from Debian"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+install_missing
+
+log "building release binaries"
+cargo build --release -q -p surge-broker -p surge-loadgen
+SURGE=$TARGET_DIR/release/surge
+LOADGEN=$TARGET_DIR/release/surge-loadgen
+[[ -x $SURGE && -x $LOADGEN ]] || die "no $SURGE or $LOADGEN after the build"
+
+# --- scratch space and cleanup -----------------------------------------------
+DATA_PARENT=${E2E_DATA_DIR:-$OUT}
+mkdir -p "$DATA_PARENT"
+SCRATCH=$(mktemp -d "$DATA_PARENT/scratch.XXXXXX")
+BROKER_PID=
+IPERF_PID=
+
+stop_pid() {
+    local pid=$1
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    stop_pid "$IPERF_PID"
+    stop_pid "$BROKER_PID"
+    rm -rf "$SCRATCH"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_gib=$(( $(df -Pk "$SCRATCH" | awk 'NR == 2 { print $4 }') / 1024 / 1024 ))
+[[ $free_gib -ge 8 ]] || die "only $free_gib GiB free under $SCRATCH; runs need about 8"
+
+# --- machine -----------------------------------------------------------------
+GIT_SHA=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+    GIT_SHA="$GIT_SHA (dirty)"
+fi
+CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+MEMORY=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1024 / 1024 }' /proc/meminfo)
+FILESYSTEM=$(df -PT "$SCRATCH" | awk 'NR == 2 { print $2 " on " $1 }')
+
+# --- limits ------------------------------------------------------------------
+if [[ $QUICK == 1 ]]; then
+    FIO_SIZE=64m; FIO_SYNC_S=1; IPERF_S=1
+else
+    FIO_SIZE=512m; FIO_SYNC_S=5; IPERF_S=5
+fi
+mkdir -p "$SCRATCH/fio"
+FIO_BW_ARGS="--rw=write --bs=1m --size=$FIO_SIZE --fdatasync=1 --direct=0 --ioengine=psync"
+FIO_SYNC_ARGS="--rw=write --bs=4k --size=64m --fdatasync=1 --direct=0 --ioengine=psync --time_based --runtime=$FIO_SYNC_S"
+log "fio: sequential write + fdatasync, 1 MiB writes, $FIO_SIZE"
+# shellcheck disable=SC2086 # the argument lists split on purpose
+fio --name=seqwrite --directory="$SCRATCH/fio" $FIO_BW_ARGS \
+    --output-format=json --output="$OUT/fio-write-fdatasync.json" >/dev/null
+rm -f "$SCRATCH"/fio/*
+log "fio: fdatasync latency, 4 KiB writes, ${FIO_SYNC_S} s"
+# shellcheck disable=SC2086
+fio --name=sync4k --directory="$SCRATCH/fio" $FIO_SYNC_ARGS \
+    --output-format=json --output="$OUT/fio-fdatasync-4k.json" >/dev/null
+rm -rf "$SCRATCH/fio"
+
+IPERF_PORT=$(( 20000 + RANDOM % 20000 ))
+log "iperf3: loopback TCP, one stream, ${IPERF_S} s (port $IPERF_PORT)"
+iperf3 -s -1 -B 127.0.0.1 -p "$IPERF_PORT" >"$OUT/iperf3-server.log" 2>&1 &
+IPERF_PID=$!
+for _ in $(seq 50); do
+    if iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -t "$IPERF_S" -J >"$OUT/iperf3.json" 2>/dev/null; then
+        break
+    fi
+    sleep 0.1
+done
+stop_pid "$IPERF_PID"
+IPERF_PID=
+
+FIO_MB_S=$(python3 "$REPORT" fio-bw "$OUT/fio-write-fdatasync.json")
+read -r SYNC_P50_US SYNC_P99_US SYNC_P999_US < <(python3 "$REPORT" fio-sync "$OUT/fio-fdatasync-4k.json")
+IPERF_MB_S=$(python3 "$REPORT" iperf "$OUT/iperf3.json")
+log "limits: fio $FIO_MB_S MB/s; fdatasync p50/p99/p99.9 $SYNC_P50_US/$SYNC_P99_US/$SYNC_P999_US us; loopback $IPERF_MB_S MB/s"
+cat >"$OUT/limits.json" <<EOF
+{
+  "fio_write_fdatasync_mb_s": $FIO_MB_S,
+  "fdatasync_4k_us": [$SYNC_P50_US, $SYNC_P99_US, $SYNC_P999_US],
+  "iperf3_loopback_mb_s": $IPERF_MB_S,
+  "fio_bw_cmd": "fio $FIO_BW_ARGS",
+  "fio_sync_cmd": "fio $FIO_SYNC_ARGS",
+  "iperf_cmd": "iperf3 -c 127.0.0.1 -t $IPERF_S -J"
+}
+EOF
+
+# --- broker ------------------------------------------------------------------
+log "starting the broker"
+SURGE_LOG=info "$SURGE" serve --data-dir "$SCRATCH/broker" --listen 127.0.0.1:0 \
+    >"$OUT/broker.log" 2>&1 &
+BROKER_PID=$!
+ADDR=
+for _ in $(seq 300); do
+    ADDR=$(sed -n 's/^surge listening on //p' "$OUT/broker.log" | head -n 1)
+    [[ -n $ADDR ]] && break
+    kill -0 "$BROKER_PID" 2>/dev/null || die "the broker exited; see $OUT/broker.log"
+    sleep 0.1
+done
+[[ -n $ADDR ]] || die "the broker printed no address in 30 s; see $OUT/broker.log"
+IO_BACKEND=$(grep -o 'io="\{0,1\}[a-z_]*' "$OUT/broker.log" | head -n 1 | sed 's/io="\{0,1\}//')
+log "broker at $ADDR (pid $BROKER_PID, io ${IO_BACKEND:-unknown})"
+
+# --- runs --------------------------------------------------------------------
+MANIFEST=$OUT/runs.tsv
+: >"$MANIFEST"
+RUN_SEQ=0
+
+# run_loadgen KIND SIZE PRODUCERS DURABILITY LINGER_MS [extra loadgen flags...]
+# Runs one bounded loadgen on a fresh stream, deletes the stream afterwards
+# (so the disk does not fill up), and appends the run to the manifest. A
+# failed run is recorded, not fatal: its row says so.
+run_loadgen() {
+    local kind=$1 size=$2 producers=$3 durability=$4 linger=$5
+    shift 5
+    RUN_SEQ=$((RUN_SEQ + 1))
+    local label="${kind}-${size}-p${producers}-${durability}"
+    local stream="e2e-$$-$RUN_SEQ-$label"
+    log "run $RUN_SEQ: $label $*"
+    if ! "$LOADGEN" --broker "$ADDR" --stream "$stream" --create-stream \
+        --shards "$SHARDS" --durability "$durability" --producers "$producers" \
+        --event-size "$size" --linger-ms "$linger" \
+        --duration "${DURATION_S}s" --warmup "${WARMUP_S}s" --quiet \
+        --json "$OUT/$label.json" --svg "$OUT/$label.svg" "$@" \
+        >"$OUT/$label.txt" 2>&1; then
+        log "run $label failed; see $OUT/$label.txt"
+        rm -f "$OUT/$label.json"
+    fi
+    "$SURGE" stream delete "$stream" --broker "$ADDR" >/dev/null 2>&1 ||
+        log "could not delete stream $stream"
+    kill -0 "$BROKER_PID" 2>/dev/null || die "the broker died during $label; see $OUT/broker.log"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$kind" "$size" "$producers" \
+        "$durability" "$linger" "$OUT/$label.json" >>"$MANIFEST"
+}
+
+if [[ $QUICK == 1 ]]; then
+    SIZES=(1KiB); PRODUCER_COUNTS=(1)
+else
+    SIZES=(100 1KiB); PRODUCER_COUNTS=(1 4)
+fi
+for size in "${SIZES[@]}"; do
+    for producers in "${PRODUCER_COUNTS[@]}"; do
+        for durability in fsync write; do
+            run_loadgen max "$size" "$producers" "$durability" 1
+            max_json="$OUT/max-${size}-p${producers}-${durability}.json"
+            if [[ -f $max_json ]]; then
+                rate=$(python3 "$REPORT" rate "$max_json" 0.5)
+                run_loadgen open50 "$size" "$producers" "$durability" 1 --rate "$rate"
+            fi
+        done
+    done
+done
+for durability in write fsync; do
+    run_loadgen lat5k 1KiB 1 "$durability" 0 --rate 5000 --consumers 1
+done
+
+# --- report ------------------------------------------------------------------
+python3 - "$COMMAND" "$(date -u +%Y-%m-%dT%H:%MZ)" "$GIT_SHA" "$(nproc)" "$CPU_MODEL" \
+    "$MEMORY" "$(uname -r)" "$FILESYSTEM" "${IO_BACKEND:-unknown}" "$WARMUP_S" "$DURATION_S" \
+    >"$OUT/machine.json" <<'PY'
+import json, sys
+keys = ["command", "date", "git_sha", "nproc", "cpu_model", "memory", "kernel",
+        "filesystem", "io_backend", "warmup_s", "duration_s"]
+print(json.dumps(dict(zip(keys, sys.argv[1:])), indent=2))
+PY
+render=(python3 "$REPORT" render --manifest "$MANIFEST" --limits "$OUT/limits.json"
+    --machine "$OUT/machine.json")
+if [[ $UPDATE == 1 ]]; then
+    render+=(--update "$ROOT/BENCHMARKS.md")
+fi
+"${render[@]}" >"$OUT/results.md"
+cat "$OUT/results.md"
+log "done: reports in $OUT$([[ $UPDATE == 1 ]] && echo ", table in BENCHMARKS.md")"

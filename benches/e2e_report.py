@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""Helper of benches/e2e.sh: reads fio, iperf3 and surge-loadgen JSON and
+renders the end-to-end results table into BENCHMARKS.md.
+
+Subcommands (all output on stdout unless stated):
+  fio-bw FIO_JSON              sequential write bandwidth, MB/s (10^6 B/s)
+  fio-sync FIO_JSON            fdatasync latency p50 p99 p99.9 in us
+  iperf IPERF_JSON             loopback receive throughput, MB/s
+  rate LOADGEN_JSON FACTOR     FACTOR x acked events/s, rounded, at least 1
+  render --manifest TSV --limits JSON --machine JSON [--update FILE]
+         writes the markdown section; with --update, replaces what lies
+         between the e2e markers of FILE as well.
+
+MB is 10^6 bytes everywhere, as in loadgen's reports.
+"""
+
+import json
+import sys
+
+BEGIN = "<!-- e2e:begin -->"
+END = "<!-- e2e:end -->"
+
+# Issue 3's targets.
+FSYNC_SHARE_MIN = 0.50
+WRITE_SHARE_MIN = 0.25
+WRITE_E2E_P99_US_MAX = 300
+FSYNC_E2E_MARGIN_US = 500
+
+
+def load(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def fio_bw_mb_s(path):
+    job = load(path)["jobs"][0]
+    return job["write"]["bw_bytes"] / 1e6
+
+
+def fio_sync_us(path):
+    percentiles = load(path)["jobs"][0]["sync"]["lat_ns"]["percentile"]
+    return [percentiles[key] / 1e3 for key in ("50.000000", "99.000000", "99.900000")]
+
+
+def iperf_mb_s(path):
+    report = load(path)
+    if "error" in report:
+        raise SystemExit(f"iperf3: {report['error']}")
+    return report["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+
+
+def read_manifest(path):
+    """Rows of label, kind, size, producers, durability, linger_ms, json path."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != 7:
+                raise SystemExit(f"{path}: bad manifest line {line!r}")
+            label, kind, size, producers, durability, linger, report = fields
+            try:
+                data = load(report)
+            except (OSError, ValueError):
+                data = None
+            rows.append(
+                {
+                    "label": label,
+                    "kind": kind,
+                    "size": size,
+                    "producers": int(producers),
+                    "durability": durability,
+                    "linger_ms": int(linger),
+                    "report": data,
+                }
+            )
+    return rows
+
+
+def limit_for(row, limits):
+    if row["durability"] == "fsync":
+        return limits["fio_write_fdatasync_mb_s"]
+    return limits["iperf3_loopback_mb_s"]
+
+
+def fmt_us(value):
+    return f"{value:,}"
+
+
+def run_table(rows, limits):
+    out = [
+        "| run | size | prod | durability | rate asked | events/s | MB/s | of limit "
+        "| ack p50 / p99 / p99.9 / max (µs) | e2e p99 (µs) | errors / timeouts / not sent |",
+        "|---|---|---:|---|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for row in rows:
+        head = f"| {row['kind']} | {row['size']} | {row['producers']} | {row['durability']} "
+        report = row["report"]
+        if report is None:
+            out.append(head + "| - | **run failed** (see its .txt log) | | | | | |")
+            continue
+        throughput = report["throughput"]
+        target = throughput.get("target_events_per_s")
+        asked = "closed loop" if target is None else f"{target:,.0f}/s"
+        ack = report["produce_latency"]
+        e2e = report["e2e_latency"]
+        e2e_p99 = fmt_us(e2e["p99_us"]) if e2e["count"] else "-"
+        counts = report["counts"]
+        share = throughput["mb_per_s"] / limit_for(row, limits)
+        out.append(
+            head
+            + f"| {asked} | {throughput['events_per_s']:,.0f} | {throughput['mb_per_s']:,.1f} "
+            + f"| {share:.1%} "
+            + f"| {fmt_us(ack['p50_us'])} / {fmt_us(ack['p99_us'])} / "
+            + f"{fmt_us(ack['p999_us'])} / {fmt_us(ack['max_us'])} "
+            + f"| {e2e_p99} "
+            + f"| {counts['errors']} / {counts['timeouts']} / {counts['not_sent']} |"
+        )
+    return out
+
+
+def best_max(rows, durability):
+    """The fastest 1 KiB max-throughput run of this durability."""
+    candidates = [
+        row
+        for row in rows
+        if row["kind"] == "max"
+        and row["size"] == "1KiB"
+        and row["durability"] == durability
+        and row["report"] is not None
+    ]
+    return max(candidates, key=lambda row: row["report"]["throughput"]["mb_per_s"], default=None)
+
+
+def latency_row(rows, durability):
+    for row in rows:
+        if row["kind"] == "lat5k" and row["durability"] == durability and row["report"]:
+            return row
+    return None
+
+
+def verdict(met):
+    return "**met**" if met else "**missed**"
+
+
+def target_lines(rows, limits):
+    out = []
+    fio = limits["fio_write_fdatasync_mb_s"]
+    loopback = limits["iperf3_loopback_mb_s"]
+    for durability, limit, share_min, limit_name in (
+        ("fsync", fio, FSYNC_SHARE_MIN, "fio write+fdatasync"),
+        ("write", loopback, WRITE_SHARE_MIN, "iperf3 loopback"),
+    ):
+        row = best_max(rows, durability)
+        if row is None:
+            out.append(f"- `{durability}` throughput ≥ {share_min:.0%} of {limit_name}: no run")
+            continue
+        mb_s = row["report"]["throughput"]["mb_per_s"]
+        share = mb_s / limit
+        out.append(
+            f"- `{durability}` throughput, 1 KiB, ≥ {share_min:.0%} of {limit_name} "
+            f"({limit:,.0f} MB/s, so ≥ {limit * share_min:,.0f} MB/s): "
+            f"{verdict(share >= share_min)}, {mb_s:,.1f} MB/s = {share:.1%} "
+            f"(the best 1 KiB `max` run: {row['producers']} producer(s))"
+        )
+    sync_p99 = limits["fdatasync_4k_us"][1]
+    for durability, bound_us, bound_text in (
+        ("write", WRITE_E2E_P99_US_MAX, f"< {WRITE_E2E_P99_US_MAX} µs"),
+        (
+            "fsync",
+            sync_p99 + FSYNC_E2E_MARGIN_US,
+            f"< fdatasync p99 + {FSYNC_E2E_MARGIN_US} µs = {sync_p99 + FSYNC_E2E_MARGIN_US:,.0f} µs",
+        ),
+    ):
+        row = latency_row(rows, durability)
+        if row is None or row["report"]["e2e_latency"]["count"] == 0:
+            out.append(f"- `{durability}` e2e p99 at 5,000 events/s {bound_text}: no samples")
+            continue
+        p99 = row["report"]["e2e_latency"]["p99_us"]
+        out.append(
+            f"- `{durability}` e2e p99 at 5,000 events/s {bound_text}: "
+            f"{verdict(p99 < bound_us)}, {p99:,} µs"
+        )
+    return out
+
+
+def render(manifest, limits_path, machine_path):
+    rows = read_manifest(manifest)
+    limits = load(limits_path)
+    machine = load(machine_path)
+    sync = limits["fdatasync_4k_us"]
+    lines = [
+        BEGIN,
+        "<!-- Written by benches/e2e.sh; edits between these markers are overwritten. -->",
+        "",
+        f"Command: `{machine['command']}`, {machine['date']}, git `{machine['git_sha']}`.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| CPU | `nproc` = {machine['nproc']}, {machine['cpu_model']} |",
+        f"| memory | {machine['memory']} |",
+        f"| kernel | {machine['kernel']} |",
+        f"| data dir filesystem | {machine['filesystem']} |",
+        f"| broker | one `surge serve` on 127.0.0.1, io backend `{machine['io_backend']}` |",
+        f"| per run | {machine['warmup_s']} s warmup + {machine['duration_s']} s measured, "
+        "fresh stream of 4 shards, 1,024 uniform keys, batch 1 MiB |",
+        "",
+        "Limits, measured in the same run:",
+        "",
+        "| limit | tool | value |",
+        "|---|---|---:|",
+        f"| sequential write + fdatasync, 1 MiB writes | `{limits['fio_bw_cmd']}` "
+        f"| {limits['fio_write_fdatasync_mb_s']:,.0f} MB/s |",
+        f"| fdatasync latency, 4 KiB writes, p50 / p99 / p99.9 | `{limits['fio_sync_cmd']}` "
+        f"| {sync[0]:,.0f} / {sync[1]:,.0f} / {sync[2]:,.0f} µs |",
+        f"| loopback TCP, one stream | `{limits['iperf_cmd']}` "
+        f"| {limits['iperf3_loopback_mb_s']:,.0f} MB/s |",
+        "",
+        "Runs (`max`: closed loop, 4,096 events in flight per producer, linger 1 ms; "
+        "`open50`: open loop at 50% of the `max` run above it, linger 1 ms; "
+        "`lat5k`: open loop at 5,000 events/s with 1 consumer, linger 0 ms). "
+        "MB/s counts event values only (no keys, headers or framing); "
+        "\"of limit\" is against fio write+fdatasync for `fsync` and iperf3 "
+        "loopback for `write`. Open-loop latencies are from the intended send "
+        "time; closed-loop ones from the actual send.",
+        "",
+    ]
+    lines += run_table(rows, limits)
+    lines += ["", "Against issue 3's targets:", ""]
+    lines += target_lines(rows, limits)
+    lines += ["", END]
+    return "\n".join(lines) + "\n"
+
+
+def update(path, section):
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    start = text.find(BEGIN)
+    stop = text.find(END)
+    if start < 0 or stop < start:
+        raise SystemExit(f"{path}: no {BEGIN} ... {END} markers")
+    text = text[:start] + section.rstrip("\n") + text[stop + len(END) :]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def main(argv):
+    if len(argv) < 2:
+        raise SystemExit(__doc__)
+    command, args = argv[1], argv[2:]
+    if command == "fio-bw":
+        print(f"{fio_bw_mb_s(args[0]):.1f}")
+    elif command == "fio-sync":
+        print(" ".join(f"{value:.0f}" for value in fio_sync_us(args[0])))
+    elif command == "iperf":
+        print(f"{iperf_mb_s(args[0]):.1f}")
+    elif command == "rate":
+        events_per_s = load(args[0])["throughput"]["events_per_s"]
+        print(max(1, round(events_per_s * float(args[1]))))
+    elif command == "render":
+        options = dict(zip(args[::2], args[1::2]))
+        section = render(options["--manifest"], options["--limits"], options["--machine"])
+        sys.stdout.write(section)
+        if "--update" in options:
+            update(options["--update"], section)
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
