@@ -110,6 +110,8 @@ fi
 CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 MEMORY=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1024 / 1024 }' /proc/meminfo)
 FILESYSTEM=$(df -PT "$SCRATCH" | awk 'NR == 2 { print $2 " on " $1 }')
+# Other work on the machine moves the numbers; the table says how busy it was.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- limits ------------------------------------------------------------------
 if [[ $QUICK == 1 ]]; then
@@ -231,10 +233,11 @@ done
 # --- report ------------------------------------------------------------------
 python3 - "$COMMAND" "$(date -u +%Y-%m-%dT%H:%MZ)" "$GIT_SHA" "$(nproc)" "$CPU_MODEL" \
     "$MEMORY" "$(uname -r)" "$FILESYSTEM" "${IO_BACKEND:-unknown}" "$WARMUP_S" "$DURATION_S" \
+    "$LOAD_START" "$(cut -d' ' -f1-3 /proc/loadavg)" \
     >"$OUT/machine.json" <<'PY'
 import json, sys
 keys = ["command", "date", "git_sha", "nproc", "cpu_model", "memory", "kernel",
-        "filesystem", "io_backend", "warmup_s", "duration_s"]
+        "filesystem", "io_backend", "warmup_s", "duration_s", "load_start", "load_end"]
 print(json.dumps(dict(zip(keys, sys.argv[1:])), indent=2))
 PY
 render=(python3 "$REPORT" render --manifest "$MANIFEST" --limits "$OUT/limits.json"

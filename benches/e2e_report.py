@@ -200,6 +200,8 @@ def render(manifest, limits_path, machine_path):
         f"| memory | {machine['memory']} |",
         f"| kernel | {machine['kernel']} |",
         f"| data dir filesystem | {machine['filesystem']} |",
+        f"| load average (1, 5, 15 min) | {machine['load_start']} at the start, "
+        f"{machine['load_end']} at the end (other work shares the machine) |",
         f"| broker | one `surge serve` on 127.0.0.1, io backend `{machine['io_backend']}` |",
         f"| per run | {machine['warmup_s']} s warmup + {machine['duration_s']} s measured, "
         "fresh stream of 4 shards, 1,024 uniform keys, batch 1 MiB |",
