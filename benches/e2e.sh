@@ -22,7 +22,7 @@ QUICK=0
 UPDATE=1
 DURATION_S=${E2E_DURATION_S:-6}
 WARMUP_S=${E2E_WARMUP_S:-2}
-COMMAND="benches/e2e.sh $*"
+COMMAND="benches/e2e.sh${*:+ $*}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
