@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 cargo build --release -q -p surge-broker -p surge-loadgen
 SURGE=target/release/surge
 DATA=$(mktemp -d)
-"$SURGE" serve --data-dir "$DATA" --listen 127.0.0.1:0 >"$OUT/serve.out" 2>"$OUT/serve.log" &
+SURGE_LOG=${SURGE_LOG:-info} "$SURGE" serve --data-dir "$DATA" --listen 127.0.0.1:0 >"$OUT/serve.out" 2>"$OUT/serve.log" &
 BROKER_PID=$!
 trap 'kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; rm -rf "$DATA"' EXIT
 for _ in $(seq 100); do

@@ -182,6 +182,9 @@ impl PendingProduce {
                     response = forwarded(stream, shard_id, batch, self.sync).await;
                 }
             }
+            if !response.error.is_ok() {
+                tracing::debug!(shard = shard_id, error = ?response.error, "produce part failed");
+            }
             parts.push(response);
         }
         let error = parts
