@@ -91,11 +91,24 @@ impl Streams {
             return fsync(&self.roots[0]);
         }
         let meta = StreamMeta::load(dir)?;
+        let shards = self.open_shards(&meta, &dir.join(topology::META_FILE))?;
+        let stream = Stream::new(dir.to_owned(), View { meta, shards });
+        self.map.write().insert(name, Arc::new(stream));
+        Ok(())
+    }
+
+    /// Opens (recovering) every shard `meta` names. `meta_path` is named in
+    /// the error when a shard lives in a data directory not configured.
+    fn open_shards(
+        &self,
+        meta: &StreamMeta,
+        meta_path: &Path,
+    ) -> Result<HashMap<u32, Arc<Shard>>, BrokerError> {
         let mut shards = HashMap::with_capacity(meta.shards.len());
         for shard in &meta.shards {
             if shard.dir >= self.dirs() {
                 return Err(BrokerError::CorruptMetadata {
-                    path: dir.join(topology::META_FILE),
+                    path: meta_path.to_owned(),
                     reason: format!(
                         "shard {} lives in data directory {}, but only {} are configured (data_dir and extra_data_dirs)",
                         shard.id,
@@ -107,16 +120,14 @@ impl Streams {
             let opened = Shard::open(
                 shard.id,
                 &self.shard_dir(&meta.name, shard),
-                self.log_config(&meta),
+                self.log_config(meta),
                 self.io.clone(),
-                self.shard_settings(&meta, shard),
+                self.shard_settings(meta, shard),
                 self.appended.clone(),
             )?;
             shards.insert(shard.id, opened);
         }
-        let stream = Stream::new(dir.to_owned(), View { meta, shards });
-        self.map.write().insert(name, Arc::new(stream));
-        Ok(())
+        Ok(shards)
     }
 
     /// Removes shard directories no stream's metadata names: successors of
@@ -251,18 +262,7 @@ impl Streams {
             source,
         })?;
         fsync(&self.roots[0])?;
-        let mut shards = HashMap::with_capacity(meta.shards.len());
-        for shard in &meta.shards {
-            let opened = Shard::open(
-                shard.id,
-                &self.shard_dir(&meta.name, shard),
-                self.log_config(&meta),
-                self.io.clone(),
-                self.shard_settings(&meta, shard),
-                self.appended.clone(),
-            )?;
-            shards.insert(shard.id, opened);
-        }
+        let shards = self.open_shards(&meta, &dir.join(topology::META_FILE))?;
         meta.store(&dir)?;
         Ok(Stream::new(dir, View { meta, shards }))
     }

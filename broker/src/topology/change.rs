@@ -189,18 +189,10 @@ pub fn check_coverage(meta: &StreamMeta) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::StreamSettings;
+    use crate::topology::meta::test_settings;
 
     fn meta(shards: u32) -> StreamMeta {
-        let settings = StreamSettings {
-            durability: "fsync".into(),
-            retention_bytes: 0,
-            retention_ms: 0,
-            segment_bytes: 1 << 20,
-            segment_ms: 0,
-            flush_interval_ms: 1000,
-        };
-        StreamMeta::new("s", settings, shards)
+        StreamMeta::new("s", test_settings(), shards)
     }
 
     fn sealed_ends(plan: &Plan) -> Vec<(u32, u64)> {
@@ -311,7 +303,7 @@ mod model {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::topology::StreamSettings;
+    use crate::topology::meta::test_settings;
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -409,15 +401,7 @@ mod model {
             initial in 1u32..5,
             ops in prop::collection::vec(op(), 1..120),
         ) {
-            let settings = StreamSettings {
-                durability: "fsync".into(),
-                retention_bytes: 0,
-                retention_ms: 0,
-                segment_bytes: 1 << 20,
-                segment_ms: 0,
-                flush_interval_ms: 1000,
-            };
-            let mut meta = StreamMeta::new("model", settings, initial);
+            let mut meta = StreamMeta::new("model", test_settings(), initial);
             // Reference model: the last shard each produced key went to.
             let mut last_owner: HashMap<u64, u32> = HashMap::new();
             let mut sealed_ever: HashSet<u32> = HashSet::new();

@@ -198,19 +198,25 @@ impl StreamMeta {
     }
 }
 
+/// Settings for tests of the metadata and of planning.
+#[cfg(test)]
+pub(crate) fn test_settings() -> StreamSettings {
+    StreamSettings {
+        durability: "fsync".into(),
+        retention_bytes: 0,
+        retention_ms: 0,
+        segment_bytes: 1 << 20,
+        segment_ms: 0,
+        flush_interval_ms: 1000,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn settings() -> StreamSettings {
-        StreamSettings {
-            durability: "fsync".into(),
-            retention_bytes: 0,
-            retention_ms: 0,
-            segment_bytes: 1 << 20,
-            segment_ms: 0,
-            flush_interval_ms: 1000,
-        }
+        test_settings()
     }
 
     #[test]
