@@ -276,7 +276,7 @@ impl ProducerTask {
     }
 
     fn enqueue(&mut self, queued: Queued) {
-        let Some(shard_id) = self.router.route(queued.event.key.as_deref()) else {
+        let Some(shard_id) = self.router.route(self.router.routing_value(&queued.event)) else {
             let stream = self.stream.clone();
             let _ = queued.ack.send(Err(ClientError::NoOpenShard { stream }));
             return;
@@ -359,7 +359,7 @@ impl ProducerTask {
     fn requeue_ahead(&mut self, moved: VecDeque<Queued>) {
         let mut by_shard: BTreeMap<u32, Vec<Queued>> = BTreeMap::new();
         for queued in moved {
-            match self.router.route(queued.event.key.as_deref()) {
+            match self.router.route(self.router.routing_value(&queued.event)) {
                 Some(shard_id) => by_shard.entry(shard_id).or_default().push(queued),
                 None => {
                     let stream = self.stream.clone();

@@ -19,6 +19,8 @@ pub(crate) struct Router {
     open: Vec<Range>,
     /// Index into `open` of the shard keyless events go to now.
     keyless_cursor: usize,
+    /// Empty: events route by key; else by this header.
+    routing_header: String,
 }
 
 impl Router {
@@ -34,6 +36,7 @@ impl Router {
             return;
         }
         self.epoch = meta.epoch;
+        self.routing_header.clone_from(&meta.routing_header);
         self.open = meta
             .shards
             .iter()
@@ -55,7 +58,19 @@ impl Router {
         self.open.iter().any(|range| range.shard_id == shard_id)
     }
 
-    /// The shard for an event: by key hash, or the current keyless shard.
+    /// What `event` is routed by: its key, or the stream's routing header.
+    pub(crate) fn routing_value<'a>(&self, event: &'a crate::Event) -> Option<&'a [u8]> {
+        surge_protocol::stream::routing_value(&self.routing_header, event.key.as_deref(), |name| {
+            event
+                .headers
+                .iter()
+                .find(|(header, _)| header == name)
+                .map(|(_, value)| value.as_ref())
+        })
+    }
+
+    /// The shard for a routing value: by its hash, or the current keyless
+    /// shard.
     /// `None` when no open shard covers it.
     pub(crate) fn route(&self, key: Option<&[u8]>) -> Option<u32> {
         let Some(key) = key else {
@@ -111,6 +126,27 @@ mod tests {
             shards,
             ..StreamMetadata::default()
         }
+    }
+
+    #[test]
+    fn a_stream_routed_by_header_ignores_the_key() {
+        let mut by_type = meta(1, &equal_ranges(8), &[]);
+        by_type.routing_header = "type".into();
+        let router = Router::new(&by_type);
+        let shard_of = |key: &str| {
+            let event = crate::Event::new("v")
+                .with_key(key.to_owned())
+                .with_type("click");
+            router.route(router.routing_value(&event))
+        };
+        assert_eq!(shard_of("a"), shard_of("b"));
+        assert_eq!(shard_of("a"), router.route(Some(b"click")));
+        let untyped = crate::Event::new("v").with_key("a");
+        assert_eq!(
+            router.routing_value(&untyped),
+            None,
+            "no type header: keyless"
+        );
     }
 
     #[test]

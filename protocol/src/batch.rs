@@ -313,9 +313,13 @@ fn parse_record(batch: &[u8], start: usize, first_ts: i64) -> Result<RawRecord, 
     })
 }
 
-/// The keys of a validated batch's records, in order, without building the
-/// records (routing statistics sample them on the produce path).
-pub fn keys(batch: &[u8]) -> impl Iterator<Item = Option<&[u8]>> + '_ {
+/// What each record of a validated batch is routed by (its key, or the
+/// value of `routing_header` when that is not empty), in order, without
+/// building the records: routing statistics sample them on the produce path.
+pub fn routing_values<'a>(
+    batch: &'a [u8],
+    routing_header: &'a str,
+) -> impl Iterator<Item = Option<&'a [u8]>> + 'a {
     let header = read_header(batch);
     let mut pos = BATCH_HEADER_BYTES;
     std::iter::from_fn(move || {
@@ -324,8 +328,28 @@ pub fn keys(batch: &[u8]) -> impl Iterator<Item = Option<&[u8]>> + '_ {
         }
         let raw = parse_record(batch, pos, header.first_timestamp_ms).ok()?;
         pos = raw.end;
-        Some(raw.key.map(|(at, len)| &batch[at..at + len]))
+        let key = raw.key.map(|(at, len)| &batch[at..at + len]);
+        Some(crate::stream::routing_value(routing_header, key, |name| {
+            header_value(batch, &raw, name)
+        }))
     })
+}
+
+/// The value of the first header called `name` in a parsed record.
+fn header_value<'a>(batch: &'a [u8], raw: &RawRecord, name: &str) -> Option<&'a [u8]> {
+    let mut pos = raw.headers_at;
+    for _ in 0..raw.header_count {
+        let name_len = usize::from(le_u16(batch, pos));
+        let this = &batch[pos + 2..pos + 2 + name_len];
+        pos += 2 + name_len;
+        let value_len = le_u32(batch, pos) as usize;
+        let value = &batch[pos + 4..pos + 4 + value_len];
+        if this == name.as_bytes() {
+            return Some(value);
+        }
+        pos += 4 + value_len;
+    }
+    None
 }
 
 /// One event as read back from a batch; all fields are zero-copy slices.
@@ -626,10 +650,12 @@ mod tests {
     }
 
     #[test]
-    fn keys_walks_record_keys_in_order() {
+    fn routing_values_walk_keys_or_a_header_in_order() {
         let bytes = sample();
-        let keys: Vec<Option<&[u8]>> = keys(&bytes).collect();
+        let keys: Vec<Option<&[u8]>> = routing_values(&bytes, "").collect();
         assert_eq!(keys, vec![Some(&b"k1"[..]), None]);
+        let types: Vec<Option<&[u8]>> = routing_values(&bytes, "type").collect();
+        assert_eq!(types, vec![Some(&b"click"[..]), None]);
     }
 
     #[test]

@@ -53,6 +53,9 @@ wire_struct! {
         pub segment_bytes: u64,
         pub segment_ms: u64,
         pub flush_interval_ms: u32,
+        /// What events are routed by: empty for the event key, else the
+        /// name of a header (`type` routes by event type).
+        pub routing_header: String,
     }
 }
 
@@ -115,6 +118,20 @@ impl Request for ListStreamsRequest {
     type Response = ListStreamsResponse;
 }
 
+/// The bytes an event is routed by: its key, or the value of the stream's
+/// routing header. Client and broker must agree, so both call this.
+pub fn routing_value<'a>(
+    routing_header: &str,
+    key: Option<&'a [u8]>,
+    mut header: impl FnMut(&str) -> Option<&'a [u8]>,
+) -> Option<&'a [u8]> {
+    if routing_header.is_empty() {
+        key
+    } else {
+        header(routing_header)
+    }
+}
+
 wire_struct! {
     /// A shard as routing and operators see it. The hash range is inclusive
     /// at both ends so that one shard can own the whole 64-bit space.
@@ -168,6 +185,8 @@ wire_struct! {
         pub name: String,
         pub epoch: u64,
         pub shards: Vec<ShardInfo>,
+        /// See `StreamConfig::routing_header`.
+        pub routing_header: String,
     }
 }
 

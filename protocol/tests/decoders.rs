@@ -178,6 +178,7 @@ proptest! {
                 name: stream.clone(),
                 epoch: offset,
                 shards,
+                routing_header: "type".into(),
             }],
         };
         prop_assert_eq!(MetadataResponse::decode_all(metadata.to_bytes()).unwrap(), metadata);

@@ -25,6 +25,10 @@ pub enum StreamCommand {
         /// Roll segments at this size.
         #[arg(long, default_value_t = 0)]
         segment_bytes: u64,
+        /// Route events by `key` (default), `type` (the type header), or
+        /// `header:NAME`.
+        #[arg(long, default_value = "key")]
+        route_by: String,
         #[command(flatten)]
         addr: BrokerAddr,
     },
@@ -56,10 +60,19 @@ pub async fn run(command: StreamCommand) -> anyhow::Result<()> {
             retention_bytes,
             retention_ms,
             segment_bytes,
+            route_by,
             addr,
         } => {
             let Some(durability) = Durability::parse(&durability) else {
                 bail!("--durability {durability:?}: expected fsync or write");
+            };
+            let routing_header = match route_by.as_str() {
+                "key" => String::new(),
+                "type" => "type".to_owned(),
+                other => match other.strip_prefix("header:") {
+                    Some(name) if !name.is_empty() => name.to_owned(),
+                    _ => bail!("--route-by {other:?}: expected key, type or header:NAME"),
+                },
             };
             let config = StreamConfig {
                 shard_count: shards,
@@ -67,6 +80,7 @@ pub async fn run(command: StreamCommand) -> anyhow::Result<()> {
                 retention_bytes,
                 retention_ms,
                 segment_bytes,
+                routing_header,
                 ..StreamConfig::default()
             };
             addr.connect().await?.create_stream(&name, config).await?;
@@ -103,6 +117,11 @@ async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
         limit(config.retention_ms)
     );
     println!("segments    {} bytes", config.segment_bytes);
+    let route_by = match config.routing_header.as_str() {
+        "" => "key".to_owned(),
+        header => format!("header {header}"),
+    };
+    println!("routed by   {route_by}");
     println!();
     println!(
         "{:>5}  {:<18} {:<18} {:<6} {:>12} {:>12} {:>12} {:>3}  PARENTS",

@@ -108,6 +108,7 @@ pub(super) fn metadata(broker: &Broker, request: &MetadataRequest) -> MetadataRe
             name: name.to_owned(),
             epoch: stream.epoch(),
             shards: stream.shard_infos(),
+            routing_header: stream.view().meta.settings.routing_header.clone(),
         },
         None => StreamMetadata {
             error: ErrorCode::UnknownStream,

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use surge_protocol::batch::{Batch, BatchBuilder, Record, MAX_BATCH_BYTES};
 use surge_protocol::produce::RecordPlacement;
 use surge_protocol::routing::key_hash;
+use surge_protocol::stream::routing_value;
 use surge_protocol::ErrorCode;
 
 use crate::shard::BatchOutcome;
@@ -100,8 +101,9 @@ async fn published_after_seal(stream: &Stream, shard: u32) -> Result<Arc<View>, 
     }
 }
 
-/// Groups the pending records by the open shard owning their key now, in
-/// record order. Keyless records follow the sealed shard's first hash.
+/// Groups the pending records by the open shard owning their routing value
+/// (key or routing header) now, in record order. Records without one follow
+/// the sealed shard's first hash.
 fn route(
     view: &View,
     sealed: u32,
@@ -114,9 +116,14 @@ fn route(
         .iter()
         .find(|shard| shard.id == sealed)
         .map_or(0, |shard| shard.hash_start);
+    let routing_header = &view.meta.settings.routing_header;
     let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
     for &index in pending {
-        let hash = records[index].key.as_deref().map_or(keyless_hash, key_hash);
+        let record = &records[index];
+        let value = routing_value(routing_header, record.key.as_deref(), |name| {
+            record.header(name).map(|value| value.as_ref())
+        });
+        let hash = value.map_or(keyless_hash, key_hash);
         let owner = view.owner_of(hash).ok_or(ErrorCode::Internal)?;
         match groups.iter_mut().find(|(shard, _)| *shard == owner.id) {
             Some((_, indices)) => indices.push(index),

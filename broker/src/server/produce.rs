@@ -45,7 +45,7 @@ fn batch_error(err: &DecodeError) -> ErrorCode {
     }
 }
 
-/// Records in a batch whose keys feed the shard's key histogram.
+/// Records in a batch whose routing values feed the shard's key histogram.
 const KEY_SAMPLES_PER_BATCH: usize = 16;
 
 /// Checks one part without touching the shard's log, and samples its keys
@@ -65,8 +65,12 @@ fn check_part(stream: &Stream, shard_id: u32, bytes: &Bytes, max_batch_bytes: us
         // (producer, shard), so a batch sent to another shard is a bug.
         Ok(header) if header.origin_shard != shard_id => ErrorCode::InvalidBatch,
         Ok(header) if header.size == bytes.len() => {
-            for key in batch::keys(bytes).take(KEY_SAMPLES_PER_BATCH).flatten() {
-                shard.keys().record(surge_protocol::routing::key_hash(key));
+            let routing_header = &stream.view().meta.settings.routing_header;
+            let values = batch::routing_values(bytes, routing_header);
+            for value in values.take(KEY_SAMPLES_PER_BATCH).flatten() {
+                shard
+                    .keys()
+                    .record(surge_protocol::routing::key_hash(value));
             }
             ErrorCode::None
         }

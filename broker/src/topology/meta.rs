@@ -32,6 +32,9 @@ pub struct StreamSettings {
     pub segment_bytes: u64,
     pub segment_ms: u64,
     pub flush_interval_ms: u32,
+    /// Empty: route by event key; else by this header (`type`, ...).
+    #[serde(default)]
+    pub routing_header: String,
 }
 
 impl StreamSettings {
@@ -110,6 +113,7 @@ impl StreamMeta {
             segment_bytes: self.settings.segment_bytes,
             segment_ms: self.settings.segment_ms,
             flush_interval_ms: self.settings.flush_interval_ms,
+            routing_header: self.settings.routing_header.clone(),
         }
     }
 
@@ -208,6 +212,7 @@ pub(crate) fn test_settings() -> StreamSettings {
         segment_bytes: 1 << 20,
         segment_ms: 0,
         flush_interval_ms: 1000,
+        routing_header: String::new(),
     }
 }
 

@@ -41,6 +41,12 @@ pub fn resolve_settings(
         Durability::Fsync => "fsync",
         Durability::Write => "write",
     };
+    let routing_header = requested.routing_header.clone();
+    if !routing_header.is_empty() && !surge_protocol::valid_name(&routing_header) {
+        return Err(format!(
+            "routing_header {routing_header:?}: header names are 1-255 characters of [A-Za-z0-9._-]"
+        ));
+    }
     let flush_interval_ms = match requested.flush_interval_ms {
         0 => defaults.flush_interval_ms,
         value => value,
@@ -54,6 +60,7 @@ pub fn resolve_settings(
             segment_bytes,
             segment_ms: pick(requested.segment_ms, defaults.segment_ms),
             flush_interval_ms,
+            routing_header,
         },
     ))
 }
@@ -84,6 +91,17 @@ mod tests {
             ..StreamConfig::default()
         };
         assert!(resolve_settings(&small_segments, &defaults, 1 << 20).is_ok());
+        let by_type = StreamConfig {
+            routing_header: "type".into(),
+            ..StreamConfig::default()
+        };
+        let (_, settings) = resolve_settings(&by_type, &defaults, 1 << 20).unwrap();
+        assert_eq!(settings.routing_header, "type");
+        let bad_header = StreamConfig {
+            routing_header: "no spaces".into(),
+            ..StreamConfig::default()
+        };
+        assert!(resolve_settings(&bad_header, &defaults, 1 << 20).is_err());
         assert!(
             resolve_settings(&small_segments, &defaults, 4 << 20).is_err(),
             "a segment smaller than the largest batch is refused"

@@ -412,6 +412,7 @@ fn metadata(state: &FakeState) -> StreamMetadata {
                 ..ShardInfo::default()
             })
             .collect(),
+        routing_header: String::new(),
     }
 }
 

@@ -7,6 +7,7 @@ mod corruption;
 mod crash;
 mod groups;
 mod limits;
+mod routing;
 mod shutdown;
 mod support;
 mod topology;
