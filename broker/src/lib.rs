@@ -13,13 +13,15 @@
 //! - `control`: the autoscaler's `TopologyControl`, over the broker.
 //! - `groups`: consumer-group membership, assignment, committed offsets.
 //! - `server`: TCP listener, connections, request dispatch.
-//! - `fsutil`, `clock`: crash-safe file writes, wall-clock time.
+//! - `fsutil`, `clock`, `failpoint`: crash-safe file writes, wall-clock
+//!   time, crashes on purpose for tests.
 
 pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod failpoint;
 pub mod fsutil;
 pub mod groups;
 pub mod server;

@@ -43,6 +43,8 @@ pub struct BrokerProcess {
     pub addr: String,
     pub data_dir: PathBuf,
     extra_args: Vec<String>,
+    /// Extra environment for the broker process (failpoints, say).
+    env: Vec<(String, String)>,
 }
 
 impl BrokerProcess {
@@ -53,14 +55,53 @@ impl BrokerProcess {
     }
 
     pub fn start_in(data_dir: PathBuf, extra_args: &[&str]) -> BrokerProcess {
+        Self::start_with_env(data_dir, extra_args, &[])
+    }
+
+    /// Starts a broker with extra environment variables.
+    pub fn start_with_env(
+        data_dir: PathBuf,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> BrokerProcess {
         let extra_args: Vec<String> = extra_args.iter().map(|arg| arg.to_string()).collect();
-        let (child, addr) = spawn(&data_dir, &extra_args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        let (child, addr) = spawn(&data_dir, &extra_args, &env);
         BrokerProcess {
             child: Some(child),
             addr,
             data_dir,
             extra_args,
+            env,
         }
+    }
+
+    /// Replaces the extra environment used by the next `restart`.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+    }
+
+    /// Waits for the process to exit on its own (a failpoint, say) and
+    /// returns whether it died of a signal rather than exiting.
+    pub fn wait_for_crash(&mut self, within: Duration) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code().is_none();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// SIGKILL: no chance to sync or clean up, like a power cut for the
@@ -95,7 +136,7 @@ impl BrokerProcess {
     /// Starts the broker again on the same data directory (new port).
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.data_dir, &self.extra_args);
+        let (child, addr) = spawn(&self.data_dir, &self.extra_args, &self.env);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -152,7 +193,7 @@ impl Drop for BrokerProcess {
     }
 }
 
-fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, String) {
+fn spawn(data_dir: &Path, extra_args: &[String], env: &[(String, String)]) -> (Child, String) {
     let mut child = Command::new(surge_bin())
         .arg("serve")
         .arg("--data-dir")
@@ -164,6 +205,7 @@ fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, String) {
             "SURGE_LOG",
             std::env::var("SURGE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         )
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -58,6 +58,7 @@ impl Streams {
         let plan = topology::plan(&view.meta, change, self.dirs())
             .map_err(|message| (ErrorCode::InvalidRequest, message))?;
         let seals = seal_all(&stream, &view, &plan).await?;
+        crate::failpoint::hit("change.sealed");
         let created = match self.create_successors(&stream, &view, &plan, &seals).await {
             Ok(created) => created,
             Err(err) => {
@@ -65,6 +66,7 @@ impl Streams {
                 return Err(err);
             }
         };
+        crate::failpoint::hit("change.successors");
         let ends: Vec<(u32, u64)> = seals.iter().map(|(id, info)| (*id, info.end)).collect();
         let next = topology::apply(&view.meta, &plan, &ends);
         if let Err(gap) = topology::check_coverage(&next) {
@@ -86,6 +88,7 @@ impl Streams {
                 format!("writing the new topology failed: {reason}"),
             ));
         }
+        crate::failpoint::hit("change.committed");
         let epoch = next.epoch;
         let mut shards = view.shards.clone();
         shards.extend(created);
