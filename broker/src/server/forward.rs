@@ -9,7 +9,6 @@
 //! in the parent, everything after goes to the child owning the key, and
 //! consumers read children only after their parents.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,7 +42,11 @@ pub(super) async fn forward(
     let mut pending: Vec<usize> = (0..records.len()).collect();
     let mut waiting_on = sealed;
     for _ in 0..FORWARD_ROUNDS_MAX {
-        let view = published_after_seal(stream, waiting_on).await?;
+        published_after_seal(stream, waiting_on).await?;
+        // No change can seal a shard during the round: every piece lands
+        // in this view's open shards (see `Stream::forwarding`).
+        let _round = stream.forwarding_round().await;
+        let view = stream.view();
         let mut still_pending = Vec::new();
         for (target, indices) in route(&view, sealed, &records, &pending)? {
             let piece = rebuild(&parsed, &records, &indices);
@@ -87,15 +90,14 @@ fn place(placements: &mut [RecordPlacement], indices: &[usize], shard_id: u32, b
 /// rolled back (the view changed and still shows it open: its owner takes
 /// appends again). The subscription is taken before the view is read, so a
 /// publish between the two is not missed.
-async fn published_after_seal(stream: &Stream, shard: u32) -> Result<Arc<View>, ErrorCode> {
+async fn published_after_seal(stream: &Stream, shard: u32) -> Result<(), ErrorCode> {
     let mut changed = stream.subscribe();
     changed.borrow_and_update();
-    let view = stream.view();
-    if view.sealed_at(shard).is_some() {
-        return Ok(view);
+    if stream.view().sealed_at(shard).is_some() {
+        return Ok(());
     }
     match tokio::time::timeout(PUBLISH_WAIT, changed.changed()).await {
-        Ok(Ok(())) => Ok(stream.view()),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(ErrorCode::ShuttingDown),
         Err(_) => Err(ErrorCode::Timeout),
     }

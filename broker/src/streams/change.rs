@@ -57,6 +57,7 @@ impl Streams {
         let view = stream.view();
         let plan = topology::plan(&view.meta, change, self.dirs())
             .map_err(|message| (ErrorCode::InvalidRequest, message))?;
+        let _no_forwarding = stream.exclusive_change().await;
         let seals = seal_all(&stream, &view, &plan).await?;
         crate::failpoint::hit("change.sealed");
         let created = match self.create_successors(&stream, &view, &plan, &seals).await {

@@ -50,6 +50,12 @@ pub struct Stream {
     changed: watch::Sender<u64>,
     /// One topology change at a time.
     pub(super) changing: tokio::sync::Mutex<()>,
+    /// Forwarding holds this shared for one routing round; a change holds it
+    /// exclusively from seal to publish. So the pieces of one forwarded batch
+    /// all land in one epoch's shards: no piece meets a shard sealed (and
+    /// merged away) after a sibling piece was stored, where it would be taken
+    /// for a duplicate of that sibling.
+    forwarding: tokio::sync::RwLock<()>,
 }
 
 impl Stream {
@@ -61,7 +67,18 @@ impl Stream {
             view: RwLock::new(Arc::new(view)),
             changed,
             changing: tokio::sync::Mutex::new(()),
+            forwarding: tokio::sync::RwLock::new(()),
         }
+    }
+
+    /// Held by forwarding for one routing round (see `forwarding`).
+    pub async fn forwarding_round(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.forwarding.read().await
+    }
+
+    /// Held by a change from seal to publish.
+    pub(super) async fn exclusive_change(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.forwarding.write().await
     }
 
     pub fn view(&self) -> Arc<View> {

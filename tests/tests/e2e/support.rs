@@ -49,13 +49,24 @@ pub async fn read_all(client: &Client, stream: &str) -> Vec<ConsumedRecord> {
         .await
         .expect("consumer");
     let mut records = Vec::new();
+    // Consecutive empty polls: a lineage-following reader has some between
+    // a parent's end and its children's start, so only a run of them means
+    // it is stuck. Past the lineage refresh interval (5 s) it is.
     let mut empty_polls = 0;
-    while (records.len() as u64) < expected && empty_polls < 10 {
+    while (records.len() as u64) < expected && empty_polls < 40 {
         let polled = consumer.poll().await.expect("poll");
         if polled.is_empty() {
             empty_polls += 1;
+        } else {
+            empty_polls = 0;
         }
         records.extend(polled);
+    }
+    if (records.len() as u64) < expected {
+        eprintln!(
+            "read_all: read {} of the {expected} records below the high watermarks of {stream}",
+            records.len()
+        );
     }
     records
 }

@@ -146,17 +146,43 @@ fn check(acked: &HashMap<String, Ack>, records: &[surge_client::ConsumedRecord])
             assert!(previous < sequence, "per-key order broken at {value}");
         }
     }
-    let mut lost = 0;
+    let mut lost = Vec::new();
     for (value, ack) in acked {
         match seen.get(value) {
             Some(found) if ack.offset != u64::MAX => {
                 assert_eq!(found, ack, "{value} is not where its ack said")
             }
             Some(_) => {}
-            None => lost += 1,
+            None => lost.push((value.clone(), *ack)),
         }
     }
-    assert_eq!(lost, 0, "{lost} acknowledged events lost");
+    if !lost.is_empty() {
+        // Whether the reader reached the acked places tells a lost write
+        // from a shard the reader never finished.
+        let mut read_per_shard: HashMap<u32, (usize, u64)> = HashMap::new();
+        for consumed in records {
+            let entry = read_per_shard.entry(consumed.shard_id).or_insert((0, 0));
+            entry.0 += 1;
+            entry.1 = entry.1.max(consumed.record.offset + 1);
+        }
+        lost.sort_by_key(|(_, ack)| (ack.shard_id, ack.offset));
+        let sample: Vec<_> = lost
+            .iter()
+            .take(10)
+            .map(|(value, ack)| {
+                (
+                    value.clone(),
+                    ack.shard_id,
+                    ack.offset,
+                    read_per_shard.get(&ack.shard_id).copied(),
+                )
+            })
+            .collect();
+        panic!(
+            "{} acknowledged events lost; (value, shard, offset, (read in shard, read end)): {sample:?}",
+            lost.len()
+        );
+    }
 }
 
 #[test]
