@@ -1,7 +1,8 @@
-//! Failpoints: named places where the broker can be made to crash on
-//! purpose (`SURGE_FAILPOINTS=change.sealed,change.committed`), so tests can
-//! kill it between the phases of an operation instead of hoping a random
-//! kill lands there. Unset, a failpoint is one cached lookup.
+//! Failpoints: named places where the broker can be made to crash, or to
+//! dawdle, on purpose (`SURGE_FAILPOINTS=change.sealed,forward.piece`), so
+//! tests can kill it between the phases of an operation, or widen a race
+//! window, instead of hoping a random timing lands there. Unset, a
+//! failpoint is one cached lookup.
 
 use std::sync::OnceLock;
 
@@ -19,5 +20,15 @@ pub fn hit(name: &str) {
     if armed().iter().any(|armed| armed == name) {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();
+    }
+}
+
+/// How long `delay` waits when armed.
+pub const DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Waits `DELAY` if `name` is armed, to hold a race window open.
+pub async fn delay(name: &str) {
+    if armed().iter().any(|armed| armed == name) {
+        tokio::time::sleep(DELAY).await;
     }
 }

@@ -52,6 +52,7 @@ pub(super) async fn forward(
             let piece = rebuild(&parsed, &records, &indices);
             let shard = view.shards.get(&target).ok_or(ErrorCode::Internal)?;
             let outcome = shard.append(vec![piece], sync).await?;
+            crate::failpoint::delay("forward.piece").await;
             match outcome.first() {
                 Some(BatchOutcome::Log(AppendOutcome::Appended { base_offset })) => {
                     place(&mut placements, &indices, target, Some(*base_offset));

@@ -426,3 +426,107 @@ fn a_crash_at_each_phase_of_a_split_recovers_old_or_new_topology() {
         });
     }
 }
+
+/// Regression: a merge between two pieces of one forwarded batch made the
+/// merged child take the second piece for a duplicate of the first, so its
+/// records were acknowledged and never stored. The `forward.piece`
+/// failpoint holds the window open; a merge must wait for the forward.
+#[test]
+fn a_merge_during_a_forward_loses_no_piece() {
+    use bytes::Bytes;
+    use surge_protocol::batch::BatchBuilder;
+    use surge_protocol::produce::{ProducePart, ProduceRequest};
+    use surge_tests::raw::RawConn;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let broker = BrokerProcess::start_with_env(data, &[], &[("SURGE_FAILPOINTS", "forward.piece")]);
+    let runtime = runtime();
+    runtime.block_on(async {
+        let client = broker.client().await;
+        create_stream(
+            &client,
+            "live",
+            StreamConfig {
+                shard_count: 1,
+                ..StreamConfig::default()
+            },
+        )
+        .await;
+        let split = ChangeTopologyRequest {
+            stream: "live".into(),
+            kind: ChangeKind::Split,
+            shard_id: 0,
+            split_at: Some(1 << 63),
+            ..ChangeTopologyRequest::default()
+        };
+        client.change_topology(&split).await.unwrap();
+    });
+    // A batch still addressed to the sealed shard 0, with keys on both
+    // sides of the split: the broker forwards it in two pieces.
+    let mut keys: Vec<String> = Vec::new();
+    let (mut low, mut high) = (0, 0);
+    for index in 0.. {
+        let key = format!("k{index}");
+        let hash = surge_protocol::routing::key_hash(key.as_bytes());
+        if hash < (1 << 63) && low < 5 {
+            low += 1;
+            keys.push(key);
+        } else if hash >= (1 << 63) && high < 5 {
+            high += 1;
+            keys.push(key);
+        }
+        if low == 5 && high == 5 {
+            break;
+        }
+    }
+    let mut builder = BatchBuilder::new(0, 4242, 0);
+    for key in &keys {
+        builder.push(
+            1_000,
+            Some(key.as_bytes()),
+            format!("v:0:{key}").as_bytes(),
+            &[],
+        );
+    }
+    let batch: Bytes = builder.finish();
+    let addr = broker.addr.clone();
+    let producing = std::thread::spawn(move || {
+        let mut conn = RawConn::ready(&addr);
+        conn.request(&ProduceRequest {
+            stream: "live".into(),
+            parts: vec![ProducePart { shard_id: 0, batch }],
+            ..ProduceRequest::default()
+        })
+        .unwrap()
+    });
+    // The first piece is in; merge the two children while the second waits
+    // (the broker's `forward.piece` failpoint pauses 500 ms per piece).
+    std::thread::sleep(Duration::from_millis(250));
+    runtime.block_on(async {
+        let client = broker.client().await;
+        let merge = ChangeTopologyRequest {
+            stream: "live".into(),
+            kind: ChangeKind::Merge,
+            shard_id: 1,
+            other_shard_id: 2,
+            ..ChangeTopologyRequest::default()
+        };
+        client.change_topology(&merge).await.unwrap();
+    });
+    let response = producing.join().unwrap();
+    assert!(response.error.is_ok(), "{response:?}");
+    let placements = &response.parts[0].placements;
+    assert_eq!(placements.len(), keys.len());
+    let records = runtime.block_on(async { read_all(&broker.client().await, "live").await });
+    let read: Vec<String> = records
+        .iter()
+        .map(|consumed| String::from_utf8(consumed.record.value.to_vec()).unwrap())
+        .collect();
+    for key in &keys {
+        assert!(
+            read.contains(&format!("v:0:{key}")),
+            "{key} acknowledged but not stored: {read:?}"
+        );
+    }
+}
