@@ -205,7 +205,12 @@ impl ShardLog {
         }
         let mut outcomes = Vec::with_capacity(batches.len());
         let mut pending: HashMap<ProducerKey, Entry> = HashMap::new();
-        let mut chunk = Chunk::default();
+        // One allocation for the whole group, not a doubling per batch.
+        let group_bytes: usize = batches.iter().map(Bytes::len).sum();
+        let mut chunk = Chunk {
+            bytes: Vec::with_capacity(group_bytes),
+            headers: Vec::with_capacity(batches.len()),
+        };
         let mut next_offset = self.written_offset();
         for (bytes, mut header) in batches.iter().zip(headers) {
             if let Some(outcome) = self.judge(&pending, &header) {
