@@ -6,7 +6,10 @@
 //!
 //! - `control`: `TopologyControl` (describe, split, merge, move) and the
 //!   types it speaks.
+//! - `metrics`: `MetricsSource`, the counters a broker or simulator reports.
 
 pub mod control;
+pub mod metrics;
 
 pub use control::{ChangeReport, ControlError, ShardView, StreamTopology, TopologyControl};
+pub use metrics::{MetricsSource, NodeSample, ShardCounters, StreamSample, SIZE_BOUNDS};
