@@ -36,6 +36,9 @@ pub enum ClientError {
     /// `commit` on a consumer that is not in a group.
     #[error("the consumer is not in a group")]
     NoGroup,
+    /// `send_tagged` on a producer made without `Deliveries`.
+    #[error("send_tagged needs a producer made by Producer::with_deliveries")]
+    NoDeliveries,
     /// The client, producer or consumer was closed.
     #[error("closed")]
     Closed,

@@ -2,6 +2,7 @@
 //! as shared `Bytes` so queueing and retrying never copy a payload.
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use surge_protocol::batch::BatchBuilder;
 
 /// Header that names the event's type (routing by type, type metrics).
@@ -56,7 +57,9 @@ impl Event {
         BatchBuilder::record_size(self.key.as_deref(), &self.value, &headers)
     }
 
-    pub(crate) fn header_refs(&self) -> Vec<(&str, &[u8])> {
+    /// Borrowed headers in the builder's form; inline (no allocation) for
+    /// the few headers an event usually has.
+    pub(crate) fn header_refs(&self) -> SmallVec<[(&str, &[u8]); 4]> {
         self.headers
             .iter()
             .map(|(name, value)| (name.as_str(), &value[..]))

@@ -12,7 +12,8 @@
 //! - `router`: the topology cache a producer routes by (hash ranges).
 //! - `lineage`: the shard graph (parents, sealed, high watermarks) that
 //!   orders sends and reads across splits and merges.
-//! - `producer`: `Producer`, batching, linger, one batch in flight per
+//! - `producer`: `Producer`, `AckFuture`s or batched `Deliveries`, flush,
+//!   close; `producer::task`: batching, linger, one batch in flight per
 //!   shard, idempotent retries, backpressure.
 //! - `consumer`: `Consumer`, long-poll fetches over its shards, positions,
 //!   commits.
@@ -36,7 +37,7 @@ pub use config::{ClientConfig, ConsumerConfig, ProducerConfig, StartFrom};
 pub use consumer::{ConsumedRecord, Consumer};
 pub use error::ClientError;
 pub use event::{Event, TYPE_HEADER};
-pub use producer::{Ack, AckFuture, Producer};
+pub use producer::{Ack, AckFuture, Deliveries, Delivery, Producer};
 
 pub use surge_protocol;
 pub use surge_protocol::offsets::OffsetSpec;

@@ -1,46 +1,55 @@
-//! One loadgen producer: a client `Producer`, the `Recorder` it reports to,
-//! and its ack collector task. Senders (paced threads in the open-loop and
-//! trace scenarios, a windowed task in max throughput) call `Sender::send`,
-//! which queues the event and hands its `AckFuture` to the collector. The
-//! collector awaits acks in completion order, never in send order, and is
-//! never blocked by a sender, so an ack's time is taken when it arrives.
+//! One loadgen producer: a client `Producer` made with `Deliveries`, the
+//! `Recorder` it reports to, and its collector task. Senders (paced threads
+//! in the open-loop and trace scenarios, a windowed task in max throughput)
+//! call `Sender::send`, which queues the event with a tag that carries its
+//! intended time and size. The collector takes the outcomes a batch at a
+//! time as the producer settles them and is never blocked by a sender, so
+//! an ack's time is taken when it arrives; nothing is allocated, tracked or
+//! woken per event between the two.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use surge_client::{Ack, AckFuture, ClientError, Producer};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use surge_client::{Deliveries, Delivery, Producer};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::histogram::RunClock;
 use crate::stats::Recorder;
-use crate::workload::EventFactory;
+use crate::workload::{EventFactory, EVENT_BYTES_MAX};
 
-/// Acks handed from a sender to its collector; a sender waits beyond it.
-const TRACKED_QUEUE_DEPTH: usize = 16 * 1024;
+/// Low bits of a tag: the event's value bytes; the rest: its intended time.
+const TAG_BYTES_BITS: u32 = 23;
+const TAG_BYTES_MASK: u64 = (1 << TAG_BYTES_BITS) - 1;
+const _: () = assert!(EVENT_BYTES_MAX <= TAG_BYTES_MASK);
 
-/// An event in flight: its ack, when it was meant to go, and its size.
-/// Dropping it returns its window permit (max throughput).
-#[derive(Debug)]
-struct Tracked {
-    ack: AckFuture,
-    intended_us: u64,
-    bytes: u64,
-    _permit: Option<OwnedSemaphorePermit>,
+/// An event's tag: intended time (µs from the run's start) and size. Runs
+/// are bounded far below the 2^41 µs (25 days) the time keeps.
+fn tag(intended_us: u64, bytes: u64) -> u64 {
+    assert!(bytes <= TAG_BYTES_MASK, "event sizes are validated");
+    (intended_us << TAG_BYTES_BITS) | bytes
 }
 
-impl Future for Tracked {
-    type Output = (Result<Ack, ClientError>, u64, u64);
+/// `(intended_us, bytes)` of a tag.
+fn untag(tag: u64) -> (u64, u64) {
+    (tag >> TAG_BYTES_BITS, tag & TAG_BYTES_MASK)
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (intended_us, bytes) = (self.intended_us, self.bytes);
-        Pin::new(&mut self.ack)
-            .poll(cx)
-            .map(|result| (result, intended_us, bytes))
+/// What a producer's senders and its collector share.
+#[derive(Debug)]
+struct Shared {
+    /// Events queued and not settled yet: warmup, measured.
+    outstanding: [AtomicU64; 2],
+    /// Max throughput: a slot per unacknowledged event; the collector
+    /// frees the slots of each batch of outcomes.
+    window: Option<Semaphore>,
+}
+
+impl Shared {
+    fn outstanding(&self, measured: bool) -> &AtomicU64 {
+        &self.outstanding[usize::from(measured)]
     }
 }
 
@@ -49,7 +58,7 @@ impl Future for Tracked {
 pub struct Sender {
     pub index: u32,
     producer: Arc<Producer>,
-    tracked: mpsc::Sender<Tracked>,
+    shared: Arc<Shared>,
     pub recorder: Recorder,
     pub clock: RunClock,
     /// Offset after which a send waiting for producer budget gives up.
@@ -57,33 +66,47 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// Max throughput: waits for a free slot of the window, which the event
+    /// sent next holds until its outcome arrives. Without a window: at once.
+    pub async fn reserve(&self) {
+        if let Some(window) = &self.shared.window {
+            window
+                .acquire()
+                .await
+                .expect("the window semaphore is never closed")
+                .forget();
+        }
+    }
+
+    /// Gives back a slot taken by `reserve` for an event that was not sent.
+    fn release(&self) {
+        if let Some(window) = &self.shared.window {
+            window.add_permits(1);
+        }
+    }
+
     /// Queues the next event of `factory`, meant to be sent at
-    /// `intended_us`; `permit` travels with it until its ack arrives.
-    pub async fn send(
-        &self,
-        factory: &mut EventFactory,
-        intended_us: u64,
-        permit: Option<OwnedSemaphorePermit>,
-    ) {
+    /// `intended_us` (after `reserve` in max throughput).
+    pub async fn send(&self, factory: &mut EventFactory, intended_us: u64) {
         let event = factory.next_event(self.clock.epoch_us(intended_us));
         let bytes = event.value.len() as u64;
         let started_us = self.clock.now_us();
         let give_up = self.clock.instant_at(self.give_up_us);
-        let ack = match tokio::time::timeout_at(give_up.into(), self.producer.send(event)).await {
-            Ok(Ok(ack)) => ack,
-            Ok(Err(error)) => return self.recorder.failed(intended_us, &error),
-            Err(_) => return self.recorder.timed_out(intended_us),
+        let measured = self.recorder.is_measured(intended_us);
+        // Counted before the send: its outcome may arrive before it returns.
+        let outstanding = self.shared.outstanding(measured);
+        outstanding.fetch_add(1, Ordering::Relaxed);
+        let queued = self.producer.send_tagged(event, tag(intended_us, bytes));
+        let failure = match tokio::time::timeout_at(give_up.into(), queued).await {
+            Ok(Ok(())) => return self.recorder.sent(intended_us, started_us),
+            Ok(Err(error)) => Some(error),
+            Err(_) => None,
         };
-        self.recorder.sent(intended_us, started_us);
-        let tracked = Tracked {
-            ack,
-            intended_us,
-            bytes,
-            _permit: permit,
-        };
-        if self.tracked.send(tracked).await.is_err() {
-            // The collector is gone only if its task panicked.
-            self.recorder.failed(intended_us, &ClientError::Closed);
+        outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.release();
+        match failure {
+            Some(error) => self.recorder.failed(intended_us, &error),
+            None => self.recorder.timed_out(intended_us),
         }
     }
 }
@@ -95,12 +118,15 @@ pub struct ProducerSetup {
     pub end_us: u64,
     /// How long acks may still come after the last send.
     pub drain: Duration,
+    /// Max throughput: unacknowledged events per producer.
+    pub window: Option<u32>,
 }
 
 /// A started loadgen producer.
 #[derive(Debug)]
 pub struct LoadProducer {
     sender: Sender,
+    senders_done: CancellationToken,
     collector: JoinHandle<()>,
 }
 
@@ -110,42 +136,56 @@ impl LoadProducer {
     /// last send.
     pub fn start(
         index: u32,
-        producer: Producer,
+        (producer, deliveries): (Producer, Deliveries),
         setup: &ProducerSetup,
         recorder: Recorder,
         clock: RunClock,
     ) -> LoadProducer {
-        let (tracked, queue) = mpsc::channel(TRACKED_QUEUE_DEPTH);
-        let collector = tokio::spawn(collect(queue, recorder.clone(), clock, setup.drain));
+        let shared = Arc::new(Shared {
+            outstanding: [AtomicU64::new(0), AtomicU64::new(0)],
+            window: setup.window.map(|window| Semaphore::new(window as usize)),
+        });
+        let senders_done = CancellationToken::new();
+        let collector = Collector {
+            shared: Arc::clone(&shared),
+            recorder: recorder.clone(),
+            clock,
+            drain: setup.drain,
+        };
+        let collector = tokio::spawn(collector.run(deliveries, senders_done.clone()));
         let drain_us = u64::try_from(setup.drain.as_micros()).unwrap_or(u64::MAX);
         let sender = Sender {
             index,
             producer: Arc::new(producer),
-            tracked,
+            shared,
             recorder,
             clock,
             give_up_us: setup.end_us.saturating_add(drain_us),
         };
-        LoadProducer { sender, collector }
+        LoadProducer {
+            sender,
+            senders_done,
+            collector,
+        }
     }
 
     pub fn sender(&self) -> Sender {
         self.sender.clone()
     }
 
-    /// After every `Sender` clone is dropped: waits for the collector to
-    /// drain, then closes the producer (abandoning it after `drain`).
+    /// After every other `Sender` clone is dropped: waits for the collector
+    /// to drain, then closes the producer (abandoning it after `drain`).
     pub async fn finish(self, drain: Duration) {
-        let LoadProducer { sender, collector } = self;
-        // The collector ends when the last queue handle is gone.
-        let Sender {
-            producer, tracked, ..
-        } = sender;
-        drop(tracked);
+        let LoadProducer {
+            sender,
+            senders_done,
+            collector,
+        } = self;
+        senders_done.cancel();
         if let Err(error) = collector.await {
             warn(&format!("ack collector failed: {error}"));
         }
-        if let Ok(producer) = Arc::try_unwrap(producer) {
+        if let Ok(producer) = Arc::try_unwrap(sender.producer) {
             // Everything was acked or timed out already; close only flushes.
             let _ = tokio::time::timeout(drain, producer.close()).await;
         }
@@ -157,41 +197,75 @@ fn warn(message: &str) {
     eprintln!("surge-loadgen: warning: {message}");
 }
 
-/// Records acks as they complete until the senders are done, then for at
-/// most `drain`; what is still missing then counts as timed out.
-async fn collect(
-    mut queue: mpsc::Receiver<Tracked>,
+/// Records the outcomes of one producer's events.
+#[derive(Debug)]
+struct Collector {
+    shared: Arc<Shared>,
     recorder: Recorder,
     clock: RunClock,
     drain: Duration,
-) {
-    let mut pending = FuturesUnordered::new();
-    let record = |(result, intended_us, bytes): (Result<Ack, ClientError>, u64, u64)| match result {
-        Ok(_) => recorder.acked(intended_us, clock.now_us(), bytes),
-        Err(error) => recorder.failed(intended_us, &error),
-    };
-    loop {
-        tokio::select! {
-            biased;
-            Some(done) = pending.next(), if !pending.is_empty() => record(done),
-            tracked = queue.recv() => match tracked {
-                Some(tracked) => pending.push(tracked),
-                None => break,
-            },
-        }
-    }
-    let deadline = tokio::time::Instant::now() + drain;
-    while !pending.is_empty() {
-        match tokio::time::timeout_at(deadline, pending.next()).await {
-            Ok(Some(done)) => record(done),
-            Ok(None) => break,
-            Err(_) => {
-                for tracked in pending.iter() {
-                    recorder.timed_out(tracked.intended_us);
+}
+
+impl Collector {
+    /// Records outcomes as they arrive until the senders are done, then
+    /// until none is outstanding, for at most `drain`; what is still
+    /// missing then counts as timed out.
+    async fn run(self, mut deliveries: Deliveries, senders_done: CancellationToken) {
+        let mut deadline = None;
+        loop {
+            if deadline.is_some() && self.settled() {
+                return;
+            }
+            tokio::select! {
+                biased;
+                batch = deliveries.recv() => match batch {
+                    Some(batch) => self.record(batch),
+                    None => break,
+                },
+                () = senders_done.cancelled(), if deadline.is_none() => {
+                    deadline = Some(tokio::time::Instant::now() + self.drain);
                 }
-                break;
+                () = sleep_until(deadline), if deadline.is_some() => break,
             }
         }
+        for measured in [false, true] {
+            let missing = self.shared.outstanding(measured).swap(0, Ordering::Relaxed);
+            self.recorder.timed_out_unacked(measured, missing);
+        }
+    }
+
+    fn settled(&self) -> bool {
+        [false, true]
+            .into_iter()
+            .all(|measured| self.shared.outstanding(measured).load(Ordering::Relaxed) == 0)
+    }
+
+    fn record(&self, batch: Vec<Delivery>) {
+        let done_us = self.clock.now_us();
+        let mut settled = [0u64; 2];
+        for delivery in &batch {
+            let (intended_us, bytes) = untag(delivery.tag);
+            settled[usize::from(self.recorder.is_measured(intended_us))] += 1;
+            match &delivery.result {
+                Ok(_) => self.recorder.acked(intended_us, done_us, bytes),
+                Err(error) => self.recorder.failed(intended_us, error),
+            }
+        }
+        for (measured, count) in [false, true].into_iter().zip(settled) {
+            self.shared
+                .outstanding(measured)
+                .fetch_sub(count, Ordering::Relaxed);
+        }
+        if let Some(window) = &self.shared.window {
+            window.add_permits(batch.len());
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -208,6 +282,16 @@ pub fn count_share(count: Option<u64>, index: u32, producers: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_keep_time_and_size() {
+        let intended_us = 86_400_000_000;
+        assert_eq!(
+            untag(tag(intended_us, EVENT_BYTES_MAX)),
+            (intended_us, EVENT_BYTES_MAX)
+        );
+        assert_eq!(untag(tag(7, 0)), (7, 0));
+    }
 
     #[test]
     fn count_shares_add_up() {

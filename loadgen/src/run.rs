@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use surge_client::surge_protocol::stream::Durability;
 use surge_client::surge_protocol::ErrorCode;
-use surge_client::{Client, ClientConfig, ClientError, Producer, ProducerConfig, StreamConfig};
+use surge_client::{
+    Client, ClientConfig, ClientError, Deliveries, Producer, ProducerConfig, StreamConfig,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{duration_ms, DurabilityChoice, RunConfig, Scenario};
@@ -64,7 +66,7 @@ pub fn trace_duration_ms(config: &RunConfig) -> Result<u64, LoadgenError> {
 /// Everything connected before the clock starts.
 struct Setup {
     stream: StreamFacts,
-    producers: Vec<Producer>,
+    producers: Vec<(Producer, Deliveries)>,
     consumers: Vec<surge_client::Consumer>,
     clients: Vec<Client>,
 }
@@ -98,7 +100,15 @@ pub async fn run(config: &RunConfig, addr: &str, live: bool) -> Result<Report, L
         warmup_us,
         live,
     });
-    let producer_setup = ProducerSetup { end_us, drain };
+    let window = match &plan {
+        Plan::Window { in_flight } => Some(*in_flight),
+        Plan::Paced(_) => None,
+    };
+    let producer_setup = ProducerSetup {
+        end_us,
+        drain,
+        window,
+    };
     let producers: Vec<LoadProducer> = setup
         .producers
         .into_iter()
@@ -113,9 +123,8 @@ pub async fn run(config: &RunConfig, addr: &str, live: bool) -> Result<Report, L
         Plan::Paced(schedule) => {
             open_loop::drive_paced(senders, schedule, &config.workload, config.count).await;
         }
-        Plan::Window { in_flight } => {
-            max_throughput::drive(senders, *in_flight, &config.workload, config.count, end_us)
-                .await;
+        Plan::Window { .. } => {
+            max_throughput::drive(senders, &config.workload, config.count, end_us).await;
         }
     }
     let senders_done_us = clock.now_us();
@@ -195,7 +204,8 @@ async fn connect(config: &RunConfig, addr: &str) -> Result<Setup, LoadgenError> 
     let mut producers = Vec::new();
     for index in 0..config.producers as usize {
         let client = clients[index % clients.len()].clone();
-        producers.push(Producer::new(client, &config.stream, producer_config.clone()).await?);
+        let settings = producer_config.clone();
+        producers.push(Producer::with_deliveries(client, &config.stream, settings).await?);
     }
     Ok(Setup {
         stream,

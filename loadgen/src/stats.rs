@@ -107,13 +107,14 @@ impl Recorder {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn measured(&self, intended_us: u64) -> bool {
+    /// Whether an event intended then counts (it is past the warmup).
+    pub fn is_measured(&self, intended_us: u64) -> bool {
         intended_us >= self.warmup_us
     }
 
     pub fn sent(&self, intended_us: u64, actual_us: u64) {
         let late = actual_us.saturating_sub(intended_us) > LATE_SEND_US;
-        let measured = self.measured(intended_us);
+        let measured = self.is_measured(intended_us);
         let mut state = self.lock();
         let counts = state.counts(measured);
         counts.sent += 1;
@@ -124,7 +125,7 @@ impl Recorder {
 
     /// An ack for an event intended at `intended_us` arrived at `done_us`.
     pub fn acked(&self, intended_us: u64, done_us: u64, bytes: u64) {
-        let measured = self.measured(intended_us);
+        let measured = self.is_measured(intended_us);
         let mut state = self.lock();
         state.interval.counts.acked += 1;
         state.interval.counts.bytes_acked += bytes;
@@ -142,7 +143,7 @@ impl Recorder {
     /// A send or an ack failed.
     pub fn failed(&self, intended_us: u64, error: &ClientError) {
         let timeout = matches!(error, ClientError::Timeout { .. });
-        let measured = self.measured(intended_us);
+        let measured = self.is_measured(intended_us);
         let mut state = self.lock();
         let counts = state.counts(measured);
         if timeout {
@@ -165,12 +166,20 @@ impl Recorder {
         }
     }
 
-    /// Acks still missing when the drain time ran out.
+    /// A send that waited for the producer's budget past the give-up time.
     pub fn timed_out(&self, intended_us: u64) {
-        let measured = self.measured(intended_us);
+        let measured = self.is_measured(intended_us);
         let mut state = self.lock();
         state.counts(measured).timeouts += 1;
         state.interval.counts.timeouts += 1;
+    }
+
+    /// `events` acks still missing when the drain time ran out, intended
+    /// after the warmup (`measured`) or in it.
+    pub fn timed_out_unacked(&self, measured: bool, events: u64) {
+        let mut state = self.lock();
+        state.counts(measured).timeouts += events;
+        state.interval.counts.timeouts += events;
     }
 
     /// Scheduled events the run ended before sending.
@@ -180,7 +189,7 @@ impl Recorder {
 
     /// A consumer read an event intended at `intended_us` at `now_us`.
     pub fn consumed(&self, intended_us: u64, now_us: u64) {
-        let measured = self.measured(intended_us);
+        let measured = self.is_measured(intended_us);
         let mut state = self.lock();
         state.interval.counts.consumed += 1;
         state.interval.latency.record_since(intended_us, now_us);

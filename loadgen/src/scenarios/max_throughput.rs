@@ -1,21 +1,17 @@
 //! Max throughput: closed loop. Each producer keeps at most `in_flight`
-//! events unacknowledged (a window of permits that travel with the events
-//! and return on ack) and sends the next as soon as one returns, until the
+//! events unacknowledged (the window of `Sender::reserve`, freed as
+//! outcomes arrive) and sends the next as soon as a slot frees, until the
 //! run's end or its share of `count`. There is no schedule, so latency is
 //! measured from the actual send: it is the service time under full load,
 //! not what a user at a given rate would see (use open loop for that).
 
-use std::sync::Arc;
-
-use tokio::sync::Semaphore;
-
 use crate::producer::{count_share, Sender};
 use crate::workload::{EventFactory, WorkloadConfig};
 
-/// Runs every sender as a windowed task until `end_us` or `count`.
+/// Runs every sender as a windowed task until `end_us` or `count`; the
+/// window's size was given to the producers (`ProducerSetup::window`).
 pub async fn drive(
     senders: Vec<Sender>,
-    in_flight: u32,
     workload: &WorkloadConfig,
     count: Option<u64>,
     end_us: u64,
@@ -25,9 +21,7 @@ pub async fn drive(
     for sender in senders {
         let limit = count_share(count, sender.index, producers);
         let factory = EventFactory::new(workload, sender.index);
-        tasks.push(tokio::spawn(window_loop(
-            sender, factory, in_flight, limit, end_us,
-        )));
+        tasks.push(tokio::spawn(window_loop(sender, factory, limit, end_us)));
     }
     for task in tasks {
         if let Err(error) = task.await {
@@ -36,28 +30,19 @@ pub async fn drive(
     }
 }
 
-async fn window_loop(
-    sender: Sender,
-    mut factory: EventFactory,
-    in_flight: u32,
-    limit: u64,
-    end_us: u64,
-) {
-    let window = Arc::new(Semaphore::new(in_flight as usize));
+async fn window_loop(sender: Sender, mut factory: EventFactory, limit: u64, end_us: u64) {
     let end = tokio::time::Instant::from_std(sender.clock.instant_at(end_us));
     let mut sent = 0;
     while sent < limit {
-        let permit = tokio::select! {
-            permit = Arc::clone(&window).acquire_owned() => {
-                permit.expect("the window semaphore is never closed")
-            }
+        tokio::select! {
+            () = sender.reserve() => {}
             () = tokio::time::sleep_until(end) => return,
-        };
+        }
         let now_us = sender.clock.now_us();
         if now_us >= end_us {
             return;
         }
-        sender.send(&mut factory, now_us, Some(permit)).await;
+        sender.send(&mut factory, now_us).await;
         sent += 1;
     }
 }

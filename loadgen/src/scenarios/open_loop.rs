@@ -81,7 +81,7 @@ impl Pacer {
             if intended_us > now_us {
                 std::thread::sleep(Duration::from_micros(intended_us - now_us));
             }
-            handle.block_on(self.sender.send(&mut self.factory, intended_us, None));
+            handle.block_on(self.sender.send(&mut self.factory, intended_us));
             sent += 1;
         }
     }

@@ -1,213 +1,32 @@
-//! `Producer`: batching, idempotent appends to one stream. Owns the
-//! producer task, which holds every queued event, cuts batches per shard
-//! (full, or lingered long enough), keeps at most one batch in flight per
-//! shard (so per-key order holds and a retry is the same bytes), resolves
-//! each event's `AckFuture`, and refreshes routing when the broker reports a
-//! newer epoch. `send` only queues: thousands of events can be in flight,
-//! bounded by `max_in_flight_bytes` of budget.
-//!
-//! Across splits and merges (seal-and-succeed) per-key order needs one more
-//! rule: a shard gets no batch while any of its ancestors (from metadata)
-//! has a batch in flight or events waiting, because those hold the older
-//! events of its keys. Events for the child wait in its queue; events left
-//! on a sealed shard are re-routed ahead of them.
+//! The producer task: owns every queued event, the per-shard queues and
+//! sequences, the one batch in flight per shard, and the routing and
+//! lineage caches. It settles events (returning their budget, resolving
+//! their `AckFuture`s, gathering tagged outcomes) and hands what settled
+//! over once per wake-up, so the costs of a wake-up are shared by every
+//! event it handled.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use surge_protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use surge_protocol::stream::StreamMetadata;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::{Ack, Command, Completion, Delivery, Queued};
 use crate::client::Client;
 use crate::config::ProducerConfig;
 use crate::error::ClientError;
-use crate::event::Event;
 use crate::lineage::Lineage;
 use crate::router::Router;
 use crate::sender::{send_batch, BatchJob, Verdict};
 
-/// Commands queued for the producer task; `send` waits beyond it.
-const COMMAND_QUEUE_DEPTH: usize = 4096;
 /// Times one event may be re-routed after sealed or unknown shards.
 const REROUTES_MAX: u8 = 3;
-
-/// Where an acknowledged event was stored. After a split or merge the shard
-/// may be a successor of the one the event was sent to (the broker forwarded
-/// it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ack {
-    pub shard_id: u32,
-    /// The event's offset in `shard_id`, or `u64::MAX` when the broker
-    /// recognised a retry of a forwarded batch but no longer knows where
-    /// that record went: it is stored exactly once, position unknown.
-    pub offset: u64,
-}
-
-/// Resolves when the broker acknowledged (or the producer gave up on) one
-/// event. Dropping it does not cancel the send.
-#[derive(Debug)]
-pub struct AckFuture {
-    receiver: oneshot::Receiver<Result<Ack, ClientError>>,
-}
-
-impl Future for AckFuture {
-    type Output = Result<Ack, ClientError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.receiver)
-            .poll(cx)
-            .map(|result| result.unwrap_or(Err(ClientError::Closed)))
-    }
-}
-
-/// One event waiting for its batch, holding its share of the byte budget.
-#[derive(Debug)]
-struct Queued {
-    event: Event,
-    timestamp_ms: i64,
-    size: usize,
-    enqueued: Instant,
-    reroutes: u8,
-    ack: oneshot::Sender<Result<Ack, ClientError>>,
-    _budget: OwnedSemaphorePermit,
-}
-
-#[derive(Debug)]
-enum Command {
-    Send(Queued),
-    Flush(oneshot::Sender<()>),
-}
-
-/// Batching, idempotent producer for one stream.
-#[derive(Debug)]
-pub struct Producer {
-    commands: mpsc::Sender<Command>,
-    budget: Arc<Semaphore>,
-    budget_bytes: usize,
-    max_record_bytes: usize,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Producer {
-    /// Loads the stream's routing and starts the producer task.
-    pub async fn new(
-        client: Client,
-        stream: &str,
-        mut config: ProducerConfig,
-    ) -> Result<Producer, ClientError> {
-        let meta = client.metadata(stream).await?;
-        let broker_max = client.max_batch_bytes();
-        if broker_max > 0 {
-            config.max_batch_bytes = config.max_batch_bytes.min(broker_max);
-        }
-        let max_record_bytes = config.max_batch_bytes.saturating_sub(BATCH_HEADER_BYTES);
-        let budget_bytes = config
-            .max_in_flight_bytes
-            .clamp(1, u32::MAX as usize)
-            .min(Semaphore::MAX_PERMITS);
-        let (commands, queue) = mpsc::channel(COMMAND_QUEUE_DEPTH);
-        let shutdown = CancellationToken::new();
-        let state = ProducerTask {
-            producer_id: client.new_producer_id(),
-            client,
-            stream: stream.to_owned(),
-            router: Router::new(&meta),
-            lineage: Lineage::new(&meta),
-            config,
-            shards: BTreeMap::new(),
-            tasks: JoinSet::new(),
-            task_shards: HashMap::new(),
-            flush_waiters: Vec::new(),
-            draining: false,
-        };
-        let task = tokio::spawn(state.run(queue, shutdown.clone()));
-        Ok(Producer {
-            commands,
-            budget: Arc::new(Semaphore::new(budget_bytes)),
-            budget_bytes,
-            max_record_bytes,
-            shutdown,
-            task: Some(task),
-        })
-    }
-
-    /// Queues an event, waiting only while `max_in_flight_bytes` are
-    /// buffered. The returned future resolves with the event's offset.
-    pub async fn send(&self, event: Event) -> Result<AckFuture, ClientError> {
-        let size = event.record_bytes();
-        if size > self.max_record_bytes {
-            return Err(ClientError::EventTooLarge {
-                size,
-                max: self.max_record_bytes,
-            });
-        }
-        let permits = u32::try_from(size.min(self.budget_bytes)).unwrap_or(u32::MAX);
-        let budget = Arc::clone(&self.budget)
-            .acquire_many_owned(permits)
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        let (ack, receiver) = oneshot::channel();
-        let queued = Queued {
-            timestamp_ms: event.timestamp_ms.unwrap_or_else(now_ms),
-            event,
-            size,
-            enqueued: Instant::now(),
-            reroutes: 0,
-            ack,
-            _budget: budget,
-        };
-        self.commands
-            .send(Command::Send(queued))
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        Ok(AckFuture { receiver })
-    }
-
-    /// Sends everything queued now, without waiting for linger, and waits
-    /// until it is acknowledged or failed (failures go to the `AckFuture`s).
-    pub async fn flush(&self) -> Result<(), ClientError> {
-        let (done, waiter) = oneshot::channel();
-        self.commands
-            .send(Command::Flush(done))
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        waiter.await.map_err(|_| ClientError::Closed)
-    }
-
-    /// Flushes, then stops the producer task.
-    pub async fn close(mut self) -> Result<(), ClientError> {
-        let flushed = self.flush().await;
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await
-                .map_err(|error| ClientError::Protocol(format!("producer task failed: {error}")))?;
-        }
-        flushed
-    }
-}
-
-impl Drop for Producer {
-    /// Dropping without `close` abandons what is queued: its acks fail.
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+/// Commands taken from the queue per wake-up before batches are cut.
+const COMMANDS_PER_WAKE: usize = 512;
 
 /// Events of one shard: the queue, the idempotence sequence, and the one
 /// batch that may be in flight.
@@ -227,7 +46,7 @@ struct InFlight {
 
 /// The state the producer task owns alone.
 #[derive(Debug)]
-struct ProducerTask {
+pub(super) struct ProducerTask {
     client: Client,
     producer_id: u64,
     stream: String,
@@ -235,16 +54,60 @@ struct ProducerTask {
     router: Router,
     /// Parents of every known shard, to hold children back.
     lineage: Lineage,
+    /// `lineage.ancestors` of every shard that has any, computed when the
+    /// lineage changes rather than on every dispatch.
+    ancestors: HashMap<u32, Vec<u32>>,
     shards: BTreeMap<u32, ShardQueue>,
     tasks: JoinSet<Verdict>,
     task_shards: HashMap<Id, u32>,
     flush_waiters: Vec<oneshot::Sender<()>>,
     /// Set while a flush waits: batches go out without lingering.
     draining: bool,
+    budget: Arc<Semaphore>,
+    /// Budget of events settled since the last hand-over.
+    settled_budget: usize,
+    deliveries: Option<mpsc::Sender<Vec<Delivery>>>,
+    /// Tagged outcomes settled since the last hand-over.
+    delivered: Vec<Delivery>,
 }
 
 impl ProducerTask {
-    async fn run(mut self, mut queue: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+    pub(super) fn new(
+        client: Client,
+        stream: &str,
+        meta: &StreamMetadata,
+        config: ProducerConfig,
+        budget: Arc<Semaphore>,
+        deliveries: Option<mpsc::Sender<Vec<Delivery>>>,
+    ) -> ProducerTask {
+        let mut task = ProducerTask {
+            producer_id: client.new_producer_id(),
+            client,
+            stream: stream.to_owned(),
+            router: Router::new(meta),
+            lineage: Lineage::new(meta),
+            ancestors: HashMap::new(),
+            config,
+            shards: BTreeMap::new(),
+            tasks: JoinSet::new(),
+            task_shards: HashMap::new(),
+            flush_waiters: Vec::new(),
+            draining: false,
+            budget,
+            settled_budget: 0,
+            deliveries,
+            delivered: Vec::new(),
+        };
+        task.cache_ancestors();
+        task
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut queue: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        let mut commands = Vec::with_capacity(COMMANDS_PER_WAKE);
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -259,17 +122,24 @@ impl ProducerTask {
                     };
                     self.on_verdict(id, verdict).await;
                 }
-                command = queue.recv() => match command {
-                    Some(Command::Send(queued)) => self.enqueue(queued),
-                    Some(Command::Flush(done)) => {
-                        self.flush_waiters.push(done);
-                        self.draining = true;
+                received = queue.recv_many(&mut commands, COMMANDS_PER_WAKE) => {
+                    if received == 0 {
+                        break;
                     }
-                    None => break,
-                },
+                    for command in commands.drain(..) {
+                        match command {
+                            Command::Send(queued) => self.enqueue(queued),
+                            Command::Flush(done) => {
+                                self.flush_waiters.push(done);
+                                self.draining = true;
+                            }
+                        }
+                    }
+                }
                 () = sleep_until(deadline), if deadline.is_some() => {}
             }
             self.dispatch(Instant::now());
+            self.hand_over(&shutdown).await;
             self.notify_flushed();
         }
         self.abandon();
@@ -278,7 +148,7 @@ impl ProducerTask {
     fn enqueue(&mut self, queued: Queued) {
         let Some(shard_id) = self.router.route(self.router.routing_value(&queued.event)) else {
             let stream = self.stream.clone();
-            let _ = queued.ack.send(Err(ClientError::NoOpenShard { stream }));
+            self.settle(queued, Err(ClientError::NoOpenShard { stream }));
             return;
         };
         let shard = self.shards.entry(shard_id).or_default();
@@ -286,17 +156,57 @@ impl ProducerTask {
         shard.pending.push_back(queued);
     }
 
+    /// Returns the event's budget and resolves it, or keeps its tagged
+    /// outcome for the next hand-over.
+    fn settle(&mut self, queued: Queued, result: Result<Ack, ClientError>) {
+        self.settled_budget += queued.budget as usize;
+        match queued.completion {
+            Completion::Future(ack) => {
+                let _ = ack.send(result);
+            }
+            Completion::Tagged(tag) => self.delivered.push(Delivery { tag, result }),
+        }
+    }
+
+    /// Gives back the budget of what settled and delivers tagged outcomes.
+    async fn hand_over(&mut self, shutdown: &CancellationToken) {
+        if self.settled_budget > 0 {
+            self.budget
+                .add_permits(std::mem::take(&mut self.settled_budget));
+        }
+        if self.delivered.is_empty() {
+            return;
+        }
+        let delivered = std::mem::take(&mut self.delivered);
+        if let Some(deliveries) = &self.deliveries {
+            tokio::select! {
+                // A dropped `Deliveries` only means nobody wants them.
+                _ = deliveries.send(delivered) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    fn cache_ancestors(&mut self) {
+        self.ancestors = self
+            .lineage
+            .shard_ids()
+            .map(|shard_id| (shard_id, Vec::from_iter(self.lineage.ancestors(shard_id))))
+            .filter(|(_, ancestors)| !ancestors.is_empty())
+            .collect();
+    }
+
     /// Whether an ancestor of the shard still has a batch in flight or
     /// events queued: those are older than anything queued here.
     fn blocked(&self, shard_id: u32) -> bool {
-        self.lineage
-            .ancestors(shard_id)
-            .into_iter()
-            .any(|ancestor| {
-                self.shards
-                    .get(&ancestor)
-                    .is_some_and(|queue| queue.in_flight.is_some() || !queue.pending.is_empty())
-            })
+        let Some(ancestors) = self.ancestors.get(&shard_id) else {
+            return false;
+        };
+        ancestors.iter().any(|ancestor| {
+            self.shards
+                .get(ancestor)
+                .is_some_and(|queue| queue.in_flight.is_some() || !queue.pending.is_empty())
+        })
     }
 
     /// The earliest linger deadline among shards that could send now.
@@ -363,7 +273,7 @@ impl ProducerTask {
                 Some(shard_id) => by_shard.entry(shard_id).or_default().push(queued),
                 None => {
                     let stream = self.stream.clone();
-                    let _ = queued.ack.send(Err(ClientError::NoOpenShard { stream }));
+                    self.settle(queued, Err(ClientError::NoOpenShard { stream }));
                 }
             }
         }
@@ -396,12 +306,11 @@ impl ProducerTask {
             let Some(queued) = shard.pending.pop_front() else {
                 break;
             };
-            let headers = queued.event.header_refs();
             builder.push(
                 queued.timestamp_ms,
                 queued.event.key.as_deref(),
                 &queued.event.value,
-                &headers,
+                &queued.event.header_refs(),
             );
             shard.pending_bytes -= queued.size;
             events.push(queued);
@@ -430,10 +339,11 @@ impl ProducerTask {
         let Some(shard_id) = self.task_shards.remove(&id) else {
             return;
         };
-        let Some(shard) = self.shards.get_mut(&shard_id) else {
-            return;
-        };
-        let Some(batch) = shard.in_flight.take() else {
+        let Some(batch) = self
+            .shards
+            .get_mut(&shard_id)
+            .and_then(|shard| shard.in_flight.take())
+        else {
             return;
         };
         match verdict {
@@ -444,38 +354,53 @@ impl ProducerTask {
                     "the sender checked one ack per record"
                 );
                 for (queued, ack) in batch.events.into_iter().zip(acks) {
-                    let _ = queued.ack.send(Ok(ack));
+                    self.settle(queued, Ok(ack));
                 }
                 if epoch > self.router.epoch() {
                     self.refresh().await;
                 }
             }
             Verdict::Reroute(error) => {
-                // Not stored: the sequence is free again for the re-routed batch.
-                shard.next_sequence = batch.base_sequence;
-                for queued in batch.events.into_iter().rev() {
-                    if queued.reroutes >= REROUTES_MAX {
-                        let _ = queued.ack.send(Err(error.clone()));
-                        continue;
-                    }
-                    shard.pending_bytes += queued.size;
-                    shard.pending.push_front(Queued {
-                        reroutes: queued.reroutes + 1,
-                        ..queued
-                    });
-                }
+                self.requeue_rerouted(shard_id, batch, &error);
                 self.refresh().await;
             }
             Verdict::Failed(error) => {
                 // A broker rejection stored nothing; after an ambiguous failure
                 // (timeouts, disconnects) the sequence stays used.
                 if error.code().is_some() {
-                    shard.next_sequence = batch.base_sequence;
+                    if let Some(shard) = self.shards.get_mut(&shard_id) {
+                        shard.next_sequence = batch.base_sequence;
+                    }
                 }
                 for queued in batch.events {
-                    let _ = queued.ack.send(Err(error.clone()));
+                    self.settle(queued, Err(error.clone()));
                 }
             }
+        }
+    }
+
+    /// Puts a batch the broker did not store back at the front of its
+    /// shard's queue, failing events re-routed too often already.
+    fn requeue_rerouted(&mut self, shard_id: u32, batch: InFlight, error: &ClientError) {
+        let mut requeued = VecDeque::with_capacity(batch.events.len());
+        for queued in batch.events {
+            if queued.reroutes >= REROUTES_MAX {
+                self.settle(queued, Err(error.clone()));
+                continue;
+            }
+            requeued.push_back(Queued {
+                reroutes: queued.reroutes + 1,
+                ..queued
+            });
+        }
+        let Some(shard) = self.shards.get_mut(&shard_id) else {
+            return;
+        };
+        // Not stored: the sequence is free again for the re-routed batch.
+        shard.next_sequence = batch.base_sequence;
+        for queued in requeued.into_iter().rev() {
+            shard.pending_bytes += queued.size;
+            shard.pending.push_front(queued);
         }
     }
 
@@ -484,6 +409,7 @@ impl ProducerTask {
             Ok(meta) => {
                 self.router.update(&meta);
                 self.lineage.update(&meta);
+                self.cache_ancestors();
             }
             Err(error) => tracing::warn!(stream = %self.stream, %error, "metadata refresh failed"),
         }
@@ -502,13 +428,24 @@ impl ProducerTask {
         }
     }
 
-    /// Fails everything still queued or in flight.
+    /// Fails everything still queued or in flight. Tagged outcomes that do
+    /// not fit the delivery queue now are dropped with it.
     fn abandon(&mut self) {
         self.tasks.abort_all();
+        let mut abandoned = Vec::new();
         for shard in self.shards.values_mut() {
             let in_flight = shard.in_flight.take().into_iter().flat_map(|b| b.events);
-            for queued in in_flight.chain(shard.pending.drain(..)) {
-                let _ = queued.ack.send(Err(ClientError::Closed));
+            abandoned.extend(in_flight.chain(shard.pending.drain(..)));
+        }
+        for queued in abandoned {
+            self.settle(queued, Err(ClientError::Closed));
+        }
+        self.budget
+            .add_permits(std::mem::take(&mut self.settled_budget));
+        if let Some(deliveries) = &self.deliveries {
+            let delivered = std::mem::take(&mut self.delivered);
+            if !delivered.is_empty() {
+                let _ = deliveries.try_send(delivered);
             }
         }
     }
