@@ -4,10 +4,10 @@
 //! `EventFactory` turns those settings into `Event`s; values are slices of
 //! one random buffer, so making an event never copies a payload.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use surge_client::Event;
 
@@ -20,6 +20,9 @@ pub const SENT_US_HEADER: &str = "sent-us";
 /// the broker's batch limit is smaller anyway.
 pub const EVENT_BYTES_MAX: u64 = 4 << 20;
 pub const KEYS_MAX: u64 = 1 << 40;
+/// The sent-us value (8 bytes) and the longest key ("k" and 13 digits).
+const SMALL_FIELDS_BYTES: usize = 8 + 1 + 13;
+const _: () = assert!(KEYS_MAX < 10_u64.pow(13));
 pub const TYPES_MAX: u32 = 10_000;
 
 /// The event settings of a run.
@@ -335,12 +338,17 @@ impl EventFactory {
     /// The next event, stamped with its intended send time.
     pub fn next_event(&mut self, intended_epoch_us: u64) -> Event {
         let size = self.config.event_size.sample(&mut self.rng) as usize;
-        let mut event = Event::new(self.payload.slice(..size)).with_header(
-            SENT_US_HEADER,
-            Bytes::copy_from_slice(&intended_epoch_us.to_be_bytes()),
-        );
-        if let Some(key) = self.next_key() {
-            event = event.with_key(format!("k{key}"));
+        // The sent-us value and the key share one allocation.
+        let mut small = BytesMut::with_capacity(SMALL_FIELDS_BYTES);
+        small.put_u64(intended_epoch_us);
+        let key = self.next_key().map(|key| {
+            write!(small, "k{key}").expect("writing to a BytesMut cannot fail");
+        });
+        let small = small.freeze();
+        let mut event =
+            Event::new(self.payload.slice(..size)).with_header(SENT_US_HEADER, small.slice(..8));
+        if key.is_some() {
+            event = event.with_key(small.slice(8..));
         }
         if !self.type_names.is_empty() {
             let index = self.rng.usize(..self.type_names.len());
@@ -423,6 +431,25 @@ mod tests {
         let event = EventFactory::new(&config, 0).next_event(1_234_567);
         assert_eq!(event.value.len(), 64);
         assert_eq!(sent_us(&event.headers), Some(1_234_567));
-        assert!(event.key.is_some());
+        let key = event.key.expect("keyed workload");
+        let index: u64 = std::str::from_utf8(&key[1..]).unwrap().parse().unwrap();
+        assert!(key.starts_with(b"k") && index < 10, "{key:?}");
+    }
+
+    #[test]
+    fn the_largest_key_fits_the_small_fields() {
+        let config = WorkloadConfig {
+            event_size: SizeDist::Fixed { bytes: 1 },
+            keys: KEYS_MAX,
+            key_dist: KeyDist::Zipf { exponent: 0.01 },
+            types: 0,
+            seed: 3,
+        };
+        let mut factory = EventFactory::new(&config, 0);
+        for _ in 0..1_000 {
+            let event = factory.next_event(u64::MAX);
+            assert_eq!(sent_us(&event.headers), Some(u64::MAX));
+            assert!(event.key.unwrap().len() <= SMALL_FIELDS_BYTES - 8);
+        }
     }
 }

@@ -455,7 +455,18 @@ impl BatchBuilder {
     /// A batch for shard `origin_shard` of a stream; `producer_id` 0 means
     /// not idempotent.
     pub fn new(origin_shard: u32, producer_id: u64, base_sequence: u64) -> BatchBuilder {
-        let mut buf = BytesMut::with_capacity(4096);
+        BatchBuilder::with_capacity(origin_shard, producer_id, base_sequence, 4096)
+    }
+
+    /// `new` with room for `capacity` bytes, so a producer that knows how
+    /// big the batch will be never grows (and copies) the buffer.
+    pub fn with_capacity(
+        origin_shard: u32,
+        producer_id: u64,
+        base_sequence: u64,
+        capacity: usize,
+    ) -> BatchBuilder {
+        let mut buf = BytesMut::with_capacity(capacity.clamp(BATCH_HEADER_BYTES, MAX_BATCH_BYTES));
         buf.put_bytes(0, BATCH_HEADER_BYTES);
         buf[40..48].copy_from_slice(&producer_id.to_le_bytes());
         buf[48..56].copy_from_slice(&base_sequence.to_le_bytes());
@@ -563,6 +574,18 @@ mod tests {
         builder.push(1_000, Some(b"k1"), b"hello", &[("type", b"click")]);
         builder.push(1_005, None, b"world", &[]);
         builder.finish()
+    }
+
+    #[test]
+    fn capacity_does_not_change_the_bytes() {
+        let build = |mut builder: BatchBuilder| {
+            builder.push(1_000, Some(b"k1"), b"hello", &[("type", b"click")]);
+            builder.push(1_005, None, &[9; 5000], &[]);
+            builder.finish()
+        };
+        let sized = build(BatchBuilder::with_capacity(3, 7, 100, 1 << 20));
+        assert_eq!(sized, build(BatchBuilder::new(3, 7, 100)));
+        assert_eq!(sized, build(BatchBuilder::with_capacity(3, 7, 100, 0)));
     }
 
     #[test]

@@ -293,7 +293,10 @@ impl ProducerTask {
             return;
         };
         let base_sequence = shard.next_sequence;
-        let mut builder = BatchBuilder::new(shard_id, self.producer_id, base_sequence);
+        // Room for all that waits, up to a full batch: the buffer never grows.
+        let capacity = (shard.pending_bytes + BATCH_HEADER_BYTES).min(max_batch_bytes);
+        let mut builder =
+            BatchBuilder::with_capacity(shard_id, self.producer_id, base_sequence, capacity);
         let mut events = Vec::new();
         let mut first_ms = None;
         while let Some(front) = shard.pending.front() {
