@@ -23,7 +23,7 @@
 //! - `run`: connects, creates the stream, starts everything, stops it.
 //! - `progress`: the live line once a second and the per-second timeline.
 //! - `report`: `Report`, the one serde schema of results; the final table.
-//! - `plot`: the SVG of rate and latency over time.
+//! - `plot`: rate and latency over time, as SVG or PNG.
 
 pub mod broker;
 pub mod config;

@@ -100,6 +100,9 @@ struct Args {
     /// Write the SVG plot here.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Write the same plot as PNG here.
+    #[arg(long)]
+    png: Option<PathBuf>,
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
@@ -139,6 +142,10 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(path) = &args.svg {
         plot::write_svg(&report, path)?;
+        eprintln!("plot: {}", path.display());
+    }
+    if let Some(path) = &args.png {
+        plot::write_png(&report, path)?;
         eprintln!("plot: {}", path.display());
     }
     Ok(())

@@ -1,23 +1,39 @@
-//! The picture of a run: an SVG with acknowledged events/s over time on
-//! top and latency percentiles (produce-ack p50 and p99, end-to-end p99
-//! when consumers ran) below, from the report's per-second timeline.
+//! The picture of a run: acknowledged events/s over time on top and
+//! latency percentiles (produce-ack p50 and p99, end-to-end p99 when
+//! consumers ran) below, from the report's per-second timeline, as SVG or
+//! PNG. Text is set in a DejaVu Sans cut to ASCII that ships inside the
+//! binary (23 KB, see `assets/`), so plots never depend on system fonts.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use plotters::prelude::*;
+use plotters::style::register_font;
 
 use crate::error::LoadgenError;
 use crate::report::{Report, TimelineSecond};
 
 const WIDTH_PX: u32 = 1000;
 const HEIGHT_PX: u32 = 720;
+const FONT_FAMILY: &str = "sans-serif";
+const FONT_TTF: &[u8] = include_bytes!("../assets/DejaVuSans-ascii.ttf");
 
 /// Reads one latency series from a timeline entry.
 type Metric = fn(&TimelineSecond) -> u64;
 
-/// Writes the plot of `report` to `path`.
+/// Writes the plot of `report` to `path` as SVG.
 pub fn write_svg(report: &Report, path: &Path) -> Result<(), LoadgenError> {
-    let root = SVGBackend::new(path, (WIDTH_PX, HEIGHT_PX)).into_drawing_area();
+    draw(SVGBackend::new(path, (WIDTH_PX, HEIGHT_PX)), report)
+}
+
+/// Writes the plot of `report` to `path` as PNG.
+pub fn write_png(report: &Report, path: &Path) -> Result<(), LoadgenError> {
+    draw(BitMapBackend::new(path, (WIDTH_PX, HEIGHT_PX)), report)
+}
+
+fn draw<DB: DrawingBackend>(backend: DB, report: &Report) -> Result<(), LoadgenError> {
+    register_sans_serif()?;
+    let root = backend.into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let (upper, lower) = root.split_vertically(HEIGHT_PX / 2);
     let title = format!(
@@ -31,6 +47,20 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), LoadgenError> {
     draw_rate(&upper, &report.timeline, &title)?;
     draw_latency(&lower, &report.timeline, report.config.consumers > 0)?;
     root.present().map_err(plot_error)
+}
+
+/// Registers the bundled font once per process.
+fn register_sans_serif() -> Result<(), LoadgenError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let registered =
+        REGISTERED.get_or_init(|| register_font(FONT_FAMILY, FontStyle::Normal, FONT_TTF).is_ok());
+    if *registered {
+        Ok(())
+    } else {
+        Err(LoadgenError::Plot(
+            "the bundled font does not parse".to_owned(),
+        ))
+    }
 }
 
 fn plot_error(error: impl std::fmt::Display) -> LoadgenError {

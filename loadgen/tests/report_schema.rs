@@ -125,3 +125,30 @@ fn table_states_the_honest_facts() {
         assert!(table.contains(needle), "{needle:?} missing from\n{table}");
     }
 }
+
+#[test]
+fn plots_render_as_svg_and_png() {
+    let mut report = sample(Scenario::OpenLoop { rate: 5_000.0 });
+    report.timeline = (1..=5)
+        .map(|second| TimelineSecond {
+            second,
+            acked_per_s: 1_000.0 * second as f64,
+            produce_p50_us: 200,
+            produce_p99_us: 900 + second * 10,
+            e2e_p99_us: 1_500,
+            ..TimelineSecond::default()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (svg, png) = (dir.path().join("run.svg"), dir.path().join("run.png"));
+    surge_loadgen::plot::write_svg(&report, &svg).unwrap();
+    surge_loadgen::plot::write_png(&report, &png).unwrap();
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(svg.contains("acked events/s"), "axis label missing");
+    let png = std::fs::read(png).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(&png[12..16], b"IHDR");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1000, 720));
+}
