@@ -3,7 +3,8 @@
 # (fio sequential write + fdatasync, fdatasync latency, iperf3 loopback TCP),
 # starts one release broker on 127.0.0.1 and runs the standard loadgen set
 # against it, then writes the results table into BENCHMARKS.md between the
-# e2e markers. JSON reports, SVG plots and logs stay in target/bench-e2e/.
+# e2e markers. JSON reports, SVG and PNG plots, perf data and logs stay in
+# target/bench-e2e/.
 #
 # Usage: benches/e2e.sh [--quick] [--duration S] [--warmup S] [--no-update]
 #   --quick       smoke run: 1 KiB and 1 producer only, 1 s runs, small fio
@@ -15,7 +16,11 @@
 # target/bench-e2e), so both measure the same filesystem.
 #
 # The full run takes about 4-5 minutes on a 2-core machine once built. It
-# installs fio and iperf3 from Debian if they are missing (needs root).
+# installs fio and iperf3 from Debian if they are missing (needs root), and
+# perf (linux-perf) if it can: with perf, the run `max-1KiB-p1-fsync` is
+# profiled (broker and loadgen, task-clock samples) and the top symbols of
+# each go under the table, so a missed target says where the time went.
+# Without perf (or when perf_event_paranoid forbids it) that part is skipped.
 set -euo pipefail
 
 QUICK=0
@@ -47,7 +52,8 @@ OUT=$TARGET_DIR/bench-e2e
 REPORT=$ROOT/benches/e2e_report.py
 SHARDS=4
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.svg "$OUT"/*.txt "$OUT"/*.tsv "$OUT"/*.log
+rm -f "$OUT"/*.json "$OUT"/*.svg "$OUT"/*.png "$OUT"/*.txt "$OUT"/*.tsv "$OUT"/*.log \
+    "$OUT"/*.perf.data "$OUT"/profile.md
 
 log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -67,6 +73,21 @@ install_missing() {
 }
 install_missing
 
+# perf is optional: only the profile section depends on it.
+PERF_OK=0
+PERF_HZ=499
+PERF_LABEL=max-1KiB-p1-fsync
+if ! command -v perf >/dev/null && [[ $(id -u) == 0 ]]; then
+    log "installing linux-perf from Debian (optional)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf \
+        >/dev/null 2>&1 || log "no linux-perf package; runs are not profiled"
+fi
+if command -v perf >/dev/null && perf record -q -e task-clock -o /dev/null -- true >/dev/null 2>&1; then
+    PERF_OK=1
+else
+    log "perf unavailable or not permitted; runs are not profiled"
+fi
+
 log "building release binaries"
 cargo build --release -q -p surge-broker -p surge-loadgen
 SURGE=$TARGET_DIR/release/surge
@@ -80,6 +101,7 @@ SCRATCH=$(mktemp -d "$DATA_PARENT/scratch.XXXXXX")
 BROKER_PID=
 IPERF_PID=
 
+PERF_BROKER_PID=
 stop_pid() {
     local pid=$1
     [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
@@ -92,6 +114,7 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 cleanup() {
+    stop_pid "$PERF_BROKER_PID"
     stop_pid "$IPERF_PID"
     stop_pid "$BROKER_PID"
     rm -rf "$SCRATCH"
@@ -193,20 +216,67 @@ run_loadgen() {
     local label="${kind}-${size}-p${producers}-${durability}"
     local stream="e2e-$$-$RUN_SEQ-$label"
     log "run $RUN_SEQ: $label $*"
-    if ! "$LOADGEN" --broker "$ADDR" --stream "$stream" --create-stream \
+    local profiled=0 wrapper=()
+    if [[ $PERF_OK == 1 && $label == "$PERF_LABEL" ]]; then
+        profiled=1
+        wrapper=(perf record -q -e task-clock -F "$PERF_HZ" -g -o "$OUT/loadgen.perf.data" --)
+        perf record -q -e task-clock -F "$PERF_HZ" -g -p "$BROKER_PID" \
+            -o "$OUT/broker.perf.data" >"$OUT/perf-broker.log" 2>&1 &
+        PERF_BROKER_PID=$!
+    fi
+    local started_s
+    started_s=$(date +%s.%N)
+    if ! "${wrapper[@]}" "$LOADGEN" --broker "$ADDR" --stream "$stream" --create-stream \
         --shards "$SHARDS" --durability "$durability" --producers "$producers" \
         --event-size "$size" --linger-ms "$linger" \
         --duration "${DURATION_S}s" --warmup "${WARMUP_S}s" --quiet \
-        --json "$OUT/$label.json" --svg "$OUT/$label.svg" "$@" \
+        --json "$OUT/$label.json" --svg "$OUT/$label.svg" --png "$OUT/$label.png" "$@" \
         >"$OUT/$label.txt" 2>&1; then
         log "run $label failed; see $OUT/$label.txt"
         rm -f "$OUT/$label.json"
+    fi
+    if [[ $profiled == 1 ]]; then
+        # perf writes its file on SIGINT.
+        kill -INT "$PERF_BROKER_PID" 2>/dev/null || true
+        wait "$PERF_BROKER_PID" 2>/dev/null || true
+        PERF_BROKER_PID=
+        profile_summary "$label" "$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$started_s" "$(date +%s.%N)")"
     fi
     "$SURGE" stream delete "$stream" --broker "$ADDR" >/dev/null 2>&1 ||
         log "could not delete stream $stream"
     kill -0 "$BROKER_PID" 2>/dev/null || die "the broker died during $label; see $OUT/broker.log"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$kind" "$size" "$producers" \
         "$durability" "$linger" "$OUT/$label.json" >>"$MANIFEST"
+}
+
+# profile_summary LABEL WALL_S: CPU cores each process used during the run
+# (task-clock samples over PERF_HZ x wall time) and its top symbols, as
+# markdown in $OUT/profile.md.
+profile_summary() {
+    local label=$1 wall_s=$2 who data samples cores
+    {
+        echo "Where the time goes during \`$label\` (perf, task-clock sampled at $PERF_HZ Hz, ${wall_s} s of wall time including setup; self time by symbol, top entries over 1%):"
+        echo
+        for who in broker loadgen; do
+            data=$OUT/$who.perf.data
+            if [[ ! -s $data ]]; then
+                echo "- $who: no profile (see $OUT/perf-broker.log)"
+                continue
+            fi
+            samples=$(perf report -i "$data" --stdio -n --no-children --sort comm -g none 2>/dev/null |
+                awk '$1 ~ /%$/ { total += $2 } END { print total + 0 }')
+            cores=$(python3 -c "import sys; print(f'{int(sys.argv[1]) / ($PERF_HZ * float(sys.argv[2])):.2f}')" "$samples" "$wall_s")
+            echo "- $who: $cores CPU cores on average ($samples samples)"
+            echo
+            echo '```text'
+            # awk reads to the end (no SIGPIPE under pipefail), keeps 15 rows.
+            perf report -i "$data" --stdio --no-children --sort dso,symbol -g none \
+                --percent-limit 1 2>/dev/null |
+                awk '!/^#/ && NF && ++rows <= 15 { line = substr($0, 1, 160); sub(/[ -]+$/, "", line); print line }'
+            echo '```'
+            echo
+        done
+    } >"$OUT/profile.md"
 }
 
 if [[ $QUICK == 1 ]]; then
@@ -242,6 +312,9 @@ print(json.dumps(dict(zip(keys, sys.argv[1:])), indent=2))
 PY
 render=(python3 "$REPORT" render --manifest "$MANIFEST" --limits "$OUT/limits.json"
     --machine "$OUT/machine.json")
+if [[ -s $OUT/profile.md ]]; then
+    render+=(--profile "$OUT/profile.md")
+fi
 if [[ $UPDATE == 1 ]]; then
     render+=(--update "$ROOT/BENCHMARKS.md")
 fi

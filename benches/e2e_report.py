@@ -7,8 +7,10 @@ Subcommands (all output on stdout unless stated):
   fio-sync FIO_JSON            fdatasync latency p50 p99 p99.9 in us
   iperf IPERF_JSON             loopback receive throughput, MB/s
   rate LOADGEN_JSON FACTOR     FACTOR x acked events/s, rounded, at least 1
-  render --manifest TSV --limits JSON --machine JSON [--update FILE]
-         writes the markdown section; with --update, replaces what lies
+  render --manifest TSV --limits JSON --machine JSON [--profile MD]
+         [--update FILE]
+         writes the markdown section (with the perf profile summary MD
+         under the targets, when given); with --update, replaces what lies
          between the e2e markers of FILE as well.
 
 MB is 10^6 bytes everywhere, as in loadgen's reports.
@@ -183,7 +185,7 @@ def target_lines(rows, limits):
     return out
 
 
-def render(manifest, limits_path, machine_path):
+def render(manifest, limits_path, machine_path, profile_path=None):
     rows = read_manifest(manifest)
     limits = load(limits_path)
     machine = load(machine_path)
@@ -229,6 +231,9 @@ def render(manifest, limits_path, machine_path):
     lines += run_table(rows, limits)
     lines += ["", "Against issue 3's targets:", ""]
     lines += target_lines(rows, limits)
+    if profile_path:
+        with open(profile_path, encoding="utf-8") as handle:
+            lines += ["", handle.read().rstrip("\n")]
     lines += ["", END]
     return "\n".join(lines) + "\n"
 
@@ -260,7 +265,12 @@ def main(argv):
         print(max(1, round(events_per_s * float(args[1]))))
     elif command == "render":
         options = dict(zip(args[::2], args[1::2]))
-        section = render(options["--manifest"], options["--limits"], options["--machine"])
+        section = render(
+            options["--manifest"],
+            options["--limits"],
+            options["--machine"],
+            options.get("--profile"),
+        )
         sys.stdout.write(section)
         if "--update" in options:
             update(options["--update"], section)
