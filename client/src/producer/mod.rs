@@ -210,7 +210,9 @@ impl Producer {
 
     /// Queues an event like `send`; its outcome arrives with `tag` through
     /// the `Deliveries` of `with_deliveries`, together with the rest of its
-    /// batch. A producer made by `new` has none: `NoDeliveries`.
+    /// batch. An error returned here means the event was not queued and
+    /// nothing will be delivered for it. A producer made by `new` has no
+    /// `Deliveries`: `NoDeliveries`.
     pub async fn send_tagged(&self, event: Event, tag: u64) -> Result<(), ClientError> {
         if !self.tagged {
             return Err(ClientError::NoDeliveries);

@@ -1,17 +1,20 @@
 //! The producer task: owns every queued event, the per-shard queues and
-//! sequences, the one batch in flight per shard, and the routing and
-//! lineage caches. It settles events (returning their budget, resolving
+//! sequences, the one batch in flight per shard (its send polled here), and
+//! the routing and lineage caches. It settles events (returning their budget, resolving
 //! their `AckFuture`s, gathering tagged outcomes) and hands what settled
 //! over once per wake-up, so the costs of a wake-up are shared by every
 //! event it handled.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use surge_protocol::batch::{BatchBuilder, BATCH_HEADER_BYTES};
 use surge_protocol::stream::StreamMetadata;
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +30,11 @@ use crate::sender::{send_batch, BatchJob, Verdict};
 const REROUTES_MAX: u8 = 3;
 /// Commands taken from the queue per wake-up before batches are cut.
 const COMMANDS_PER_WAKE: usize = 512;
+
+/// One batch being sent (with its retries), and the shard it is for. The
+/// task polls these itself rather than spawning one task per batch: a
+/// verdict then costs no extra task wake-up.
+type BatchSend = Pin<Box<dyn Future<Output = (u32, Verdict)> + Send>>;
 
 /// Events of one shard: the queue, the idempotence sequence, and the one
 /// batch that may be in flight.
@@ -58,8 +66,7 @@ pub(super) struct ProducerTask {
     /// lineage changes rather than on every dispatch.
     ancestors: HashMap<u32, Vec<u32>>,
     shards: BTreeMap<u32, ShardQueue>,
-    tasks: JoinSet<Verdict>,
-    task_shards: HashMap<Id, u32>,
+    sending: FuturesUnordered<BatchSend>,
     flush_waiters: Vec<oneshot::Sender<()>>,
     /// Set while a flush waits: batches go out without lingering.
     draining: bool,
@@ -89,8 +96,7 @@ impl ProducerTask {
             ancestors: HashMap::new(),
             config,
             shards: BTreeMap::new(),
-            tasks: JoinSet::new(),
-            task_shards: HashMap::new(),
+            sending: FuturesUnordered::new(),
             flush_waiters: Vec::new(),
             draining: false,
             budget,
@@ -113,14 +119,8 @@ impl ProducerTask {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
-                    let (id, verdict) = match joined {
-                        Ok((id, verdict)) => (id, verdict),
-                        Err(error) => (error.id(), Verdict::Failed(ClientError::Protocol(
-                            format!("batch task failed: {error}"),
-                        ))),
-                    };
-                    self.on_verdict(id, verdict).await;
+                Some((shard_id, verdict)) = self.sending.next(), if !self.sending.is_empty() => {
+                    self.on_verdict(shard_id, verdict).await;
                 }
                 received = queue.recv_many(&mut commands, COMMANDS_PER_WAKE) => {
                     if received == 0 {
@@ -334,14 +334,11 @@ impl ProducerTask {
             retries: self.config.retries,
             retry_backoff: self.config.retry_backoff,
         };
-        let handle = self.tasks.spawn(send_batch(job));
-        self.task_shards.insert(handle.id(), shard_id);
+        self.sending
+            .push(Box::pin(async move { (shard_id, send_batch(job).await) }));
     }
 
-    async fn on_verdict(&mut self, id: Id, verdict: Verdict) {
-        let Some(shard_id) = self.task_shards.remove(&id) else {
-            return;
-        };
+    async fn on_verdict(&mut self, shard_id: u32, verdict: Verdict) {
         let Some(batch) = self
             .shards
             .get_mut(&shard_id)
@@ -434,7 +431,7 @@ impl ProducerTask {
     /// Fails everything still queued or in flight. Tagged outcomes that do
     /// not fit the delivery queue now are dropped with it.
     fn abandon(&mut self) {
-        self.tasks.abort_all();
+        self.sending.clear();
         let mut abandoned = Vec::new();
         for shard in self.shards.values_mut() {
             let in_flight = shard.in_flight.take().into_iter().flat_map(|b| b.events);
