@@ -13,6 +13,14 @@
 //! a whole batch over at once through `Deliveries`: no per-event channel,
 //! task wake-up or future, which is what a high-rate caller wants.
 //!
+//! One batch in flight per shard is deliberate, not only for order: the
+//! broker forwards a batch that reached a sealed shard from that request's
+//! own task, so two batches of one shard in flight could be forwarded out of
+//! order; a successor accepts sequence gaps from a forwarded origin, would
+//! store the later batch, and would then answer the earlier one as a
+//! duplicate (acked, never stored). Pipelining per shard needs the broker to
+//! forward one origin's batches in arrival order first.
+//!
 //! Across splits and merges (seal-and-succeed) per-key order needs one more
 //! rule: a shard gets no batch while any of its ancestors (from metadata)
 //! has a batch in flight or events waiting, because those hold the older
