@@ -385,3 +385,56 @@ async fn two_producers_on_one_client_do_not_deduplicate_each_other() {
         .sum();
     assert_eq!(stored, 40);
 }
+
+/// One batch in flight per shard (see the producer's module doc for why):
+/// what arrives meanwhile waits and goes as one batch after the answer.
+#[tokio::test]
+async fn a_shard_has_one_batch_in_flight_and_the_rest_waits() {
+    let fake = FakeBroker::start().await;
+    let client = Client::connect(fake.config()).await.unwrap();
+    let config = ProducerConfig {
+        linger: Duration::from_millis(1),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client, STREAM, config).await.unwrap();
+    let key = key_in(&fake, 0, "one");
+    fake.state.lock().slow_shard = Some((0, Duration::from_millis(300)));
+    let first = producer
+        .send(Event::new("1").with_key(key.clone()))
+        .await
+        .unwrap();
+    let received = |fake: &FakeBroker| {
+        let state = fake.state.lock();
+        state
+            .log
+            .iter()
+            .filter(|line| *line == "received 0")
+            .count()
+    };
+    for _ in 0..500 {
+        if received(&fake) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut later = Vec::new();
+    for value in ["2", "3", "4"] {
+        let event = Event::new(value).with_key(key.clone());
+        later.push(producer.send(event).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        received(&fake),
+        1,
+        "a second batch went out before the answer"
+    );
+    assert_eq!(first.await.unwrap().offset, 0);
+    for (index, ack) in later.into_iter().enumerate() {
+        assert_eq!(ack.await.unwrap().offset, index as u64 + 1);
+    }
+    let log = fake.state.lock().log.clone();
+    let answered = log.iter().position(|line| line == "answered 0");
+    let second = log.iter().rposition(|line| line == "received 0");
+    assert!(answered < second, "second batch before the answer: {log:?}");
+    assert_eq!(received(&fake), 2, "the waiting events were not one batch");
+}
