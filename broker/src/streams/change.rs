@@ -55,7 +55,7 @@ impl Streams {
         let _changing = stream.changing.lock().await;
         let started = Instant::now();
         let view = stream.view();
-        let plan = topology::plan(&view.meta, change, self.dirs())
+        let plan = topology::plan(&view.meta, &change, self.dirs())
             .map_err(|message| (ErrorCode::InvalidRequest, message))?;
         let _no_forwarding = stream.exclusive_change().await;
         let seals = seal_all(&stream, &view, &plan).await?;
