@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use surge_client::{Ack, Client, Event, Producer, ProducerConfig, StreamConfig};
+use surge_protocol::api::ApiKey;
 use surge_protocol::stream::ShardState;
 use surge_protocol::topology::{ChangeKind, ChangeTopologyRequest};
 use surge_tests::BrokerProcess;
@@ -276,4 +277,25 @@ fn isolating_on_a_type_routed_stream_seals_one_shard() {
     let refold = broker.cli(&["shard", "fold", "iso", "cold-a"], None);
     assert!(!refold.status.success());
     assert!(String::from_utf8_lossy(&refold.stderr).contains("not isolated"));
+}
+
+/// Shards carry their group from metadata v1 on: a client speaking only v0
+/// (which could not route by the rules) is refused, not answered in a form
+/// it would misread.
+#[test]
+fn a_v0_metadata_request_is_refused_with_unsupported_version() {
+    use surge_protocol::codec::Wire;
+    use surge_protocol::stream::MetadataRequest;
+    use surge_protocol::ErrorCode;
+    use surge_tests::raw::RawConn;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut conn = RawConn::ready(&broker.addr);
+    let body = MetadataRequest::default().to_bytes();
+    conn.send_frame(ApiKey::Metadata as u16, 0, &body);
+    let (header, _) = conn.read_response().expect("a response");
+    assert_eq!(header.error, ErrorCode::UnsupportedVersion);
+    let current = conn.request(&MetadataRequest::default());
+    assert!(current.is_ok(), "{current:?}");
 }
