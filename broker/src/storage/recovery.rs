@@ -76,8 +76,9 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
     // tail need not be read back to prove it.
     let fresh = bases.is_empty();
     if fresh {
+        // Its entry is made durable by the fsync of `dir` below, before the
+        // log is handed out; a crash before that finds the log fresh again.
         create_segment_file(dir, 0, config.preallocate_bytes)?;
-        files::sync_dir(dir)?;
         bases.push(0);
     }
     let mut kept: Vec<Scanned> = Vec::with_capacity(bases.len());
@@ -163,7 +164,9 @@ fn scan_segment(
         ),
         None => (0, base_offset, i64::MIN),
     };
-    if file_len_bytes == 0 {
+    // A fresh segment holds only the zeros it was preallocated with: no
+    // need to map and scan it.
+    if file_len_bytes == 0 || fresh {
         let end = ScanEnd {
             valid_bytes: 0,
             next_offset: base_offset,
@@ -192,12 +195,8 @@ fn scan_segment(
     );
     index.truncate_at(end.valid_bytes);
     drop(map);
-    let dropped_bytes = if fresh {
-        0
-    } else {
-        segment::dropped_bytes_in_file(&file, end.valid_bytes, file_len_bytes)
-            .map_err(|source| StorageError::io("read", &path, source))?
-    };
+    let dropped_bytes = segment::dropped_bytes_in_file(&file, end.valid_bytes, file_len_bytes)
+        .map_err(|source| StorageError::io("read", &path, source))?;
     Ok(Scanned {
         base_offset,
         file_len_bytes,

@@ -213,8 +213,25 @@ impl StreamMeta {
     }
 
     pub fn store(&self, dir: &Path) -> Result<(), BrokerError> {
-        fsutil::write_atomic(dir, META_FILE, &self.encode()).map_err(|source| BrokerError::Io {
+        self.prepare(dir)?;
+        StreamMeta::commit(dir)
+    }
+
+    /// Writes this metadata durably beside the current file, which stays
+    /// in force until `commit`: a change makes its successors durable in
+    /// the meantime.
+    pub fn prepare(&self, dir: &Path) -> Result<(), BrokerError> {
+        fsutil::write_temp(dir, META_FILE, &self.encode()).map_err(|source| BrokerError::Io {
             op: "write stream metadata",
+            path: dir.join(META_FILE),
+            source,
+        })
+    }
+
+    /// Puts the prepared metadata in force: the commit point of a change.
+    pub fn commit(dir: &Path) -> Result<(), BrokerError> {
+        fsutil::commit_temp(dir, META_FILE).map_err(|source| BrokerError::Io {
+            op: "commit stream metadata",
             path: dir.join(META_FILE),
             source,
         })
