@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use surge_client::{Ack, Client, Event, Producer, ProducerConfig, StreamConfig};
+use surge_client::{
+    Ack, Client, ConsumedRecord, Consumer, ConsumerConfig, Event, Producer, ProducerConfig,
+    StartFrom, StreamConfig,
+};
 use surge_protocol::api::ApiKey;
 use surge_protocol::stream::ShardState;
 use surge_protocol::topology::{ChangeKind, ChangeTopologyRequest};
@@ -93,9 +96,35 @@ fn cli_ok(broker: &BrokerProcess, args: &[&str]) -> String {
     stdout
 }
 
+/// Reads `expected` records as the only member of a consumer group.
+async fn read_as_group(client: &Client, expected: usize) -> Vec<ConsumedRecord> {
+    let config = ConsumerConfig {
+        group: Some("readers".into()),
+        start: StartFrom::Earliest,
+        max_wait: Duration::from_millis(200),
+        heartbeat_interval: Duration::from_millis(100),
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(client.clone(), "iso", config)
+        .await
+        .expect("group consumer");
+    let mut records = Vec::new();
+    let mut empty_polls = 0;
+    while records.len() < expected && empty_polls < 60 {
+        let polled = consumer.poll().await.expect("poll");
+        empty_polls = if polled.is_empty() {
+            empty_polls + 1
+        } else {
+            0
+        };
+        records.extend(polled);
+    }
+    records
+}
+
 /// No value read twice, every acknowledged one read where its ack said,
 /// and per (producer, type, key) the sequence only grows.
-fn check(acked: &HashMap<String, Ack>, records: &[surge_client::ConsumedRecord]) {
+fn check(acked: &HashMap<String, Ack>, records: &[ConsumedRecord]) {
     let mut seen: HashMap<String, Ack> = HashMap::new();
     let mut last_sequence: HashMap<(String, String, String), u64> = HashMap::new();
     for consumed in records {
@@ -239,6 +268,11 @@ fn isolating_and_folding_a_hot_type_under_load_loses_nothing() {
         read_all(&client, "iso").await
     });
     check(&acked, &records);
+    // A group member is handed the type's shards only after their parents
+    // are drained by the group's commits (the broker's lineage rule).
+    let grouped =
+        runtime.block_on(async { read_as_group(&broker.client().await, records.len()).await });
+    check(&acked, &grouped);
     eprintln!(
         "{} events, {hot_in_hot_shards} hot ones in hot shards",
         acked.len()
@@ -298,4 +332,99 @@ fn a_v0_metadata_request_is_refused_with_unsupported_version() {
     assert_eq!(header.error, ErrorCode::UnsupportedVersion);
     let current = conn.request(&MetadataRequest::default());
     assert!(current.is_ok(), "{current:?}");
+}
+
+/// A crash at each phase of an isolate (after the seal, after the
+/// successors and the prepared metadata, after the commit) recovers the
+/// old topology (no rule) for the first two and the new one for the last,
+/// never a mix; every acknowledged event is still there once, and new hot
+/// events go where the recovered rules say.
+#[test]
+fn a_crash_at_each_phase_of_an_isolate_recovers_old_or_new_rules() {
+    for (phase, committed) in [
+        ("change.sealed", false),
+        ("change.successors", false),
+        ("change.committed", true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut broker = BrokerProcess::start_with_env(data, &[], &[("SURGE_FAILPOINTS", phase)]);
+        let runtime = runtime();
+        let acked = runtime.block_on(async {
+            let client = broker.client().await;
+            let config = StreamConfig {
+                shard_count: 2,
+                ..StreamConfig::default()
+            };
+            create_stream(&client, "iso", config).await;
+            let producer = Producer::new(client.clone(), "iso", ProducerConfig::default())
+                .await
+                .unwrap();
+            let mut acks = Vec::new();
+            for index in 0..300 {
+                let (event_type, key) = (TYPES[index % TYPES.len()], format!("k{}", index % 40));
+                let value = format!("before:{index}:{event_type}:{key}");
+                let event = Event::new(value.clone())
+                    .with_key(key)
+                    .with_type(event_type);
+                acks.push((value, producer.send(event).await.unwrap()));
+            }
+            let mut acked = HashMap::new();
+            for (value, ack) in acks {
+                acked.insert(value, ack.await.unwrap());
+            }
+            let isolate = ChangeTopologyRequest {
+                stream: "iso".into(),
+                kind: ChangeKind::Isolate,
+                event_type: HOT.into(),
+                ..ChangeTopologyRequest::default()
+            };
+            assert!(
+                client.change_topology(&isolate).await.is_err(),
+                "{phase}: the broker must crash"
+            );
+            acked
+        });
+        assert!(
+            broker.wait_for_crash(Duration::from_secs(10)),
+            "{phase}: no crash"
+        );
+        broker.set_env(&[]);
+        broker.restart();
+        runtime.block_on(async {
+            let client = broker.client().await;
+            let described = client.describe_stream("iso").await.unwrap();
+            let hot_shards: Vec<u32> = described
+                .shards
+                .iter()
+                .filter(|shard| shard.group == HOT)
+                .map(|shard| shard.shard_id)
+                .collect();
+            let (shards, epoch, hot) = if committed { (5, 2, 1) } else { (2, 1, 0) };
+            assert_eq!(
+                described.shards.len(),
+                shards,
+                "{phase}: {:?}",
+                described.shards
+            );
+            assert_eq!(described.epoch, epoch, "{phase}");
+            assert_eq!(hot_shards.len(), hot, "{phase}");
+            check(&acked, &read_all(&client, "iso").await);
+            let producer = Producer::new(client, "iso", ProducerConfig::default())
+                .await
+                .unwrap();
+            let event = Event::new("after:0:hot:k1").with_key("k1").with_type(HOT);
+            let ack = producer
+                .send(event)
+                .await
+                .unwrap()
+                .await
+                .expect("writes after recovery");
+            assert_eq!(
+                hot_shards.contains(&ack.shard_id),
+                committed,
+                "{phase}: {ack:?}"
+            );
+        });
+    }
 }
