@@ -3,9 +3,10 @@
 //! 1. plan it against the current metadata (pure, `topology::plan`);
 //! 2. seal the affected shards in their owners' queue order, so every
 //!    append queued before the seal is in the parent and none after;
-//! 3. side by side: create the successors' logs, inheriting their parents'
-//!    producer state, and write the new metadata to a temp file; both
-//!    durable (files and directory entries fsynced) before step 4;
+//! 3. create the successors' directories, then side by side: their logs,
+//!    inheriting their parents' producer state; the fsync of the
+//!    directories holding them; and the new metadata in a temp file. All
+//!    durable before step 4;
 //! 4. rename the metadata into place and fsync its directory: the commit
 //!    point;
 //! 5. publish the new view, waking appends that found a shard sealed.
@@ -18,8 +19,8 @@
 //!
 //! Why step 3 overlaps: a change's time is mostly fsyncs. Independent ones
 //! issued together share the file system's journal commits, so the change
-//! waits for about three (successors, their directories, the commit)
-//! instead of a dozen in a row.
+//! waits for a few journal commits (a successor's own files, then the
+//! commit) instead of a dozen in a row.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ use std::time::Instant;
 
 use surge_protocol::ErrorCode;
 
-use super::{fsync, remove_dir, Stream, Streams, View};
+use super::{create_dir, fsync, remove_dir, Stream, Streams, View};
+use crate::error::BrokerError;
 use crate::shard::{SealInfo, Shard};
 use crate::topology::{self, Change, Plan, StreamMeta};
 
@@ -129,9 +131,10 @@ impl Streams {
         })
     }
 
-    /// Creates every successor at once (each on its own blocking thread, so
-    /// their fsyncs overlap), then fsyncs the stream directories that hold
-    /// them: all are durable before the caller commits. On a failure the
+    /// Creates every successor at once: their directories first (cheap),
+    /// then each log on its own blocking thread while the stream
+    /// directories holding them are fsynced, so all those fsyncs overlap.
+    /// All are durable before the caller commits. On a failure the
     /// successors made are closed and removed.
     async fn create_successors(
         &self,
@@ -140,6 +143,68 @@ impl Streams {
         plan: &Plan,
         seals: &[(u32, SealInfo)],
     ) -> Result<HashMap<u32, Arc<Shard>>, ChangeError> {
+        let made = self.make_dirs(&stream.name, plan).await;
+        let (created, failure) = match made {
+            Ok(()) => {
+                let logs = self.create_logs(stream, view, plan, seals);
+                let syncs = self.sync_stream_dirs(&stream.name, plan);
+                let ((created, failure), synced) = tokio::join!(logs, syncs);
+                (created, failure.or(synced.err()))
+            }
+            Err(reason) => (HashMap::new(), Some(reason)),
+        };
+        match failure {
+            None => Ok(created),
+            Some(reason) => {
+                self.discard(stream, plan, created).await;
+                Err((
+                    ErrorCode::Storage,
+                    format!("creating successors failed: {reason}"),
+                ))
+            }
+        }
+    }
+
+    /// Creates the successors' (empty) directories, removing leftovers of
+    /// an earlier attempt, and the stream's directory in a data directory
+    /// it had no shard in yet (made durable at once: it is rare).
+    async fn make_dirs(&self, stream: &str, plan: &Plan) -> Result<(), String> {
+        let dirs: Vec<_> = plan
+            .created
+            .iter()
+            .map(|child| self.shard_dir(stream, child))
+            .collect();
+        let made = tokio::task::spawn_blocking(move || -> Result<(), BrokerError> {
+            for dir in dirs {
+                let stream_dir = dir.parent().expect("a shard directory has a parent");
+                if !stream_dir.exists() {
+                    create_dir(stream_dir)?;
+                    fsync(
+                        stream_dir
+                            .parent()
+                            .expect("a stream directory has a parent"),
+                    )?;
+                }
+                if dir.exists() {
+                    remove_dir(&dir)?;
+                }
+                create_dir(&dir)?;
+            }
+            Ok(())
+        })
+        .await;
+        flatten(made)
+    }
+
+    /// Creates each successor's log on its own blocking thread. Returns the
+    /// shards made and the first failure.
+    async fn create_logs(
+        &self,
+        stream: &Stream,
+        view: &View,
+        plan: &Plan,
+        seals: &[(u32, SealInfo)],
+    ) -> (HashMap<u32, Arc<Shard>>, Option<String>) {
         let inherited: Arc<Vec<_>> = Arc::new(
             seals
                 .iter()
@@ -157,14 +222,10 @@ impl Streams {
                 let inherited = inherited.clone();
                 let id = child.id;
                 tokio::task::spawn_blocking(move || {
-                    if dir.exists() {
-                        remove_dir(&dir).map_err(|err| err.to_string())?;
-                    }
                     Shard::create_successor(
                         id, &dir, log_config, io, settings, appended, &inherited,
                     )
                     .map(|shard| (id, shard))
-                    .map_err(|err| err.to_string())
                 })
             })
             .collect();
@@ -175,22 +236,10 @@ impl Streams {
                 Ok((id, shard)) => {
                     created.insert(id, shard);
                 }
-                Err(reason) => failure = Some(reason),
+                Err(reason) => failure = failure.or(Some(reason)),
             }
         }
-        if failure.is_none() {
-            failure = self.sync_stream_dirs(&stream.name, plan).await.err();
-        }
-        match failure {
-            None => Ok(created),
-            Some(reason) => {
-                self.discard(stream, plan, created).await;
-                Err((
-                    ErrorCode::Storage,
-                    format!("creating successors failed: {reason}"),
-                ))
-            }
-        }
+        (created, failure)
     }
 
     /// Makes the successors' directory entries durable: one fsync per data
@@ -206,10 +255,13 @@ impl Streams {
                 tokio::task::spawn_blocking(move || fsync(&dir))
             })
             .collect();
+        let mut failure = None;
         for sync in syncs {
-            flatten(sync.await)?;
+            if let Err(reason) = flatten(sync.await) {
+                failure = failure.or(Some(reason));
+            }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// Closes and removes successors of a change that did not commit.
