@@ -428,3 +428,71 @@ fn a_crash_at_each_phase_of_an_isolate_recovers_old_or_new_rules() {
         });
     }
 }
+
+/// A stale producer that still sends a mixed batch to a carrier sealed by
+/// an isolate gets no error: the broker forwards each record by the new
+/// rules, hot ones to the hot shard that owns their key, the rest to the
+/// default successor.
+#[test]
+fn a_stale_batch_to_a_sealed_carrier_is_forwarded_by_the_rules() {
+    use surge_protocol::batch::BatchBuilder;
+    use surge_protocol::produce::{ProducePart, ProduceRequest};
+    use surge_protocol::routing::key_hash;
+    use surge_tests::raw::RawConn;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let runtime = runtime();
+    runtime.block_on(async {
+        let client = broker.client().await;
+        let config = StreamConfig {
+            shard_count: 1,
+            ..StreamConfig::default()
+        };
+        create_stream(&client, "iso", config).await;
+        let isolate = ChangeTopologyRequest {
+            stream: "iso".into(),
+            kind: ChangeKind::Isolate,
+            event_type: HOT.into(),
+            shard_count: 2,
+            ..ChangeTopologyRequest::default()
+        };
+        let done = client.change_topology(&isolate).await.unwrap();
+        assert_eq!((done.sealed, done.created), (vec![0], vec![1, 2, 3]));
+    });
+    // Shard 0 was the only shard: it carried every type. Built for it, as a
+    // producer that has not seen the isolate would.
+    let records: Vec<(String, &str)> = (0..40)
+        .map(|index| (format!("k{index}"), TYPES[index % TYPES.len()]))
+        .collect();
+    let mut builder = BatchBuilder::new(0, 77, 0);
+    for (key, event_type) in &records {
+        let value = format!("stale:0:{event_type}:{key}");
+        let headers = [("type", event_type.as_bytes())];
+        builder.push(1_000, Some(key.as_bytes()), value.as_bytes(), &headers);
+    }
+    let mut conn = RawConn::ready(&broker.addr);
+    let response = conn
+        .request(&ProduceRequest {
+            stream: "iso".into(),
+            parts: vec![ProducePart {
+                shard_id: 0,
+                batch: builder.finish(),
+            }],
+            ..ProduceRequest::default()
+        })
+        .unwrap();
+    assert!(response.error.is_ok(), "{response:?}");
+    let placements = &response.parts[0].placements;
+    assert_eq!(placements.len(), records.len());
+    for ((key, event_type), placement) in records.iter().zip(placements) {
+        let expected = if *event_type != HOT {
+            1
+        } else if key_hash(key.as_bytes()) <= u64::MAX / 2 {
+            2
+        } else {
+            3
+        };
+        assert_eq!(placement.shard_id, expected, "{event_type}/{key}");
+    }
+}
