@@ -164,9 +164,7 @@ fn scan_segment(
         ),
         None => (0, base_offset, i64::MIN),
     };
-    // A fresh segment holds only the zeros it was preallocated with: no
-    // need to map and scan it.
-    if file_len_bytes == 0 || fresh {
+    if file_len_bytes == 0 {
         let end = ScanEnd {
             valid_bytes: 0,
             next_offset: base_offset,
@@ -195,8 +193,12 @@ fn scan_segment(
     );
     index.truncate_at(end.valid_bytes);
     drop(map);
-    let dropped_bytes = segment::dropped_bytes_in_file(&file, end.valid_bytes, file_len_bytes)
-        .map_err(|source| StorageError::io("read", &path, source))?;
+    let dropped_bytes = if fresh {
+        0
+    } else {
+        segment::dropped_bytes_in_file(&file, end.valid_bytes, file_len_bytes)
+            .map_err(|source| StorageError::io("read", &path, source))?
+    };
     Ok(Scanned {
         base_offset,
         file_len_bytes,
