@@ -7,6 +7,7 @@
 # Writes the results between the topology markers in BENCHMARKS.md.
 #
 #   benches/topology.sh            # RATE=5000 DURATION_S=20 CHANGE_EVERY_S=2
+#   PROFILE=dev benches/topology.sh   # a quick check of the script itself
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,8 +17,9 @@ CHANGE_EVERY_S=${CHANGE_EVERY_S:-2}
 OUT=target/bench-topology
 mkdir -p "$OUT"
 
-cargo build --release -q -p surge-broker -p surge-loadgen
-SURGE=target/release/surge
+PROFILE=${PROFILE:-release}
+cargo build --profile "$PROFILE" -q -p surge-broker -p surge-loadgen
+if [ "$PROFILE" = dev ]; then SURGE=target/debug/surge; else SURGE=target/$PROFILE/surge; fi
 DATA=$(mktemp -d)
 SURGE_LOG=${SURGE_LOG:-info} "$SURGE" serve --data-dir "$DATA" --listen 127.0.0.1:0 >"$OUT/serve.out" 2>"$OUT/serve.log" &
 BROKER_PID=$!
@@ -35,8 +37,10 @@ loadgen() { # name
     --keys 10000 --quiet --json "$OUT/$1.json"
 }
 
-# One change every CHANGE_EVERY_S: split the first open shard, then merge
-# the two halves back, and so on. Prints took_us per change.
+# One change every CHANGE_EVERY_S: split the first open shard, merge the
+# two halves back, isolate the event type `hot` (loadgen sends no type
+# header, so its shards stay empty; the default shards are succeeded all the
+# same), fold it back, and so on. Prints took_us per change.
 changes() { # stream
   local end=$((SECONDS + DURATION_S + 2))
   sleep 3
@@ -49,6 +53,10 @@ changes() { # stream
     first=$(echo "$open" | sed -n 1p)
     second=$(echo "$open" | sed -n 2p)
     "$SURGE" shard merge "$1" "$first" "$second" | sed -n 's/.*, \([0-9]*\) us)$/merge \1/p'
+    sleep "$CHANGE_EVERY_S"
+    "$SURGE" shard isolate "$1" hot --shards 2 | sed -n 's/.*, \([0-9]*\) us)$/isolate \1/p'
+    sleep "$CHANGE_EVERY_S"
+    "$SURGE" shard fold "$1" hot | sed -n 's/.*, \([0-9]*\) us)$/fold \1/p'
     sleep "$CHANGE_EVERY_S"
   done
 }
@@ -65,7 +73,7 @@ out, rate, duration, every = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 def load(name):
     return json.load(open(f"{out}/{name}.json"))
 steady, changing = load("steady"), load("changing")
-took = {"split": [], "merge": []}
+took = {"split": [], "merge": [], "isolate": [], "fold": []}
 for line in open(f"{out}/changes.txt"):
     kind, us = line.split()
     took[kind].append(int(us))
@@ -89,12 +97,15 @@ lines = [
     f"CHANGE_EVERY_S={every}): 1 KiB events, 2 producers, 4 shards, durability `fsync`, "
     "broker and load generator on this machine.",
     "",
-    "Time for a change to take effect inside the broker (seal, successors created, metadata fsynced, new epoch published):",
+    "Time for a change to take effect inside the broker (seal, successors created, metadata fsynced, new epoch published); "
+    "isolate and fold seal and succeed all 4 default shards:",
     "",
     "| change | count | median ms | max ms |",
     "|---|---|---|---|",
     took_row("split"),
     took_row("merge"),
+    took_row("isolate"),
+    took_row("fold"),
     "",
     f"Producer latency (ack after fsync, from the intended send time) at {rate} events/s:",
     "",

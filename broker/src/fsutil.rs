@@ -13,18 +13,32 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 /// Replaces `dir/name` with `contents` so that a crash leaves either the old
 /// file or the new one, never a mix.
 pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(name))?;
+    write_temp(dir, name, contents)?;
+    commit_temp(dir, name)
+}
+
+/// The first half of `write_atomic`: `contents` durable in a temp file next
+/// to `dir/name`, which is not touched yet. Callers that must make other
+/// files durable before the replacement do that meanwhile.
+pub fn write_temp(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(temp_path(dir, name))?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// The second half of `write_atomic`: renames the temp file over
+/// `dir/name` and makes the rename durable.
+pub fn commit_temp(dir: &Path, name: &str) -> std::io::Result<()> {
+    fs::rename(temp_path(dir, name), dir.join(name))?;
     fsync_dir(dir)
+}
+
+fn temp_path(dir: &Path, name: &str) -> std::path::PathBuf {
+    dir.join(format!(".{name}.tmp"))
 }
 
 #[cfg(test)]

@@ -49,7 +49,13 @@ impl ApiKey {
 
     /// The versions of this API that this build accepts (inclusive).
     pub fn versions(self) -> (u16, u16) {
-        (0, 0)
+        match self {
+            // v1: shards carry their isolation group; changes include
+            // isolate and fold. v0 bodies decode differently, so they are
+            // refused with `UnsupportedVersion` rather than misread.
+            ApiKey::DescribeStream | ApiKey::Metadata | ApiKey::ChangeTopology => (1, 1),
+            _ => (0, 0),
+        }
     }
 }
 

@@ -118,6 +118,25 @@ impl Request for ListStreamsRequest {
     type Response = ListStreamsResponse;
 }
 
+/// The header naming an event's type: isolation rules match its value.
+pub const TYPE_HEADER: &str = "type";
+
+/// The shard group an event belongs to: its type when that type is isolated
+/// (some open shard is in the group named after it), else the default group
+/// (`""`). Client and broker must agree, so both call this.
+pub fn routing_group<'a>(
+    event_type: Option<&[u8]>,
+    isolated: impl IntoIterator<Item = &'a str>,
+) -> &'a str {
+    let Some(event_type) = event_type else {
+        return "";
+    };
+    isolated
+        .into_iter()
+        .find(|group| !group.is_empty() && group.as_bytes() == event_type)
+        .unwrap_or("")
+}
+
 /// The bytes an event is routed by: its key, or the value of the stream's
 /// routing header. Client and broker must agree, so both call this.
 pub fn routing_value<'a>(
@@ -148,6 +167,9 @@ wire_struct! {
         pub size_bytes: u64,
         /// The data directory holding the shard's log (0: the main one).
         pub dir: u32,
+        /// The event type this shard is isolated for; empty: the default
+        /// group, which carries every type without a shard group of its own.
+        pub group: String,
     }
 }
 
@@ -199,4 +221,20 @@ wire_struct! {
 impl Request for MetadataRequest {
     const API_KEY: ApiKey = ApiKey::Metadata;
     type Response = MetadataResponse;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_isolated_type_leaves_the_default_group() {
+        let isolated = ["click", "view"];
+        assert_eq!(routing_group(Some(b"click"), isolated), "click");
+        assert_eq!(routing_group(Some(b"view"), isolated), "view");
+        assert_eq!(routing_group(Some(b"buy"), isolated), "");
+        assert_eq!(routing_group(None, isolated), "");
+        // The default group's name never matches an event type.
+        assert_eq!(routing_group(Some(b""), ["", "click"]), "");
+    }
 }

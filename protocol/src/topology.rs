@@ -17,6 +17,14 @@ wire_enum! {
         Merge = 1,
         /// `shard_id` to the data directory `target_dir`.
         Move = 2,
+        /// Gives `event_type` its own `shard_count` shards (0: one). The
+        /// default-group shards that carried the type are sealed and
+        /// succeeded; the type's new shards list them as parents.
+        Isolate = 3,
+        /// Returns `event_type` to the default group: its shards are sealed,
+        /// and so are the default shards that will carry it again; their
+        /// successors list both as parents.
+        Fold = 4,
     }
 }
 
@@ -29,6 +37,10 @@ wire_struct! {
         /// Split: the first hash of the upper child.
         pub split_at: Option<u64>,
         pub target_dir: u32,
+        /// Isolate and fold: the value of the `type` header.
+        pub event_type: String,
+        /// Isolate: how many shards the type gets (0: one).
+        pub shard_count: u32,
     }
 }
 

@@ -84,6 +84,7 @@ fn shard_info() -> impl Strategy<Value = ShardInfo> {
                 high_watermark,
                 size_bytes: high_watermark / 2,
                 dir: shard_id % 3,
+                group: if sealed { String::new() } else { "hot".into() },
             },
         )
 }

@@ -111,7 +111,7 @@ impl RawConn {
     /// frame-level error.
     pub fn request<R: Request>(&mut self, request: &R) -> Result<R::Response, FrameFailure> {
         let body = request.to_bytes();
-        let correlation = self.send_frame(R::API_KEY as u16, 0, &body);
+        let correlation = self.send_frame(R::API_KEY as u16, R::API_KEY.versions().1, &body);
         let (header, body) = self.read_response().expect("a response before close");
         assert_eq!(
             header.correlation_id, correlation,

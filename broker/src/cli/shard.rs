@@ -1,6 +1,6 @@
-//! `surge shard split|merge|move`: reshape a stream by hand. Each change
-//! seals the shards it replaces and starts successors; producers keep
-//! writing throughout.
+//! `surge shard split|merge|move|isolate|fold`: reshape a stream by hand.
+//! Each change seals the shards it replaces and starts successors;
+//! producers keep writing throughout.
 
 use anyhow::bail;
 use surge_protocol::topology::{ChangeKind, ChangeTopologyRequest};
@@ -35,6 +35,24 @@ pub enum ShardCommand {
         shard: u32,
         #[arg(long)]
         dir: u32,
+        #[command(flatten)]
+        addr: BrokerAddr,
+    },
+    /// Give an event type (the value of the `type` header) shards of its
+    /// own; the shards that carried it are sealed and succeeded.
+    Isolate {
+        stream: String,
+        event_type: String,
+        /// Shards the type gets (1 on a stream routed by type).
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
+        #[command(flatten)]
+        addr: BrokerAddr,
+    },
+    /// Return an isolated event type to the stream's default shards.
+    Fold {
+        stream: String,
+        event_type: String,
         #[command(flatten)]
         addr: BrokerAddr,
     },
@@ -95,6 +113,34 @@ pub async fn run(command: ShardCommand) -> anyhow::Result<()> {
                 kind: ChangeKind::Move,
                 shard_id: shard,
                 target_dir: dir,
+                ..ChangeTopologyRequest::default()
+            };
+            (addr, request)
+        }
+        ShardCommand::Isolate {
+            stream,
+            event_type,
+            shards,
+            addr,
+        } => {
+            let request = ChangeTopologyRequest {
+                stream,
+                kind: ChangeKind::Isolate,
+                event_type,
+                shard_count: shards,
+                ..ChangeTopologyRequest::default()
+            };
+            (addr, request)
+        }
+        ShardCommand::Fold {
+            stream,
+            event_type,
+            addr,
+        } => {
+            let request = ChangeTopologyRequest {
+                stream,
+                kind: ChangeKind::Fold,
+                event_type,
                 ..ChangeTopologyRequest::default()
             };
             (addr, request)

@@ -1,7 +1,7 @@
 //! `surge stream create|list|describe|delete`.
 
 use anyhow::bail;
-use surge_protocol::stream::{Durability, ShardState, StreamConfig};
+use surge_protocol::stream::{Durability, ShardInfo, ShardState, StreamConfig};
 
 use super::BrokerAddr;
 
@@ -122,10 +122,11 @@ async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
         header => format!("header {header}"),
     };
     println!("routed by   {route_by}");
+    println!("isolated    {}", isolated_types(&described.shards));
     println!();
     println!(
-        "{:>5}  {:<18} {:<18} {:<6} {:>12} {:>12} {:>12} {:>3}  PARENTS",
-        "SHARD", "HASH START", "HASH END", "STATE", "START", "END", "BYTES", "DIR"
+        "{:>5}  {:<18} {:<18} {:<6} {:>12} {:>12} {:>12} {:>3}  {:<16} PARENTS",
+        "SHARD", "HASH START", "HASH END", "STATE", "START", "END", "BYTES", "DIR", "GROUP"
     );
     for shard in &described.shards {
         let state = match shard.state {
@@ -133,8 +134,13 @@ async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
             ShardState::Sealed => "sealed",
         };
         let parents: Vec<String> = shard.parents.iter().map(u32::to_string).collect();
+        let group = if shard.group.is_empty() {
+            "default"
+        } else {
+            shard.group.as_str()
+        };
         println!(
-            "{:>5}  {:#018x} {:#018x} {:<6} {:>12} {:>12} {:>12} {:>3}  {}",
+            "{:>5}  {:#018x} {:#018x} {:<6} {:>12} {:>12} {:>12} {:>3}  {:<16} {}",
             shard.shard_id,
             shard.hash_start,
             shard.hash_end,
@@ -143,6 +149,7 @@ async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
             shard.high_watermark,
             shard.size_bytes,
             shard.dir,
+            group,
             if parents.is_empty() {
                 "-".into()
             } else {
@@ -151,6 +158,22 @@ async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The isolation rules: the event types with open shards of their own.
+fn isolated_types(shards: &[ShardInfo]) -> String {
+    let mut types: Vec<&str> = shards
+        .iter()
+        .filter(|shard| shard.state == ShardState::Open && !shard.group.is_empty())
+        .map(|shard| shard.group.as_str())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    if types.is_empty() {
+        "none".into()
+    } else {
+        types.join(", ")
+    }
 }
 
 fn limit(value: u64) -> String {

@@ -226,6 +226,13 @@ pub(super) async fn change_topology(
             shard: request.shard_id,
             dir: request.target_dir,
         },
+        ChangeKind::Isolate => Change::Isolate {
+            event_type: request.event_type.clone(),
+            shards: request.shard_count,
+        },
+        ChangeKind::Fold => Change::Fold {
+            event_type: request.event_type.clone(),
+        },
     };
     match broker.streams.change(&request.stream, change).await {
         Ok(done) => ChangeTopologyResponse {

@@ -1,5 +1,6 @@
 //! Forwarding: a batch that reached a sealed shard is split by key among
-//! the open shards that now own its records, and appended there. Each piece
+//! the open shards that now own its records (in each record's type group:
+//! see `topology::isolate`), and appended there. Each piece
 //! keeps the producer id and the shard the producer addressed (the origin),
 //! and its base sequence is chosen so its last sequence equals the whole
 //! batch's: the successors inherited the sealed shard's producer state, so
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use surge_protocol::batch::{Batch, BatchBuilder, Record, MAX_BATCH_BYTES};
 use surge_protocol::produce::RecordPlacement;
 use surge_protocol::routing::key_hash;
-use surge_protocol::stream::routing_value;
+use surge_protocol::stream::{routing_group, routing_value, TYPE_HEADER};
 use surge_protocol::ErrorCode;
 
 use crate::shard::BatchOutcome;
@@ -105,8 +106,9 @@ async fn published_after_seal(stream: &Stream, shard: u32) -> Result<(), ErrorCo
 }
 
 /// Groups the pending records by the open shard owning their routing value
-/// (key or routing header) now, in record order. Records without one follow
-/// the sealed shard's first hash.
+/// (key or routing header) now, in record order, among the shards of their
+/// type's group (an isolated type's own shards, else the default group's).
+/// Records without a routing value follow the sealed shard's first hash.
 fn route(
     view: &View,
     sealed: u32,
@@ -120,6 +122,7 @@ fn route(
         .find(|shard| shard.id == sealed)
         .map_or(0, |shard| shard.hash_start);
     let routing_header = &view.meta.settings.routing_header;
+    let isolated = view.meta.isolated_types();
     let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
     for &index in pending {
         let record = &records[index];
@@ -127,7 +130,9 @@ fn route(
             record.header(name).map(|value| value.as_ref())
         });
         let hash = value.map_or(keyless_hash, key_hash);
-        let owner = view.owner_of(hash).ok_or(ErrorCode::Internal)?;
+        let event_type = record.header(TYPE_HEADER).map(|value| value.as_ref());
+        let group = routing_group(event_type, isolated.iter().copied());
+        let owner = view.owner_of(group, hash).ok_or(ErrorCode::Internal)?;
         match groups.iter_mut().find(|(shard, _)| *shard == owner.id) {
             Some((_, indices)) => indices.push(index),
             None => groups.push((owner.id, vec![index])),

@@ -117,12 +117,16 @@ impl ShardLog {
 
     /// Creates the new, empty log (base offset 0) of a successor shard in
     /// `dir`, whose producer table is the union of its parents' states
-    /// (highest last sequence per key, no last batch). The table is durable
-    /// before this returns (a snapshot covering offset 0, written
-    /// crash-safely, directories fsynced), so a reopen after a crash at any
-    /// later point rebuilds it from that snapshot plus the headers after
-    /// it. Fails with `NotEmpty` if `dir` holds segments: the caller
-    /// removes leftovers of an earlier attempt first.
+    /// (highest last sequence per key, no last batch). The table and the
+    /// first segment are durable in `dir` before this returns (a snapshot
+    /// covering offset 0 written crash-safely; `open` fsyncs `dir` after
+    /// creating the segment, which covers the snapshot's entry too), so a
+    /// reopen after a crash at any later point rebuilds it from that
+    /// snapshot plus the headers after it. `dir`'s own entry in its parent
+    /// is not fsynced here: the caller creates several successors at once
+    /// and fsyncs their parent directory once, before anything names them.
+    /// Fails with `NotEmpty` if `dir` holds segments: the caller removes
+    /// leftovers of an earlier attempt first.
     pub fn create_successor(
         dir: &Path,
         config: LogConfig,
@@ -138,11 +142,7 @@ impl ShardLog {
                 segments: segments.len(),
             });
         }
-        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-            files::sync_dir(parent)?;
-        }
         ProducerTable::inherit(inherited).persist(dir, 0)?;
-        files::sync_dir(dir)?;
         let (log, _) = ShardLog::open(dir, config, io)?;
         assert_eq!(log.written_offset(), 0, "a successor starts empty");
         Ok(log)

@@ -76,8 +76,9 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
     // tail need not be read back to prove it.
     let fresh = bases.is_empty();
     if fresh {
+        // Its entry is made durable by the fsync of `dir` below, before the
+        // log is handed out; a crash before that finds the log fresh again.
         create_segment_file(dir, 0, config.preallocate_bytes)?;
-        files::sync_dir(dir)?;
         bases.push(0);
     }
     let mut kept: Vec<Scanned> = Vec::with_capacity(bases.len());

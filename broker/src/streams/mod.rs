@@ -361,6 +361,14 @@ fn remove_dir(dir: &Path) -> Result<(), BrokerError> {
     })
 }
 
+fn create_dir(dir: &Path) -> Result<(), BrokerError> {
+    std::fs::create_dir(dir).map_err(|source| BrokerError::Io {
+        op: "create directory",
+        path: dir.to_owned(),
+        source,
+    })
+}
+
 fn fsync(dir: &Path) -> Result<(), BrokerError> {
     fsutil::fsync_dir(dir).map_err(|source| BrokerError::Io {
         op: "fsync directory",

@@ -21,12 +21,13 @@ pub struct View {
 }
 
 impl View {
-    /// The open shard whose range holds `hash`.
-    pub fn owner_of(&self, hash: u64) -> Option<&Arc<Shard>> {
+    /// The open shard of `group` (`""`: the default one) whose range holds
+    /// `hash`.
+    pub fn owner_of(&self, group: &str, hash: u64) -> Option<&Arc<Shard>> {
         self.meta
             .shards
             .iter()
-            .find(|shard| shard.sealed_at.is_none() && shard.owns(hash))
+            .find(|shard| shard.sealed_at.is_none() && shard.group == group && shard.owns(hash))
             .and_then(|shard| self.shards.get(&shard.id))
     }
 

@@ -3,12 +3,15 @@
 //! (temp file, fsync, rename, fsync directory) as one file per stream:
 //!
 //! ```text
-//! SURGE-STREAM v1 len=<bytes of JSON> crc32c=<8 hex digits>\n
+//! SURGE-STREAM v2 len=<bytes of JSON> crc32c=<8 hex digits>\n
 //! <JSON of StreamMeta>
 //! ```
 //!
 //! The header line lets a reader reject a torn or foreign file before
-//! parsing; an unknown version is refused, never guessed at.
+//! parsing; an unknown version is refused, never guessed at. v2 added each
+//! shard's isolation `group`; a v1 file loads with every shard in the
+//! default group (which is what v1 meant), and is rewritten as v2 by the
+//! next change.
 
 use std::path::Path;
 
@@ -20,7 +23,9 @@ use crate::fsutil;
 
 pub const META_FILE: &str = "stream.meta";
 const META_MAGIC: &str = "SURGE-STREAM";
-const META_VERSION: u32 = 1;
+const META_VERSION: u32 = 2;
+/// Versions this build reads: every one it ever wrote.
+const META_VERSIONS_READ: [u32; 2] = [1, 2];
 /// A stream's metadata is small; anything larger is not ours.
 const META_MAX_BYTES: usize = 16 << 20;
 
@@ -54,6 +59,10 @@ pub struct ShardMeta {
     /// Index of the data directory holding the shard's log (0: `data_dir`).
     #[serde(default)]
     pub dir: u32,
+    /// The event type this shard is isolated for; empty: the default group.
+    /// Each group's open shards cover the hash space once.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
 }
 
 impl ShardMeta {
@@ -92,6 +101,7 @@ impl StreamMeta {
                 sealed_at: None,
                 parents: Vec::new(),
                 dir: 0,
+                group: String::new(),
             })
             .collect();
         StreamMeta {
@@ -101,6 +111,20 @@ impl StreamMeta {
             next_shard_id: count,
             shards,
         }
+    }
+
+    /// The event types with shards of their own (the isolation rules),
+    /// sorted: the groups of the open shards, less the default one.
+    pub fn isolated_types(&self) -> Vec<&str> {
+        let mut types: Vec<&str> = self
+            .shards
+            .iter()
+            .filter(|shard| shard.sealed_at.is_none() && !shard.group.is_empty())
+            .map(|shard| shard.group.as_str())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        types
     }
 
     pub fn config(&self) -> StreamConfig {
@@ -128,6 +152,7 @@ impl StreamMeta {
                 state: shard.state(),
                 parents: shard.parents.clone(),
                 dir: shard.dir,
+                group: shard.group.clone(),
                 ..ShardInfo::default()
             })
             .collect()
@@ -162,7 +187,11 @@ impl StreamMeta {
         if magic != META_MAGIC {
             return Err(format!("bad magic {magic:?}"));
         }
-        if version != format!("v{META_VERSION}") {
+        let known = version
+            .strip_prefix('v')
+            .and_then(|number| number.parse::<u32>().ok())
+            .is_some_and(|number| META_VERSIONS_READ.contains(&number));
+        if !known {
             return Err(format!("unsupported version {version}"));
         }
         let len: usize = len
@@ -184,8 +213,25 @@ impl StreamMeta {
     }
 
     pub fn store(&self, dir: &Path) -> Result<(), BrokerError> {
-        fsutil::write_atomic(dir, META_FILE, &self.encode()).map_err(|source| BrokerError::Io {
+        self.prepare(dir)?;
+        StreamMeta::commit(dir)
+    }
+
+    /// Writes this metadata durably beside the current file, which stays
+    /// in force until `commit`: a change makes its successors durable in
+    /// the meantime.
+    pub fn prepare(&self, dir: &Path) -> Result<(), BrokerError> {
+        fsutil::write_temp(dir, META_FILE, &self.encode()).map_err(|source| BrokerError::Io {
             op: "write stream metadata",
+            path: dir.join(META_FILE),
+            source,
+        })
+    }
+
+    /// Puts the prepared metadata in force: the commit point of a change.
+    pub fn commit(dir: &Path) -> Result<(), BrokerError> {
+        fsutil::commit_temp(dir, META_FILE).map_err(|source| BrokerError::Io {
+            op: "commit stream metadata",
             path: dir.join(META_FILE),
             source,
         })
@@ -243,6 +289,29 @@ mod tests {
                 "flip at {at} accepted"
             );
         }
+    }
+
+    #[test]
+    fn a_version_1_file_loads_into_the_default_group() {
+        // Written by the build before isolation existed (no `group` field).
+        let json = br#"{"name":"old","settings":{"durability":"fsync","retention_bytes":0,"retention_ms":0,"segment_bytes":1048576,"segment_ms":0,"flush_interval_ms":1000},"epoch":3,"next_shard_id":3,"shards":[{"id":0,"hash_start":0,"hash_end":18446744073709551615,"sealed_at":7,"parents":[]},{"id":1,"hash_start":0,"hash_end":9223372036854775807,"sealed_at":null,"parents":[0]},{"id":2,"hash_start":9223372036854775808,"hash_end":18446744073709551615,"sealed_at":null,"parents":[0],"dir":1}]}"#;
+        let mut file = format!(
+            "SURGE-STREAM v1 len={} crc32c={:08x}\n",
+            json.len(),
+            crc32c::crc32c(json)
+        )
+        .into_bytes();
+        file.extend_from_slice(json);
+        let meta = StreamMeta::decode(&file).unwrap();
+        assert_eq!(meta.shards.len(), 3);
+        assert!(meta.shards.iter().all(|shard| shard.group.is_empty()));
+        assert_eq!(meta.shards[2].dir, 1);
+        assert!(meta.isolated_types().is_empty());
+        assert!(meta.encode().starts_with(b"SURGE-STREAM v2 "));
+        let mut future = file.clone();
+        future[14] = b'9';
+        let err = StreamMeta::decode(&future).unwrap_err();
+        assert!(err.contains("unsupported version v9"), "{err}");
     }
 
     #[test]

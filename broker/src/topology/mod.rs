@@ -1,9 +1,12 @@
-//! Streams and shards as metadata: settings, hash ranges, lineage, epochs,
-//! and how a create request's settings are resolved against the broker's
-//! defaults and limits.
+//! Streams and shards as metadata: settings, hash ranges, shard groups
+//! (event-type isolation), lineage, epochs, and how a create request's
+//! settings are resolved against the broker's defaults and limits.
 
 mod change;
+mod isolate;
 mod meta;
+#[cfg(test)]
+mod model;
 
 pub use change::{apply, check_coverage, plan, Change, Plan, MAX_SHARDS_EVER_PER_STREAM};
 pub use meta::{ShardMeta, StreamMeta, StreamSettings, META_FILE};

@@ -2,6 +2,7 @@
 //! serving, and nothing is appended from a rejected request.
 
 use bytes::{Bytes, BytesMut};
+use surge_protocol::api::ApiKey;
 use surge_protocol::batch::BatchBuilder;
 use surge_protocol::fetch::{FetchPart, FetchRequest};
 use surge_protocol::handshake::HandshakeRequest;
@@ -107,11 +108,12 @@ fn malformed_body_gets_malformed_frame() {
     let broker = BrokerProcess::start(&dir, &[]);
     let mut conn = RawConn::ready(&broker.addr);
     // DescribeStream with a string length that runs past the body.
-    conn.send_frame(4, 0, &[200, 0, b'a']);
+    let (_, version) = ApiKey::DescribeStream.versions();
+    conn.send_frame(4, version, &[200, 0, b'a']);
     let (header, _) = conn.read_response().unwrap();
     assert_eq!(header.error, ErrorCode::MalformedFrame);
     // Trailing bytes after a valid body are malformed too.
-    conn.send_frame(4, 0, &[1, 0, b'a', 0xFF]);
+    conn.send_frame(4, version, &[1, 0, b'a', 0xFF]);
     let (header, _) = conn.read_response().unwrap();
     assert_eq!(header.error, ErrorCode::MalformedFrame);
 }
