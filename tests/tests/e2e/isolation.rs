@@ -19,7 +19,7 @@ use surge_protocol::stream::ShardState;
 use surge_protocol::topology::{ChangeKind, ChangeTopologyRequest};
 use surge_tests::BrokerProcess;
 
-use crate::support::{create_stream, read_all, runtime, seed};
+use crate::support::{create_stream, read_all, runtime, seed, SMALL_SEGMENT_BYTES};
 
 const KEYS: u32 = 2_000;
 const PRODUCERS: usize = 4;
@@ -175,6 +175,7 @@ fn isolating_and_folding_a_hot_type_under_load_loses_nothing() {
     let producers = runtime.block_on(async {
         let client = broker.client().await;
         let config = StreamConfig {
+            segment_bytes: SMALL_SEGMENT_BYTES,
             shard_count: 3,
             ..StreamConfig::default()
         };
@@ -289,6 +290,7 @@ fn isolating_on_a_type_routed_stream_seals_one_shard() {
     runtime.block_on(async {
         let client = broker.client().await;
         let config = StreamConfig {
+            segment_bytes: SMALL_SEGMENT_BYTES,
             shard_count: 4,
             routing_header: "type".into(),
             ..StreamConfig::default()
@@ -353,6 +355,7 @@ fn a_crash_at_each_phase_of_an_isolate_recovers_old_or_new_rules() {
         let acked = runtime.block_on(async {
             let client = broker.client().await;
             let config = StreamConfig {
+                segment_bytes: SMALL_SEGMENT_BYTES,
                 shard_count: 2,
                 ..StreamConfig::default()
             };
@@ -446,6 +449,7 @@ fn a_stale_batch_to_a_sealed_carrier_is_forwarded_by_the_rules() {
     runtime.block_on(async {
         let client = broker.client().await;
         let config = StreamConfig {
+            segment_bytes: SMALL_SEGMENT_BYTES,
             shard_count: 1,
             ..StreamConfig::default()
         };

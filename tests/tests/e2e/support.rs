@@ -24,6 +24,11 @@ pub fn seed() -> u64 {
     seed
 }
 
+/// Segment size for streams that go through many topology changes: every
+/// successor preallocates a segment, and at the default 64 MiB a few hundred
+/// changes would fallocate tens of gigabytes.
+pub const SMALL_SEGMENT_BYTES: u64 = 4 << 20;
+
 pub async fn create_stream(client: &Client, name: &str, config: StreamConfig) {
     client
         .create_stream(name, config)

@@ -14,7 +14,7 @@ use surge_protocol::stream::ShardState;
 use surge_protocol::topology::{ChangeKind, ChangeTopologyRequest};
 use surge_tests::BrokerProcess;
 
-use crate::support::{create_stream, read_all, runtime, seed};
+use crate::support::{create_stream, read_all, runtime, seed, SMALL_SEGMENT_BYTES};
 
 const KEYS: u32 = 10_000;
 const PRODUCERS: usize = 8;
@@ -205,6 +205,7 @@ fn splits_merges_and_moves_under_load_lose_nothing() {
             &client,
             "live",
             StreamConfig {
+                segment_bytes: SMALL_SEGMENT_BYTES,
                 shard_count: 2,
                 ..StreamConfig::default()
             },
@@ -281,6 +282,7 @@ fn kills_during_changes_recover_one_topology_and_lose_no_ack() {
             &client,
             "live",
             StreamConfig {
+                segment_bytes: SMALL_SEGMENT_BYTES,
                 shard_count: 2,
                 ..StreamConfig::default()
             },
@@ -365,6 +367,7 @@ fn a_crash_at_each_phase_of_a_split_recovers_old_or_new_topology() {
                 &client,
                 "live",
                 StreamConfig {
+                    segment_bytes: SMALL_SEGMENT_BYTES,
                     shard_count: 2,
                     ..StreamConfig::default()
                 },
@@ -448,6 +451,7 @@ fn a_merge_during_a_forward_loses_no_piece() {
             &client,
             "live",
             StreamConfig {
+                segment_bytes: SMALL_SEGMENT_BYTES,
                 shard_count: 1,
                 ..StreamConfig::default()
             },
