@@ -13,6 +13,8 @@
 //! - `control`: the autoscaler's `TopologyControl`, over the broker.
 //! - `groups`: consumer-group membership, assignment, committed offsets.
 //! - `server`: TCP listener, connections, request dispatch.
+//! - `metrics`: per-shard counters, node resources from /proc, the
+//!   autoscaler's `MetricsSource`, Prometheus text.
 //! - `fsutil`, `clock`, `failpoint`: crash-safe file writes, wall-clock
 //!   time, crashes on purpose for tests.
 
@@ -24,6 +26,7 @@ pub mod error;
 pub mod failpoint;
 pub mod fsutil;
 pub mod groups;
+pub mod metrics;
 pub mod server;
 pub mod shard;
 pub mod storage;
