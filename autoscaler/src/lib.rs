@@ -17,6 +17,7 @@
 //!   rolling backtest error, with empirical prediction bands.
 //! - `anomaly`: measurements far outside the band.
 //! - `policy`: the pure `decide(state, forecast, now) -> Plan`.
+//! - `memory`: an in-memory broker (control + metrics) for tests and demos.
 //! - `engine`: the `Autoscaler` loop and the API the broker calls.
 //! - `placement`: shards across directories as a small MILP (good_lp).
 
@@ -29,6 +30,7 @@ pub mod error;
 pub mod forecast;
 pub mod hints;
 pub mod history;
+pub mod memory;
 pub mod metrics;
 pub mod placement;
 pub mod policy;

@@ -89,6 +89,8 @@ impl StreamEntry {
         config: &AutoscalerConfig,
     ) -> Option<f64> {
         let before = self.last_sample.replace(sample);
+        // A history loaded from disk is fitted on the first sample already.
+        self.maybe_refit(now_ms, config);
         let now = self.last_sample.as_ref().expect("just stored");
         let rates = rates::stream_rates(now, before.as_ref()?)?;
         let measured = rates.events_per_s;
