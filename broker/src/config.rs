@@ -4,8 +4,10 @@
 //! `BrokerConfig`, so every key has exactly one name and one parser.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use surge_autoscaler::AutoscalerConfig;
 use surge_protocol::stream::Durability;
 use thiserror::Error;
 
@@ -267,6 +269,23 @@ impl BrokerConfig {
 }
 
 impl AutoscalerSettings {
+    /// The engine's configuration: these settings over its own defaults,
+    /// its state in `state_dir`, shards placed over `dirs` data directories.
+    pub fn engine_config(&self, state_dir: PathBuf, dirs: u32) -> AutoscalerConfig {
+        let mut config = AutoscalerConfig::new(state_dir);
+        config.enabled = self.enabled;
+        config.interval = Duration::from_millis(self.interval_ms);
+        config.capacity_per_shard_eps = self.capacity_per_shard_eps;
+        config.headroom = self.headroom;
+        config.horizon = Duration::from_millis(self.horizon_ms);
+        config.scale_down_cooldown = Duration::from_millis(self.scale_down_cooldown_ms);
+        config.scale_down_stable = Duration::from_millis(self.scale_down_stable_ms);
+        config.min_shards = self.min_shards;
+        config.max_shards = self.max_shards;
+        config.dirs = dirs;
+        config
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| {
             Err(ConfigError::Invalid {
@@ -274,8 +293,11 @@ impl AutoscalerSettings {
                 reason: reason.into(),
             })
         };
-        if self.interval_ms == 0 {
-            return invalid("autoscaler.interval_ms", "must be at least 1");
+        if self.interval_ms == 0 || self.horizon_ms == 0 {
+            return invalid(
+                "autoscaler.interval_ms",
+                "interval_ms and horizon_ms must be at least 1",
+            );
         }
         if !(self.capacity_per_shard_eps.is_finite() && self.capacity_per_shard_eps > 0.0) {
             return invalid("autoscaler.capacity_per_shard_eps", "must be > 0");

@@ -15,6 +15,7 @@
 //! - `server`: TCP listener, connections, request dispatch.
 //! - `metrics`: per-shard counters, node resources from /proc, the
 //!   autoscaler's `MetricsSource`, Prometheus text.
+//! - `http`: the HTTP control API (axum) and the client the commands use.
 //! - `fsutil`, `clock`, `failpoint`: crash-safe file writes, wall-clock
 //!   time, crashes on purpose for tests.
 
@@ -26,6 +27,7 @@ pub mod error;
 pub mod failpoint;
 pub mod fsutil;
 pub mod groups;
+pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod shard;
