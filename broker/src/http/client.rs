@@ -19,12 +19,12 @@ const RESPONSE_BYTES_MAX: usize = 64 << 20;
 
 #[derive(Debug, Error)]
 pub enum HttpError {
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect {
         addr: String,
         source: std::io::Error,
     },
-    #[error("HTTP request to {addr} failed: {source}")]
+    #[error("HTTP request to {addr} failed")]
     Http { addr: String, source: hyper::Error },
     #[error("invalid request: {0}")]
     Request(String),
