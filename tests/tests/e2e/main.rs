@@ -6,6 +6,7 @@ mod cli;
 mod corruption;
 mod crash;
 mod groups;
+mod http;
 mod limits;
 mod routing;
 mod shutdown;
