@@ -1,6 +1,7 @@
 //! End-to-end tests against the real `surge` binary, one binary for all
 //! scenarios (each module is one concern).
 
+mod autoscale;
 mod bad_input;
 mod cli;
 mod corruption;
