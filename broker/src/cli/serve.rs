@@ -10,6 +10,7 @@ use surge_broker::control::BrokerControl;
 use surge_broker::http::{self, AppState, Engine};
 use surge_broker::metrics::{BrokerMetricsSource, NodeProbe};
 use surge_broker::{server, Broker, BrokerConfig};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -82,6 +83,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "surge is ready"
     );
     let shutdown = CancellationToken::new();
+    // Handlers go in before the ready line: a SIGTERM right after it must
+    // find them, not the default action.
+    let signals = Signals::install()?;
+    tokio::spawn(signals.wait(shutdown.clone()));
     let tasks = TaskTracker::new();
     if let Some(http_listener) = http_listener {
         let http_addr = http_listener
@@ -101,7 +106,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tasks.close();
     // Scripts and tests read the bound port from this line.
     println!("surge listening on {addr}");
-    tokio::spawn(wait_for_signal(shutdown.clone()));
     server::serve(listener, broker, shutdown).await;
     tasks.wait().await;
     Ok(())
@@ -120,18 +124,25 @@ fn open_autoscaler(broker: &Arc<Broker>, config: &BrokerConfig) -> anyhow::Resul
     Ok(Arc::new(engine))
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+/// SIGTERM and SIGINT, listened for from `install` on.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
     }
-    shutdown.cancel();
+
+    async fn wait(mut self, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = self.interrupt.recv() => tracing::info!("interrupt received"),
+        }
+        shutdown.cancel();
+    }
 }
