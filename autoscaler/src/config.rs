@@ -23,6 +23,9 @@ pub struct AutoscalerConfig {
     /// Time a change takes to pay off: capacity is sized for the forecast's
     /// upper band over this horizon.
     pub horizon: Duration,
+    /// A growth covers the forecast's upper band over this horizon, and a
+    /// merge needs it to allow one.
+    pub sizing_horizon: Duration,
     /// Upper prediction quantile capacity is sized for (0.95).
     pub quantile: f64,
     /// After a split, no merge of that stream for this long.
@@ -58,6 +61,7 @@ impl AutoscalerConfig {
             state_dir: state_dir.into(),
             enabled: true,
             horizon: Duration::from_secs(15 * 60),
+            sizing_horizon: Duration::from_secs(60 * 60),
             quantile: 0.95,
             scale_down_cooldown: Duration::from_secs(10 * 60),
             scale_down_stable: Duration::from_secs(5 * 60),

@@ -19,6 +19,8 @@
 //! - `policy`: the pure `decide(state, forecast, now) -> Plan`.
 //! - `memory`: an in-memory broker (control + metrics) for tests and demos.
 //! - `engine`: the `Autoscaler` loop and the API the broker calls.
+//! - `sim`: the trace simulator (capacity model, reactive and oracle
+//!   baselines, sMAPE, SVG plot).
 //! - `placement`: shards across directories as a small MILP (good_lp).
 
 pub mod anomaly;
@@ -35,6 +37,7 @@ pub mod metrics;
 pub mod placement;
 pub mod policy;
 pub mod series;
+pub mod sim;
 pub mod store;
 
 pub use api::{

@@ -4,10 +4,12 @@
 //!
 //! Sizing: the shard count covers the largest of the measured rate, the
 //! measured rate pushed forward by its current growth over the lead time a
-//! change needs, and the forecast's upper band over the horizon (scaled up
-//! by the measured/forecast ratio during an upward anomaly). The forecast is
+//! change needs, and the forecast's upper band over the horizon (the
+//! forecaster already corrects its level by the latest measurements). The forecast is
 //! a floor under reactive scaling, never a replacement: measured load above
-//! it scales at once and ignores the change budget. Shrinking needs the
+//! it scales at once and ignores the change budget. A growth covers the
+//! longer sizing horizon plus a 10% margin, so a ramp costs one change, not
+//! one per shard boundary. Shrinking needs the
 //! measured rate and the forecast to both allow it, with 10% hysteresis,
 //! for `scale_down_stable`, not within `scale_down_cooldown` of a split, and
 //! within the change budget. Moves between directories come from the
@@ -19,6 +21,9 @@ use crate::placement::{self, ShardLoad};
 
 /// Merges need the merged load this far below the per-shard target.
 const MERGE_HYSTERESIS: f64 = 0.1;
+/// A growth adds this much beyond what is needed, so load creeping up
+/// through one shard boundary after another does not cost a change each.
+const GROWTH_MARGIN: f64 = 0.1;
 
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
@@ -36,6 +41,11 @@ pub struct PolicyConfig {
     pub max_shards: u32,
     pub dirs: u32,
     pub move_gain_min: f64,
+    /// Each merged pair must fit one shard (true for a real broker, where a
+    /// merge puts both loads on one shard). The simulator's capacity model
+    /// spreads load evenly over any shard count, as it does for its
+    /// baselines, and turns this off.
+    pub merge_pairs_must_fit: bool,
 }
 
 impl PolicyConfig {
@@ -53,6 +63,7 @@ impl PolicyConfig {
             max_shards: config.max_shards,
             dirs: config.dirs,
             move_gain_min: config.move_gain_min,
+            merge_pairs_must_fit: true,
         }
     }
 
@@ -96,8 +107,12 @@ pub struct ForecastView {
     /// Mean and upper band now, when a model is fitted.
     pub mean_now_eps: Option<f64>,
     pub upper_now_eps: Option<f64>,
-    /// Largest upper band over the sizing horizon.
+    /// Largest upper band over the horizon (lead + horizon): growing is
+    /// due when this needs more shards.
     pub peak_upper_eps: Option<f64>,
+    /// Largest upper band over the longer sizing horizon: a growth covers
+    /// it, so a ramp takes one change, and a merge needs it to allow one.
+    pub peak_upper_long_eps: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,30 +134,27 @@ pub fn decide(
     let per_shard = config.shard_target_eps();
     let lead_s = config.lead_ms as f64 / 1000.0;
     let reactive = state.measured_eps + state.growth_eps_per_s.max(0.0) * lead_s;
-    // Load above the band says the forecast is low right now: scale it by
-    // the miss for the horizon.
-    let surprise = match (forecast.mean_now_eps, forecast.upper_now_eps) {
-        (Some(mean), Some(upper)) if state.measured_eps > upper => {
-            (state.measured_eps / mean.max(1.0)).clamp(1.0, 100.0)
-        }
-        _ => 1.0,
-    };
-    let predicted = forecast.peak_upper_eps.map(|peak| peak * surprise);
+    let predicted = forecast.peak_upper_eps;
+    let long = forecast.peak_upper_long_eps.or(predicted);
     let mut reasons = vec![format!(
-        "measured {:.0} ev/s (growth {:+.1}/s, {:.0} ev/s after the {:.0} s lead), forecast upper {} ({}), {} shards of {:.0} ev/s at {:.0}% headroom",
+        "measured {:.0} ev/s (growth {:+.1}/s, {:.0} ev/s after the {:.0} s lead), forecast upper {} soon and {} over the sizing horizon ({}), {} shards of {:.0} ev/s at {:.0}% headroom",
         state.measured_eps,
         state.growth_eps_per_s,
         reactive,
         lead_s,
         predicted.map_or("none".into(), |p| format!("{p:.0} ev/s")),
+        long.map_or("none".into(), |p| format!("{p:.0} ev/s")),
         forecast.model,
         shards,
         config.capacity_per_shard_eps,
         config.headroom * 100.0,
     )];
-    if surprise > 1.0 {
+    if let Some(upper) = forecast
+        .upper_now_eps
+        .filter(|&upper| state.measured_eps > upper)
+    {
         reasons.push(format!(
-            "measured is {surprise:.2}x the forecast mean, above its band"
+            "measured is above the forecast band ({upper:.0} ev/s): reactive sizing leads"
         ));
     }
     let need_up = reactive.max(predicted.unwrap_or(0.0));
@@ -151,13 +163,17 @@ pub fn decide(
         let urgent = config
             .shards_for(reactive, per_shard)
             .saturating_sub(shards);
-        return grow(config, state, now_ms, target_up, urgent, reasons);
+        let sized = need_up.max(long.unwrap_or(0.0)) * (1.0 + GROWTH_MARGIN);
+        let target = target_up.max(config.shards_for(sized, per_shard));
+        return grow(config, state, now_ms, target, urgent, reasons);
     }
-    // Shrinking: measured and predicted must both allow it.
-    let need_down = reactive.max(forecast.peak_upper_eps.unwrap_or(reactive));
+    // Shrinking: measured and predicted (over the sizing horizon) must both
+    // allow it.
+    let need_down = reactive.max(long.unwrap_or(reactive));
     let target_down = config
         .shards_for(need_down, per_shard * (1.0 - MERGE_HYSTERESIS))
-        .max(target_up);
+        .max(target_up)
+        .min(shards);
     if target_down < shards {
         return shrink(config, state, now_ms, target_down, reasons);
     }
@@ -315,7 +331,11 @@ fn shrink(
 /// Disjoint adjacent pairs, coldest first, whose merged load stays below the
 /// per-shard target less the hysteresis.
 fn merges(config: &PolicyConfig, state: &StreamState, count_max: usize) -> Vec<ActionKind> {
-    let limit = config.shard_target_eps() * (1.0 - MERGE_HYSTERESIS);
+    let limit = if config.merge_pairs_must_fit {
+        config.shard_target_eps() * (1.0 - MERGE_HYSTERESIS)
+    } else {
+        f64::INFINITY
+    };
     let mut pairs: Vec<(f64, usize)> = state
         .shards
         .windows(2)

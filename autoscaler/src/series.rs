@@ -89,6 +89,40 @@ impl Series {
         Series::new(start_ms, step_ms, values)
     }
 
+    /// A copy with isolated spikes replaced by the median of their
+    /// neighbours (a Hampel filter): a sample more than `mads` scaled
+    /// median absolute deviations from the median of the `half_window`
+    /// samples either side. Level shifts longer than the window stay.
+    pub fn despiked(&self, half_window: usize, mads: f64) -> Series {
+        let mut out = self.values.clone();
+        let mut window = Vec::with_capacity(2 * half_window + 1);
+        let mut deviations = Vec::with_capacity(2 * half_window + 1);
+        for (i, slot) in out.iter_mut().enumerate() {
+            if !self.values[i].is_finite() {
+                continue;
+            }
+            let from = i.saturating_sub(half_window);
+            let to = (i + half_window + 1).min(self.values.len());
+            window.clear();
+            window.extend(
+                self.values[from..to]
+                    .iter()
+                    .copied()
+                    .filter(|v| v.is_finite()),
+            );
+            let Some(median) = quantile(&window, 0.5) else {
+                continue;
+            };
+            deviations.clear();
+            deviations.extend(window.iter().map(|v| (v - median).abs()));
+            let mad = quantile(&deviations, 0.5).unwrap_or(0.0) * 1.4826;
+            if mad > 0.0 && (self.values[i] - median).abs() > mads * mad {
+                *slot = median;
+            }
+        }
+        Series::new(self.start_ms, self.step_ms, out)
+    }
+
     /// Fills missing samples by linear interpolation (held flat at the ends);
     /// `None` when no sample is present.
     pub fn filled(&self) -> Option<Vec<f64>> {
@@ -127,6 +161,16 @@ pub fn smape(pairs: impl IntoIterator<Item = (f64, f64)>) -> Option<f64> {
         count += 1;
     }
     (count > 0).then(|| sum / count as f64)
+}
+
+/// The log ratio of actual to forecast, both floored at a tenth of the
+/// larger (and at 1): a zero on either side (an outage in the data, a model
+/// gone to zero) bounds the error at ln 11 instead of letting it dominate
+/// a band.
+pub fn log_ratio(actual: f64, forecast: f64) -> f64 {
+    let (actual, forecast) = (actual.max(0.0), forecast.max(0.0));
+    let floor = (0.1 * actual.max(forecast)).max(1.0);
+    ((actual + floor) / (forecast + floor)).ln()
 }
 
 /// The `q` quantile (0..=1) of `values`, by nearest rank.
@@ -174,6 +218,24 @@ mod tests {
         let series = Series::new(0, 1, vec![f64::NAN, 2.0, f64::NAN, 6.0, f64::NAN]);
         assert_eq!(series.filled(), Some(vec![2.0, 2.0, 4.0, 6.0, 6.0]));
         assert_eq!(Series::new(0, 1, vec![f64::NAN]).filled(), None);
+    }
+
+    #[test]
+    fn despiking_removes_spikes_not_shifts() {
+        let mut values = vec![10.0, 11.0, 10.0, 12.0, 500.0, 11.0, 10.0, 12.0, 11.0];
+        values.extend([50.0, 51.0, 50.0, 52.0, 51.0, 50.0, 51.0]);
+        let cleaned = Series::new(0, 1, values.clone()).despiked(3, 5.0);
+        assert!(cleaned.values[4] < 20.0, "{:?}", cleaned.values);
+        assert_eq!(cleaned.values[12..], values[12..]);
+        assert_eq!(cleaned.values[..4], values[..4]);
+    }
+
+    #[test]
+    fn log_ratio_is_bounded() {
+        assert_eq!(log_ratio(100.0, 100.0), 0.0);
+        assert!((log_ratio(0.0, 1e6) + 11f64.ln()).abs() < 1e-9);
+        assert!((log_ratio(1e6, 0.0) - 11f64.ln()).abs() < 1e-9);
+        assert!(log_ratio(200.0, 100.0) > 0.5);
     }
 
     #[test]

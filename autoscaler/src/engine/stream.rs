@@ -58,11 +58,15 @@ impl StreamEntry {
                 History::new(fine_step_ms)
             }
         };
-        let mut forecast = ForecastConfig::default();
-        forecast.quantile = config.quantile;
-        forecast.short_horizon_ms = forecast
-            .short_horizon_ms
-            .max(config.horizon.as_millis() as u64);
+        let defaults = ForecastConfig::default();
+        let forecast = ForecastConfig {
+            quantile: config.quantile,
+            short_horizon_ms: defaults
+                .short_horizon_ms
+                .max(config.horizon.as_millis() as u64),
+            near_horizon_ms: config.sizing_horizon.as_millis() as u64,
+            ..defaults
+        };
         Self {
             name: name.to_string(),
             history,
@@ -105,6 +109,7 @@ impl StreamEntry {
             self.recent.pop_front();
         }
         self.maybe_refit(now_ms, config);
+        self.forecaster.observe(now_ms, measured);
         Some(measured)
     }
 
@@ -193,29 +198,45 @@ impl StreamEntry {
             .to_string()
     }
 
-    /// The forecast as the policy sees it: the band now and the peak of
-    /// the upper band over `[now, now + span_ms]`, hints applied.
-    pub fn view(&self, now_ms: u64, span_ms: u64, hints: &[Hint]) -> ForecastView {
+    fn peak_upper(&self, now_ms: u64, span_ms: u64, hints: &[Hint]) -> Option<f64> {
         let step_ms = (span_ms / 30).max(1_000);
-        let now = self.band(now_ms, hints);
-        let peak = (0..=span_ms / step_ms)
+        (0..=span_ms / step_ms)
             .filter_map(|i| self.band(now_ms + i * step_ms, hints))
             .map(|band| band.upper)
-            .reduce(f64::max);
+            .reduce(f64::max)
+    }
+
+    /// The forecast as the policy sees it: the band now and the peaks of
+    /// the upper band over `[now, now + span_ms]` and `[now, now +
+    /// long_span_ms]`, hints applied.
+    pub fn view(
+        &self,
+        now_ms: u64,
+        span_ms: u64,
+        long_span_ms: u64,
+        hints: &[Hint],
+    ) -> ForecastView {
+        let now = self.band(now_ms, hints);
+        let peak = self.peak_upper(now_ms, span_ms, hints);
+        let long = self.peak_upper(now_ms, long_span_ms, hints);
         // Hints also count where no model exists yet.
-        let hinted_peak = hints
-            .iter()
-            .filter(|h| h.start_ms <= now_ms + span_ms && h.end_ms > now_ms)
-            .filter_map(|h| h.rate_eps)
-            .reduce(f64::max);
+        let hinted = |span_ms: u64| {
+            hints
+                .iter()
+                .filter(|h| h.start_ms <= now_ms + span_ms && h.end_ms > now_ms)
+                .filter_map(|h| h.rate_eps)
+                .reduce(f64::max)
+        };
+        let either = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         ForecastView {
             model: self.model_name(now_ms),
             mean_now_eps: now.map(|b| b.mean),
             upper_now_eps: now.map(|b| b.upper),
-            peak_upper_eps: match (peak, hinted_peak) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            },
+            peak_upper_eps: either(peak, hinted(span_ms)),
+            peak_upper_long_eps: either(long, hinted(long_span_ms)),
         }
     }
 

@@ -86,7 +86,8 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
                 changes_ms: entry.changes_ms.iter().copied().collect(),
             };
             let span_ms = self.policy.lead_ms + self.config.horizon.as_millis() as u64;
-            let view = entry.view(now_ms, span_ms, &hints);
+            let long_span_ms = self.policy.lead_ms + self.config.sizing_horizon.as_millis() as u64;
+            let view = entry.view(now_ms, span_ms, long_span_ms, &hints);
             let plan = policy::decide(&self.policy, &state, &view, now_ms);
             entry.low_since_ms = plan.low_since_ms;
             entry.last_view = Some(view.clone());

@@ -8,12 +8,14 @@
 //! to forecast), so it is as wide as the model has earned.
 
 pub mod models;
+mod nowcast;
 
 use std::collections::VecDeque;
 
 pub use models::{ModelKind, ModelSettings, DAY_MS, WEEK_MS};
 
-use crate::series::{quantile, Series};
+use crate::series::{log_ratio, quantile, Series};
+use nowcast::Nowcast;
 
 /// Errors remembered per model and horizon class for the band.
 const RESIDUALS_MAX: usize = 2_000;
@@ -21,6 +23,11 @@ const RESIDUALS_MAX: usize = 2_000;
 const SCORE_WEIGHT: f64 = 1.0 / 300.0;
 /// Paths older than this are no longer scored (and dropped).
 const PATH_AGE_MS_MAX: u64 = 26 * 3_600_000;
+/// A sample this many (scaled) median absolute deviations away from the
+/// median of its neighbours, within this many samples either side, is a
+/// spike (a Hampel filter).
+const SPIKE_MADS: f64 = 5.0;
+const SPIKE_HALF_WINDOW: usize = 3;
 /// Horizons scored as "about a day ahead".
 const LONG_FROM_MS: u64 = 22 * 3_600_000;
 const LONG_TO_MS: u64 = 26 * 3_600_000;
@@ -30,6 +37,9 @@ pub struct ForecastConfig {
     pub models: ModelSettings,
     /// Horizons up to this count as short.
     pub short_horizon_ms: u64,
+    /// The nowcast's errors are measured this far ahead (the policy's
+    /// sizing horizon); its band serves up to twice that.
+    pub near_horizon_ms: u64,
     /// Upper quantile of the band (the lower one is 1 - this).
     pub quantile: f64,
 }
@@ -43,6 +53,7 @@ impl Default for ForecastConfig {
                 ets_span_ms: 3 * DAY_MS,
             },
             short_horizon_ms: 2 * 3_600_000,
+            near_horizon_ms: 60 * 60_000,
             quantile: 0.95,
         }
     }
@@ -61,9 +72,16 @@ pub struct Band {
 struct Score {
     smape: Option<f64>,
     residuals: VecDeque<f64>,
+    /// Band quantiles of the residuals, computed once per refit.
+    band: Option<(f64, f64)>,
 }
 
 impl Score {
+    fn settle(&mut self, q: f64) {
+        let residuals: Vec<f64> = self.residuals.iter().copied().collect();
+        self.band = quantile(&residuals, 1.0 - q).zip(quantile(&residuals, q));
+    }
+
     fn add(&mut self, actual: f64, forecast: f64) {
         let denominator = actual.abs() + forecast.abs();
         let term = if denominator > 0.0 {
@@ -75,8 +93,7 @@ impl Score {
             None => term,
             Some(old) => old + SCORE_WEIGHT * (term - old),
         });
-        self.residuals
-            .push_back(((actual.max(0.0) + 1.0) / (forecast.max(0.0) + 1.0)).ln());
+        self.residuals.push_back(log_ratio(actual, forecast));
         if self.residuals.len() > RESIDUALS_MAX {
             self.residuals.pop_front();
         }
@@ -97,6 +114,7 @@ pub struct Forecaster {
     config: ForecastConfig,
     fitted_at_ms: Option<u64>,
     candidates: Vec<Candidate>,
+    nowcast: Nowcast,
 }
 
 impl Forecaster {
@@ -111,6 +129,7 @@ impl Forecaster {
             })
             .collect();
         Self {
+            nowcast: Nowcast::new(config.near_horizon_ms, config.quantile),
             config,
             fitted_at_ms: None,
             candidates,
@@ -127,18 +146,33 @@ impl Forecaster {
     /// evidence from the start.
     pub fn refit(&mut self, history: &Series) {
         let now_ms = history.end_ms();
+        // Models learn from the span they use, with isolated spikes
+        // removed (bursts are for reactive scaling; a seasonal model
+        // would repeat them a day or a week later). Scoring sees them.
+        let span_ms = self.config.models.train_span_ms.max(WEEK_MS) + 2 * DAY_MS;
+        let cleaned = history
+            .tail((span_ms / history.step_ms) as usize)
+            .despiked(SPIKE_HALF_WINDOW, SPIKE_MADS);
         if self.fitted_at_ms.is_none() {
             for hours_back in [25u64, 19, 13, 7] {
                 let origin_ms = now_ms.saturating_sub(hours_back * 3_600_000);
                 if origin_ms > history.start_ms + 2 * 3_600_000 {
-                    let before = history.until(origin_ms);
-                    self.score(&before);
-                    self.fit_all(&before, origin_ms);
+                    self.score(&history.until(origin_ms));
+                    self.fit_all(&cleaned.until(origin_ms), origin_ms);
                 }
             }
         }
+        let old_base = self.model_band_at(now_ms).map(|b| b.mean);
         self.score(history);
-        self.fit_all(history, now_ms);
+        self.fit_all(&cleaned, now_ms);
+        if let (Some(old), Some(new)) = (old_base, self.model_band_at(now_ms)) {
+            self.nowcast.rebase(old, new.mean);
+        }
+        let q = self.config.quantile;
+        for candidate in &mut self.candidates {
+            candidate.short.settle(q);
+            candidate.long.settle(q);
+        }
     }
 
     fn fit_all(&mut self, history: &Series, now_ms: u64) {
@@ -146,6 +180,22 @@ impl Forecaster {
         for candidate in &mut self.candidates {
             if let Some(path) = models::fit_path(candidate.kind, history, LONG_TO_MS, &settings) {
                 candidate.paths.push_back((now_ms, path));
+            }
+        }
+        let voters: Vec<&Series> = self
+            .candidates
+            .iter()
+            .filter(|c| c.kind != ModelKind::Last)
+            .filter_map(|c| c.paths.back().filter(|(at, _)| *at == now_ms))
+            .map(|(_, path)| path)
+            .collect();
+        let start_ms = voters.iter().map(|p| p.start_ms).max().unwrap_or(now_ms);
+        let median = models::median_path(&voters, start_ms, LONG_TO_MS);
+        for candidate in &mut self.candidates {
+            if candidate.kind == ModelKind::Ensemble {
+                if let Some(path) = median.clone() {
+                    candidate.paths.push_back((now_ms, path));
+                }
             }
             while candidate
                 .paths
@@ -211,8 +261,48 @@ impl Forecaster {
             .map(|c| c.kind)
     }
 
-    /// The band at `at_ms`, from the last fit.
+    /// Takes a measurement between refits (for the level correction).
+    pub fn observe(&mut self, at_ms: u64, actual: f64) {
+        let near_ms = self.nowcast.near_ms();
+        let (Some(now), Some(near)) = (
+            self.model_band_at(at_ms),
+            self.model_band_at(at_ms + near_ms),
+        ) else {
+            return;
+        };
+        self.nowcast.observe(at_ms, actual, now.mean, near.mean);
+    }
+
+    /// The band at `at_ms`: the selected model's, level-corrected by the
+    /// recent measurements; within twice the near horizon of the last
+    /// measurement the band is the corrected forecast's own error band.
     pub fn band_at(&self, at_ms: u64) -> Option<Band> {
+        let band = self.model_band_at(at_ms)?;
+        let Some(last_ms) = self.nowcast.last_ms() else {
+            return Some(band);
+        };
+        let ahead_ms = at_ms.saturating_sub(last_ms);
+        let factor = self.nowcast.factor(ahead_ms);
+        let mean = (band.mean + 1.0) * factor - 1.0;
+        let near = ahead_ms <= 2 * self.nowcast.near_ms();
+        match self.nowcast.band {
+            Some((low, high)) if near => Some(Band {
+                mean: mean.max(0.0),
+                lower: ((mean + 1.0) * low.min(0.0).exp() - 1.0).max(0.0),
+                upper: (mean + 1.0) * high.max(0.0).exp() - 1.0,
+                model: band.model,
+            }),
+            _ => Some(Band {
+                mean: mean.max(0.0),
+                lower: ((band.lower + 1.0) * factor - 1.0).max(0.0),
+                upper: (band.upper + 1.0) * factor - 1.0,
+                model: band.model,
+            }),
+        }
+    }
+
+    /// The selected model's band at `at_ms`, from the last fit.
+    fn model_band_at(&self, at_ms: u64) -> Option<Band> {
         let fitted_at = self.fitted_at_ms?;
         let long = at_ms.saturating_sub(fitted_at) > self.config.short_horizon_ms;
         let candidate = self.selected(long)?;
@@ -223,19 +313,24 @@ impl Forecaster {
         } else {
             &candidate.short
         };
-        let residuals: Vec<f64> = score.residuals.iter().copied().collect();
-        let q = self.config.quantile;
         // Without a scored history, assume a +-25% error until one exists.
-        let high = quantile(&residuals, q).unwrap_or(0.25_f64.ln_1p()).max(0.0);
-        let low = quantile(&residuals, 1.0 - q)
-            .unwrap_or(-(0.25_f64.ln_1p()))
-            .min(0.0);
+        let fallback = 0.25_f64.ln_1p();
+        let (low, high) = score.band.unwrap_or((-fallback, fallback));
+        let (low, high) = (low.min(0.0), high.max(0.0));
         Some(Band {
             mean,
             lower: ((mean + 1.0) * low.exp() - 1.0).max(0.0),
             upper: (mean + 1.0) * high.exp() - 1.0,
             model: candidate.kind,
         })
+    }
+
+    /// The mean of one model's latest path (for baselines in reports).
+    pub fn mean_of(&self, kind: ModelKind, at_ms: u64) -> Option<f64> {
+        let fitted_at = self.fitted_at_ms?;
+        let candidate = self.candidates.iter().find(|c| c.kind == kind)?;
+        let (at, path) = candidate.paths.back()?;
+        (*at == fitted_at).then(|| path.at(at_ms)).flatten()
     }
 
     /// Rolling short-horizon sMAPE per model (for reports and metrics).

@@ -27,10 +27,14 @@ pub enum ModelKind {
     Ets,
     /// MSTL with daily and weekly periods, ETS on the deseasonalised rest.
     Mstl,
+    /// The pointwise median of the other models' paths: one model's echo
+    /// of a past anomaly is outvoted.
+    Ensemble,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 5] = [
+    pub const ALL: [ModelKind; 6] = [
+        ModelKind::Ensemble,
         ModelKind::Mstl,
         ModelKind::SeasonalWeekly,
         ModelKind::SeasonalDaily,
@@ -45,6 +49,7 @@ impl ModelKind {
             ModelKind::SeasonalWeekly => "seasonal_naive_weekly",
             ModelKind::Ets => "ets",
             ModelKind::Mstl => "mstl_ets",
+            ModelKind::Ensemble => "ensemble_median",
         }
     }
 }
@@ -62,7 +67,7 @@ pub struct ModelSettings {
 
 /// The forecast path of `kind` from `history` (which ends at the fit
 /// time) over `horizon_ms`; `None` when the model does not apply (too little
-/// history) or fails to fit.
+/// history) or fails to fit, and for the ensemble (see `median_path`).
 pub fn fit_path(
     kind: ModelKind,
     history: &Series,
@@ -87,9 +92,33 @@ pub fn fit_path(
             let coarse = coarsen(&history, settings.model_step_ms, settings.train_span_ms);
             mstl(&coarse, horizon_ms)?
         }
+        ModelKind::Ensemble => return None,
     };
     let values = path.values.iter().map(|v| v.max(0.0)).collect();
     Some(Series::new(path.start_ms, path.step_ms, values))
+}
+
+/// The pointwise median of `paths` on the finest step among them, from
+/// `start_ms` over `horizon_ms`; needs at least three paths.
+pub fn median_path(paths: &[&Series], start_ms: u64, horizon_ms: u64) -> Option<Series> {
+    if paths.len() < 3 {
+        return None;
+    }
+    let step_ms = paths.iter().map(|p| p.step_ms).min()?;
+    let values = (0..horizon_steps(horizon_ms, step_ms))
+        .map(|i| {
+            let at = start_ms + i as u64 * step_ms;
+            let mut points: Vec<f64> = paths.iter().filter_map(|p| p.at(at)).collect();
+            points.sort_by(f64::total_cmp);
+            let mid = points.len() / 2;
+            if points.len().is_multiple_of(2) {
+                (points[mid - 1] + points[mid]) / 2.0
+            } else {
+                points[mid]
+            }
+        })
+        .collect();
+    Some(Series::new(start_ms, step_ms, values))
 }
 
 fn horizon_steps(horizon_ms: u64, step_ms: u64) -> usize {
@@ -138,11 +167,19 @@ fn path_from(history: &Series, point: &[f64]) -> Series {
     )
 }
 
+/// Non-seasonal ETS with no trend or a damped one: an undamped trend
+/// extrapolated a day ahead from a burst runs off to zero or infinity.
+fn trend_model() -> AutoETS {
+    AutoETS::non_seasonal()
+        .damped(true)
+        .expect("a damped trend is valid for a ZZN search")
+}
+
 fn ets(history: &Series, horizon_ms: u64) -> Option<Series> {
     if history.values.len() < 16 {
         return None;
     }
-    let model = AutoETS::non_seasonal().fit(&history.values).ok()?;
+    let model = trend_model().fit(&history.values).ok()?;
     let forecast = model
         .predict(horizon_steps(horizon_ms, history.step_ms), None)
         .ok()?;
@@ -160,7 +197,7 @@ fn mstl(history: &Series, horizon_ms: u64) -> Option<Series> {
     if periods.is_empty() {
         return None;
     }
-    let trend = AutoETSTrendModel::from(AutoETS::non_seasonal());
+    let trend = AutoETSTrendModel::from(trend_model());
     let model = MSTLModel::new(periods, trend).fit(&history.values).ok()?;
     let forecast = model
         .predict(horizon_steps(horizon_ms, history.step_ms), None)
@@ -226,6 +263,15 @@ mod tests {
         assert!(error < 10.0, "sMAPE {error}");
         // Too short for two daily cycles: the model does not apply.
         assert!(fit_path(ModelKind::Mstl, &seasonal(1), DAY_MS, &settings()).is_none());
+    }
+
+    #[test]
+    fn median_path_outvotes_one_model() {
+        let flat = |v: f64| Series::new(0, STEP_MS, vec![v; 10]);
+        let (a, b, c) = (flat(100.0), flat(110.0), flat(900.0));
+        let median = median_path(&[&a, &b, &c], 0, 4 * STEP_MS).expect("three paths");
+        assert!(median.values.iter().all(|&v| v == 110.0), "{median:?}");
+        assert!(median_path(&[&a, &b], 0, STEP_MS).is_none());
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn forecast(mean: f64, upper: f64, peak: f64) -> ForecastView {
         mean_now_eps: Some(mean),
         upper_now_eps: Some(upper),
         peak_upper_eps: Some(peak),
+        peak_upper_long_eps: Some(peak),
     }
 }
 
@@ -44,6 +45,7 @@ fn no_forecast() -> ForecastView {
         mean_now_eps: None,
         upper_now_eps: None,
         peak_upper_eps: None,
+        peak_upper_long_eps: None,
     }
 }
 
@@ -76,13 +78,14 @@ fn growth_table() {
             2,
             0,
         ),
-        // The forecast's upper band over the horizon needs a third shard.
+        // The forecast's upper band over the horizon needs a third shard;
+        // with the 10% growth margin (2640 ev/s) a fourth.
         (
             vec![600.0, 600.0],
             forecast(1200.0, 1400.0, 2400.0),
             0.0,
-            3,
-            1,
+            4,
+            2,
         ),
         // No forecast yet: measured overload alone scales.
         (vec![1000.0, 900.0], no_forecast(), 0.0, 3, 1),
@@ -94,9 +97,9 @@ fn growth_table() {
             3,
             1,
         ),
-        // Measured 2x the forecast mean and above the band: the peak scales too.
+        // Measured above the band: measured load sizes, plus the growth margin.
         (
-            vec![800.0, 800.0],
+            vec![900.0, 900.0],
             forecast(800.0, 1000.0, 1200.0),
             0.0,
             3,
@@ -113,6 +116,27 @@ fn growth_table() {
         assert_eq!(splits(&plan).len(), count, "case {i}: {:?}", plan.reasons);
         assert!(!plan.reasons.is_empty(), "case {i}");
     }
+}
+
+#[test]
+fn a_growth_covers_the_longer_horizon() {
+    let mut view = forecast(1200.0, 1400.0, 2400.0);
+    view.peak_upper_long_eps = Some(4000.0);
+    let plan = decide(&config(), &state(&[600.0, 600.0]), &view, 0);
+    // 2400 alone asks for 3 shards; the next hour's 4000 plus the margin
+    // for 6; one split per shard per tick gives 4 now.
+    assert_eq!(splits(&plan).len(), 2, "{:?}", plan.reasons);
+    assert!(
+        plan.reasons.iter().any(|r| r.contains("grow to 6")),
+        "{:?}",
+        plan.reasons
+    );
+    // Without a need to grow now, the longer horizon alone does not split.
+    let mut calm = forecast(1200.0, 1300.0, 1500.0);
+    calm.peak_upper_long_eps = Some(4000.0);
+    assert!(decide(&config(), &state(&[600.0, 600.0]), &calm, 0)
+        .actions
+        .is_empty());
 }
 
 #[test]
@@ -251,6 +275,21 @@ fn merges_pick_disjoint_cold_neighbours() {
             ActionKind::Merge { left: 1, right: 2 },
         ]
     );
+}
+
+#[test]
+fn merged_pairs_must_fit_one_shard_unless_load_is_fluid() {
+    // 6 shards of 450 ev/s: 2700 needs 4, but any merged pair carries 900.
+    let mut input = state(&[450.0; 6]);
+    input.low_since_ms = Some(0);
+    let view = forecast(2700.0, 2800.0, 2800.0);
+    assert!(decide(&config(), &input, &view, 60 * MIN_MS)
+        .actions
+        .is_empty());
+    let mut fluid = config();
+    fluid.merge_pairs_must_fit = false;
+    let plan = decide(&fluid, &input, &view, 60 * MIN_MS);
+    assert_eq!(merge_count(&plan), 2, "{:?}", plan.reasons);
 }
 
 #[test]

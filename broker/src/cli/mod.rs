@@ -1,5 +1,6 @@
 //! Command-line parsing and one module per command.
 
+mod autoscaler;
 mod consume;
 mod hint;
 mod loadgen;
@@ -56,6 +57,9 @@ enum Command {
     /// Generate load and measure it (runs surge-loadgen; `--help` is its).
     #[command(disable_help_flag = true)]
     Loadgen(loadgen::LoadgenArgs),
+    /// Autoscaler tools (`simulate` replays a rate trace).
+    #[command(subcommand)]
+    Autoscaler(autoscaler::AutoscalerCommand),
 }
 
 /// Where the client commands find the broker.
@@ -180,6 +184,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Hint(args)) => hint::run(args).await,
         Some(Command::Optimize(args)) => optimize::run(args).await,
         Some(Command::Loadgen(args)) => loadgen::run(args).await,
+        Some(Command::Autoscaler(command)) => autoscaler::run(command).await,
     }
 }
 
