@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::GroupCoordinator;
+use crate::metrics::BrokerMetrics;
 use crate::storage::IoBackend;
 use crate::streams::Streams;
 
@@ -23,6 +24,7 @@ pub struct Broker {
     /// Bumped whenever any shard's visible end moves.
     pub appended: watch::Sender<u64>,
     pub io_backend: &'static str,
+    pub metrics: BrokerMetrics,
     /// Held for the broker's lifetime: a second broker on the same data
     /// directory would mean two writers per shard.
     _lock: File,
@@ -59,6 +61,7 @@ impl Broker {
             groups,
             appended,
             io_backend,
+            metrics: BrokerMetrics::default(),
             _lock: lock,
         }))
     }

@@ -4,8 +4,10 @@
 //! `BrokerConfig`, so every key has exactly one name and one parser.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use surge_autoscaler::AutoscalerConfig;
 use surge_protocol::stream::Durability;
 use thiserror::Error;
 
@@ -27,6 +29,9 @@ pub struct BrokerConfig {
     pub extra_data_dirs: Vec<PathBuf>,
     /// TCP address of the binary protocol.
     pub listen: String,
+    /// Address of the HTTP control API and `/metrics`; "" or "off" turns
+    /// it off.
+    pub http_listen: String,
     /// Identifier reported in the handshake.
     pub broker_id: String,
     pub max_connections: usize,
@@ -46,6 +51,46 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Defaults for streams created without explicit settings.
     pub stream_defaults: StreamDefaults,
+    pub autoscaler: AutoscalerSettings,
+}
+
+/// The embedded autoscaler's settings (the engine's own defaults cover
+/// the rest). Its history lives in `<data_dir>/autoscaler`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoscalerSettings {
+    /// false: the loop still measures, forecasts and records decisions, but
+    /// applies none (dry mode).
+    pub enabled: bool,
+    pub interval_ms: u64,
+    /// Events/s one shard is sized for.
+    pub capacity_per_shard_eps: f64,
+    /// Spare capacity kept above the predicted load (0.2: 20%).
+    pub headroom: f64,
+    /// How far ahead capacity is sized for.
+    pub horizon_ms: u64,
+    /// After a split, no merge of that stream for this long.
+    pub scale_down_cooldown_ms: u64,
+    /// Load must allow a merge for this long before one happens.
+    pub scale_down_stable_ms: u64,
+    pub min_shards: u32,
+    pub max_shards: u32,
+}
+
+impl Default for AutoscalerSettings {
+    fn default() -> Self {
+        AutoscalerSettings {
+            enabled: true,
+            interval_ms: 10_000,
+            capacity_per_shard_eps: 5_000.0,
+            headroom: 0.2,
+            horizon_ms: 15 * 60_000,
+            scale_down_cooldown_ms: 10 * 60_000,
+            scale_down_stable_ms: 5 * 60_000,
+            min_shards: 1,
+            max_shards: 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -84,6 +129,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("surge-data"),
             extra_data_dirs: Vec::new(),
             listen: "127.0.0.1:9470".into(),
+            http_listen: "127.0.0.1:9471".into(),
             broker_id: "surge-1".into(),
             max_connections: 4096,
             max_frame_bytes: 16 << 20,
@@ -97,6 +143,7 @@ impl Default for BrokerConfig {
             shard_queue_depth: 1024,
             retention_check_interval_ms: 60_000,
             stream_defaults: StreamDefaults::default(),
+            autoscaler: AutoscalerSettings::default(),
         }
     }
 }
@@ -200,7 +247,15 @@ impl BrokerConfig {
                 "must be at least 1 MiB and at least max_batch_bytes",
             );
         }
-        Ok(())
+        self.autoscaler.validate()
+    }
+
+    /// The HTTP address, `None` when the API is turned off.
+    pub fn http_addr(&self) -> Option<&str> {
+        match self.http_listen.trim() {
+            "" | "off" => None,
+            addr => Some(addr),
+        }
     }
 
     pub fn io_choice(&self) -> Option<IoChoice> {
@@ -210,6 +265,53 @@ impl BrokerConfig {
             "pwrite" => Some(IoChoice::Pwrite),
             _ => None,
         }
+    }
+}
+
+impl AutoscalerSettings {
+    /// The engine's configuration: these settings over its own defaults,
+    /// its state in `state_dir`, shards placed over `dirs` data directories.
+    pub fn engine_config(&self, state_dir: PathBuf, dirs: u32) -> AutoscalerConfig {
+        let mut config = AutoscalerConfig::new(state_dir);
+        config.enabled = self.enabled;
+        config.interval = Duration::from_millis(self.interval_ms);
+        config.capacity_per_shard_eps = self.capacity_per_shard_eps;
+        config.headroom = self.headroom;
+        config.horizon = Duration::from_millis(self.horizon_ms);
+        config.scale_down_cooldown = Duration::from_millis(self.scale_down_cooldown_ms);
+        config.scale_down_stable = Duration::from_millis(self.scale_down_stable_ms);
+        config.min_shards = self.min_shards;
+        config.max_shards = self.max_shards;
+        config.dirs = dirs;
+        config
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        if self.interval_ms == 0 || self.horizon_ms == 0 {
+            return invalid(
+                "autoscaler.interval_ms",
+                "interval_ms and horizon_ms must be at least 1",
+            );
+        }
+        if !(self.capacity_per_shard_eps.is_finite() && self.capacity_per_shard_eps > 0.0) {
+            return invalid("autoscaler.capacity_per_shard_eps", "must be > 0");
+        }
+        if !(self.headroom.is_finite() && (0.0..=10.0).contains(&self.headroom)) {
+            return invalid("autoscaler.headroom", "must be within 0..=10");
+        }
+        if self.min_shards == 0 || self.min_shards > self.max_shards {
+            return invalid("autoscaler.min_shards", "must be 1..=max_shards");
+        }
+        if self.max_shards > MAX_SHARDS_PER_STREAM {
+            return invalid("autoscaler.max_shards", "must be at most 4096");
+        }
+        Ok(())
     }
 }
 
@@ -314,6 +416,28 @@ mod tests {
             BrokerConfig::load(None, vec![], &flags),
             Err(ConfigError::Invalid {
                 key: "io_backend",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn autoscaler_and_http_settings_layer_and_validate() {
+        let env = vec![("SURGE_AUTOSCALER__INTERVAL_MS".to_owned(), "500".to_owned())];
+        let flags = vec![
+            ("autoscaler.enabled".to_owned(), "false".to_owned()),
+            ("http_listen".to_owned(), "off".to_owned()),
+        ];
+        let config = BrokerConfig::load(None, env, &flags).unwrap();
+        assert_eq!(config.autoscaler.interval_ms, 500);
+        assert!(!config.autoscaler.enabled);
+        assert_eq!(config.http_addr(), None);
+        assert_eq!(BrokerConfig::default().http_addr(), Some("127.0.0.1:9471"));
+        let flags = vec![("autoscaler.headroom".to_owned(), "-1".to_owned())];
+        assert!(matches!(
+            BrokerConfig::load(None, vec![], &flags),
+            Err(ConfigError::Invalid {
+                key: "autoscaler.headroom",
                 ..
             })
         ));

@@ -13,6 +13,9 @@
 //! - `control`: the autoscaler's `TopologyControl`, over the broker.
 //! - `groups`: consumer-group membership, assignment, committed offsets.
 //! - `server`: TCP listener, connections, request dispatch.
+//! - `metrics`: per-shard counters, node resources from /proc, the
+//!   autoscaler's `MetricsSource`, Prometheus text.
+//! - `http`: the HTTP control API (axum) and the client the commands use.
 //! - `fsutil`, `clock`, `failpoint`: crash-safe file writes, wall-clock
 //!   time, crashes on purpose for tests.
 
@@ -24,6 +27,8 @@ pub mod error;
 pub mod failpoint;
 pub mod fsutil;
 pub mod groups;
+pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod shard;
 pub mod storage;

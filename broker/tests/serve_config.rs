@@ -14,7 +14,7 @@ fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> String {
         .arg("serve")
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -55,6 +55,8 @@ fn a_second_broker_on_the_same_data_dir_is_refused() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
             "--io-backend",
             "pwrite",
             "--data-dir",
@@ -66,13 +68,25 @@ fn a_second_broker_on_the_same_data_dir_is_refused() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    let http = lines.next().unwrap().unwrap();
+    assert!(
+        http.starts_with("surge http listening on 127.0.0.1:"),
+        "{http}"
+    );
     let ready = lines.next().unwrap().unwrap();
     assert!(
         ready.starts_with("surge listening on 127.0.0.1:"),
         "{ready}"
     );
     let second = Command::new(SURGE)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "off",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();

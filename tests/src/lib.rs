@@ -1,6 +1,9 @@
 //! The harness for end-to-end tests: starts the real `surge` binary on
-//! `127.0.0.1:0` in a temporary data directory, learns its port from the
-//! line it prints, and stops it gracefully (SIGTERM) or abruptly (SIGKILL).
+//! `127.0.0.1:0` (binary protocol and HTTP API) in a temporary data
+//! directory, learns its ports from the lines it prints, and stops it
+//! gracefully (SIGTERM) or abruptly (SIGKILL). The autoscaler runs in dry
+//! mode unless a test turns it on (`--set autoscaler.enabled=true`), so it
+//! never reshapes a stream a test reshapes by hand.
 //! Also a raw frame client for tests that speak the wire protocol by hand.
 //!
 //! The binary is found next to the test executable's target directory
@@ -41,6 +44,8 @@ pub fn surge_bin() -> PathBuf {
 pub struct BrokerProcess {
     child: Option<Child>,
     pub addr: String,
+    /// The HTTP API's address; `None` when a test turned it off.
+    pub http_addr: Option<String>,
     pub data_dir: PathBuf,
     extra_args: Vec<String>,
     /// Extra environment for the broker process (failpoints, say).
@@ -69,10 +74,11 @@ impl BrokerProcess {
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect();
-        let (child, addr) = spawn(&data_dir, &extra_args, &env);
+        let (child, addr, http_addr) = spawn(&data_dir, &extra_args, &env);
         BrokerProcess {
             child: Some(child),
             addr,
+            http_addr,
             data_dir,
             extra_args,
             env,
@@ -136,9 +142,10 @@ impl BrokerProcess {
     /// Starts the broker again on the same data directory (new port).
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.data_dir, &self.extra_args, &self.env);
+        let (child, addr, http_addr) = spawn(&self.data_dir, &self.extra_args, &self.env);
         self.child = Some(child);
         self.addr = addr;
+        self.http_addr = http_addr;
     }
 
     pub fn client_config(&self) -> surge_client::ClientConfig {
@@ -155,12 +162,26 @@ impl BrokerProcess {
             .expect("connect to the test broker")
     }
 
+    /// Sends one request to the HTTP API; panics when it is off or down.
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        json_body: Option<&str>,
+    ) -> surge_broker::http::client::HttpResponse {
+        let addr = self.http_addr.as_deref().expect("the HTTP API is on");
+        surge_broker::http::client::request(addr, method, path, json_body.map(str::to_owned))
+            .await
+            .unwrap_or_else(|err| panic!("{method} {path}: {err}"))
+    }
+
     /// Runs a `surge` client command against this broker.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
         let mut command = Command::new(surge_bin());
         command
             .args(args)
             .env("SURGE_BROKER", &self.addr)
+            .env("SURGE_HTTP", self.http_addr.as_deref().unwrap_or("off"))
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -193,13 +214,24 @@ impl Drop for BrokerProcess {
     }
 }
 
-fn spawn(data_dir: &Path, extra_args: &[String], env: &[(String, String)]) -> (Child, String) {
+/// What the broker prints on stdout before it serves.
+const LISTENING: &str = "surge listening on ";
+const HTTP_LISTENING: &str = "surge http listening on ";
+
+fn spawn(
+    data_dir: &Path,
+    extra_args: &[String],
+    env: &[(String, String)],
+) -> (Child, String, Option<String>) {
     let mut child = Command::new(surge_bin())
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--listen")
         .arg("127.0.0.1:0")
+        // Before the test's own arguments, so a later --set overrides them.
+        .args(["--set", "http_listen=127.0.0.1:0"])
+        .args(["--set", "autoscaler.enabled=false"])
         .args(extra_args)
         .env(
             "SURGE_LOG",
@@ -214,14 +246,18 @@ fn spawn(data_dir: &Path, extra_args: &[String], env: &[(String, String)]) -> (C
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
+        // The HTTP line, when there is one, comes before the ready line.
+        let mut http = None;
         while let Some(Ok(line)) = lines.next() {
-            if let Some(addr) = line.strip_prefix("surge listening on ") {
-                sender.send(addr.trim().to_owned()).ok();
+            if let Some(addr) = line.strip_prefix(HTTP_LISTENING) {
+                http = Some(addr.trim().to_owned());
+            } else if let Some(addr) = line.strip_prefix(LISTENING) {
+                sender.send((addr.trim().to_owned(), http.clone())).ok();
             }
         }
     });
     match receiver.recv_timeout(START_TIMEOUT) {
-        Ok(addr) => (child, addr),
+        Ok((addr, http)) => (child, addr, http),
         Err(_) => {
             child.kill().ok();
             let status = child.wait().ok();

@@ -1,9 +1,12 @@
-//! `surge stream create|list|describe|delete`.
+//! `surge stream create|list|describe|delete`. `describe` adds each
+//! shard's measured rates from the HTTP API when it is reachable.
 
 use anyhow::bail;
+use surge_broker::http::topology::{ShardTopology, Topology};
 use surge_protocol::stream::{Durability, ShardInfo, ShardState, StreamConfig};
 
-use super::BrokerAddr;
+use super::topology::bytes;
+use super::{query_value, BrokerAddr, HttpAddr};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StreamCommand {
@@ -37,11 +40,13 @@ pub enum StreamCommand {
         #[command(flatten)]
         addr: BrokerAddr,
     },
-    /// Show a stream's settings and shards.
+    /// Show a stream's settings and shards, with per-shard rates.
     Describe {
         name: String,
         #[command(flatten)]
         addr: BrokerAddr,
+        #[command(flatten)]
+        http: HttpAddr,
     },
     /// Delete a stream and all its data.
     Delete {
@@ -96,7 +101,7 @@ pub async fn run(command: StreamCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        StreamCommand::Describe { name, addr } => describe(&name, &addr).await?,
+        StreamCommand::Describe { name, addr, http } => describe(&name, &addr, &http).await?,
         StreamCommand::Delete { name, addr } => {
             addr.connect().await?.delete_stream(&name).await?;
             println!("deleted stream {name}");
@@ -105,8 +110,24 @@ pub async fn run(command: StreamCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
+/// The stream's shards as the HTTP API reports them (with rates), or why
+/// not.
+async fn measured(name: &str, http: &HttpAddr) -> Result<Vec<ShardTopology>, String> {
+    let path = format!("/get_topology?stream={}", query_value(name));
+    let topology: Topology = http
+        .call("GET", &path, None)
+        .await
+        .map_err(|err| format!("{err:#}"))?;
+    Ok(topology
+        .streams
+        .into_iter()
+        .flat_map(|stream| stream.shards)
+        .collect())
+}
+
+async fn describe(name: &str, addr: &BrokerAddr, http: &HttpAddr) -> anyhow::Result<()> {
     let described = addr.connect().await?.describe_stream(name).await?;
+    let measured = measured(name, http).await;
     let config = &described.config;
     println!("stream      {}", described.name);
     println!("epoch       {}", described.epoch);
@@ -125,22 +146,38 @@ async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
     println!("isolated    {}", isolated_types(&described.shards));
     println!();
     println!(
-        "{:>5}  {:<18} {:<18} {:<6} {:>12} {:>12} {:>12} {:>3}  {:<16} PARENTS",
-        "SHARD", "HASH START", "HASH END", "STATE", "START", "END", "BYTES", "DIR", "GROUP"
+        "{:>5}  {:<18} {:<18} {:<6} {:>12} {:>12} {:>12} {:>3} {:>10} {:>10}  {:<16} PARENTS",
+        "SHARD",
+        "HASH START",
+        "HASH END",
+        "STATE",
+        "START",
+        "END",
+        "BYTES",
+        "DIR",
+        "EV/S",
+        "B/S",
+        "GROUP"
     );
     for shard in &described.shards {
         let state = match shard.state {
             ShardState::Open => "open",
             ShardState::Sealed => "sealed",
         };
-        let parents: Vec<String> = shard.parents.iter().map(u32::to_string).collect();
         let group = if shard.group.is_empty() {
             "default"
         } else {
             shard.group.as_str()
         };
+        let rates = measured
+            .as_ref()
+            .ok()
+            .and_then(|shards| shards.iter().find(|measured| measured.id == shard.shard_id))
+            .and_then(|measured| measured.rates.as_ref());
+        let events_per_s = rates.map_or("-".into(), |rates| format!("{:.1}", rates.events_per_s));
+        let bytes_per_s = rates.map_or("-".into(), |rates| bytes(rates.bytes_per_s));
         println!(
-            "{:>5}  {:#018x} {:#018x} {:<6} {:>12} {:>12} {:>12} {:>3}  {:<16} {}",
+            "{:>5}  {:#018x} {:#018x} {:<6} {:>12} {:>12} {:>12} {:>3} {:>10} {:>10}  {:<16} {}",
             shard.shard_id,
             shard.hash_start,
             shard.hash_end,
@@ -149,13 +186,15 @@ async fn describe(name: &str, addr: &BrokerAddr) -> anyhow::Result<()> {
             shard.high_watermark,
             shard.size_bytes,
             shard.dir,
+            events_per_s,
+            bytes_per_s,
             group,
-            if parents.is_empty() {
-                "-".into()
-            } else {
-                parents.join(",")
-            }
+            super::topology::parents(&shard.parents),
         );
+    }
+    if let Err(why) = measured {
+        println!();
+        println!("(no rates: {why})");
     }
     Ok(())
 }

@@ -61,7 +61,9 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Cancell
         let broker = broker.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            connection::run(socket, peer, broker, shutdown).await;
+            broker.metrics.connection_opened();
+            connection::run(socket, peer, broker.clone(), shutdown).await;
+            broker.metrics.connection_closed();
             drop(permit);
         });
     }

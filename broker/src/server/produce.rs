@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::forward;
 use crate::broker::Broker;
+use crate::metrics::ShardMetrics;
 use crate::shard::{AppendReply, BatchOutcome};
 use crate::storage::AppendOutcome;
 use crate::streams::Stream;
@@ -45,8 +46,11 @@ fn batch_error(err: &DecodeError) -> ErrorCode {
     }
 }
 
-/// Records in a batch whose routing values feed the shard's key histogram.
+/// Records in a batch whose routing values feed the shard's key histogram,
+/// and whose `type` headers feed its type mix.
 const KEY_SAMPLES_PER_BATCH: usize = 16;
+/// The header that names an event's type.
+const TYPE_HEADER: &str = "type";
 
 /// Checks one part without touching the shard's log, and samples its keys
 /// for the shard's split point.
@@ -72,11 +76,34 @@ fn check_part(stream: &Stream, shard_id: u32, bytes: &Bytes, max_batch_bytes: us
                     .keys()
                     .record(surge_protocol::routing::key_hash(value));
             }
+            sample_types(shard.metrics(), bytes, header.record_count);
             ErrorCode::None
         }
         // Trailing bytes after the batch: the part is not one batch.
         Ok(_) => ErrorCode::InvalidBatch,
         Err(err) => batch_error(&err),
+    }
+}
+
+/// Counts the `type` headers of the batch's first records, each standing
+/// for an equal share of the batch, so the work per batch is bounded.
+/// Counted where the batch is addressed: a batch forwarded from a sealed
+/// shard is not counted again where its pieces land.
+fn sample_types(metrics: &ShardMetrics, bytes: &Bytes, records: u32) {
+    let types: Vec<Option<&[u8]>> = batch::routing_values(bytes, TYPE_HEADER)
+        .take(KEY_SAMPLES_PER_BATCH)
+        .collect();
+    let Ok(sampled) = u64::try_from(types.len()) else {
+        return;
+    };
+    if sampled == 0 {
+        return;
+    }
+    let records = u64::from(records);
+    let (share, extra) = (records / sampled, records % sampled);
+    for (index, name) in types.into_iter().enumerate() {
+        let weight = share + u64::from((index as u64) < extra);
+        metrics.record_type(name.unwrap_or_default(), weight);
     }
 }
 

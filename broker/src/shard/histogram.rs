@@ -85,6 +85,21 @@ impl KeyHistogram {
         None
     }
 
+    /// The non-empty buckets as (first hash, weight), in hash order.
+    pub fn buckets(&self) -> Vec<(u64, u64)> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(index, bucket)| (index, bucket.load(Ordering::Relaxed)))
+            .filter(|(_, weight)| *weight > 0)
+            .map(|(index, weight)| {
+                // The first hash `record` maps to this bucket.
+                let offset = (index as u128 * self.width()).div_ceil(BUCKETS as u128);
+                ((u128::from(self.start) + offset) as u64, weight)
+            })
+            .collect()
+    }
+
     /// The middle of the range: the split point when nothing was recorded.
     pub fn midpoint(&self) -> u64 {
         (self.start + ((self.end - self.start) / 2))
@@ -103,6 +118,13 @@ mod tests {
         for index in 0..10_000u64 {
             histogram.record(index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         }
+        let buckets = histogram.buckets();
+        assert_eq!(buckets.len(), BUCKETS, "uniform keys reach every bucket");
+        assert!(buckets.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        assert_eq!(
+            buckets.iter().map(|(_, weight)| weight).sum::<u64>(),
+            10_000
+        );
         let median = histogram.weighted_median().unwrap();
         let middle = u64::MAX / 2;
         assert!(median.abs_diff(middle) < u64::MAX / 50, "{median:#x}");

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -25,6 +26,7 @@ use surge_protocol::ErrorCode;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::BrokerError;
+use crate::metrics::ShardMetrics;
 use crate::storage::{AppendOutcome, IoBackend, LogConfig, LogReader, ProducerState, ShardLog};
 
 pub use histogram::KeyHistogram;
@@ -58,6 +60,8 @@ pub(crate) enum Job {
         bytes: usize,
         sync: bool,
         reply: oneshot::Sender<AppendReply>,
+        /// For the append latency (enqueue to acknowledgement).
+        queued_at: Instant,
     },
     /// Stop accepting appends after the ones queued before this job.
     Seal {
@@ -104,6 +108,7 @@ pub struct Shard {
     closed: AtomicBool,
     /// Recent key hashes, for choosing split points.
     keys: KeyHistogram,
+    metrics: Arc<ShardMetrics>,
 }
 
 impl Shard {
@@ -150,12 +155,18 @@ impl Shard {
         let reader = log.reader();
         let durability = settings.durability;
         let keys = KeyHistogram::new(settings.hash_range.0, settings.hash_range.1);
-        let handle = owner::spawn(id, log, queue.clone(), offsets.clone(), settings, appended)
-            .map_err(|source| BrokerError::Io {
-                op: "spawn shard owner thread",
-                path: dir.to_owned(),
-                source,
-            })?;
+        let metrics = Arc::new(ShardMetrics::default());
+        let shared = owner::Shared {
+            queue: queue.clone(),
+            offsets: offsets.clone(),
+            metrics: metrics.clone(),
+            appended,
+        };
+        let handle = owner::spawn(id, log, shared, settings).map_err(|source| BrokerError::Io {
+            op: "spawn shard owner thread",
+            path: dir.to_owned(),
+            source,
+        })?;
         Ok(Arc::new(Shard {
             id,
             queue,
@@ -165,6 +176,7 @@ impl Shard {
             owner: Mutex::new(Some(handle)),
             closed: AtomicBool::new(false),
             keys,
+            metrics,
         }))
     }
 
@@ -191,6 +203,7 @@ impl Shard {
             bytes,
             sync,
             reply,
+            queued_at: Instant::now(),
         };
         self.queue
             .push(job)
@@ -201,6 +214,15 @@ impl Shard {
 
     pub fn keys(&self) -> &KeyHistogram {
         &self.keys
+    }
+
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
+    /// Appends waiting for the owner thread now.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.queued()
     }
 
     pub fn reader(&self) -> &LogReader {

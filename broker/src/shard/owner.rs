@@ -11,18 +11,25 @@ use surge_protocol::ErrorCode;
 use tokio::sync::watch;
 
 use super::{AppendReply, BatchOutcome, Job, JobQueue, SealInfo, ShardOffsets, ShardSettings};
-use crate::storage::ShardLog;
+use crate::metrics::ShardMetrics;
+use crate::storage::{AppendOutcome, ShardLog};
 
 /// Upper bound on one wait for jobs, so timers are checked at least this often.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
 
+/// What the owner thread shares with the `Shard` handle.
+pub(super) struct Shared {
+    pub queue: Arc<JobQueue<Job>>,
+    pub offsets: Arc<ShardOffsets>,
+    pub metrics: Arc<ShardMetrics>,
+    pub appended: watch::Sender<u64>,
+}
+
 pub(super) fn spawn(
     id: u32,
     log: ShardLog,
-    queue: Arc<JobQueue<Job>>,
-    offsets: Arc<ShardOffsets>,
+    shared: Shared,
     settings: ShardSettings,
-    appended: watch::Sender<u64>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("shard-{id}"))
@@ -30,14 +37,15 @@ pub(super) fn spawn(
             let mut owner = Owner {
                 id,
                 log: Some(log),
-                offsets,
+                offsets: shared.offsets,
+                metrics: shared.metrics,
                 settings,
-                appended,
+                appended: shared.appended,
                 unsynced_since: None,
                 last_retention: Instant::now(),
                 sealed: false,
             };
-            owner.run(&queue);
+            owner.run(&shared.queue);
         })
 }
 
@@ -65,6 +73,7 @@ struct Owner {
     /// `None` once closed.
     log: Option<ShardLog>,
     offsets: Arc<ShardOffsets>,
+    metrics: Arc<ShardMetrics>,
     settings: ShardSettings,
     appended: watch::Sender<u64>,
     unsynced_since: Option<Instant>,
@@ -77,6 +86,7 @@ type PendingAppend = (
     Vec<bytes::Bytes>,
     bool,
     tokio::sync::oneshot::Sender<AppendReply>,
+    Instant,
 );
 
 impl Owner {
@@ -116,8 +126,9 @@ impl Owner {
                     batches,
                     sync,
                     reply,
+                    queued_at,
                     ..
-                } => appends.push((batches, sync, reply)),
+                } => appends.push((batches, sync, reply, queued_at)),
                 Job::Seal { done } => {
                     self.commit(std::mem::take(&mut appends));
                     done.send(self.seal()).ok();
@@ -155,14 +166,14 @@ impl Owner {
             return;
         }
         let Some(log) = self.log.as_mut() else {
-            for (_, _, reply) in appends {
+            for (_, _, reply, _) in appends {
                 reply.send(Err(ErrorCode::ShuttingDown)).ok();
             }
             return;
         };
         let all: Vec<bytes::Bytes> = appends
             .iter()
-            .flat_map(|(batches, _, _)| batches.iter().cloned())
+            .flat_map(|(batches, _, _, _)| batches.iter().cloned())
             .collect();
         if self.sealed {
             let judged: Vec<BatchOutcome> = log
@@ -170,23 +181,27 @@ impl Owner {
                 .into_iter()
                 .map(|outcome| outcome.map_or(BatchOutcome::Sealed, BatchOutcome::Log))
                 .collect();
-            reply_each(appends, judged.into_iter());
+            reply_each(appends, judged.into_iter(), &self.metrics);
             return;
         }
-        let sync = appends.iter().any(|(_, sync, _)| *sync);
+        let sync = appends.iter().any(|(_, sync, _, _)| *sync);
+        let started = Instant::now();
         match log.append(&all, sync) {
             Ok(outcomes) => {
                 if sync {
+                    self.metrics.record_fsync_latency(started.elapsed());
                     self.unsynced_since = None;
                 } else if self.unsynced_since.is_none() {
                     self.unsynced_since = Some(Instant::now());
                 }
                 self.published();
-                reply_each(appends, outcomes.into_iter().map(BatchOutcome::Log));
+                count_stored(&self.metrics, &all, &outcomes);
+                let outcomes = outcomes.into_iter().map(BatchOutcome::Log);
+                reply_each(appends, outcomes, &self.metrics);
             }
             Err(err) => {
                 tracing::error!(shard = self.id, error = %err, "append failed; producers get a storage error");
-                for (_, _, reply) in appends {
+                for (_, _, reply, _) in appends {
                     reply.send(Err(ErrorCode::Storage)).ok();
                 }
             }
@@ -253,9 +268,24 @@ impl Owner {
 }
 
 /// Hands each job the outcomes of its own batches, in order.
-fn reply_each(appends: Vec<PendingAppend>, mut outcomes: impl Iterator<Item = BatchOutcome>) {
-    for (batches, _, reply) in appends {
+fn reply_each(
+    appends: Vec<PendingAppend>,
+    mut outcomes: impl Iterator<Item = BatchOutcome>,
+    metrics: &ShardMetrics,
+) {
+    for (batches, _, reply, queued_at) in appends {
         let mine: Vec<BatchOutcome> = outcomes.by_ref().take(batches.len()).collect();
         reply.send(Ok(mine)).ok();
+        metrics.record_append_latency(queued_at.elapsed());
+    }
+}
+
+/// Counts the batches the log stored (not duplicates or refusals).
+fn count_stored(metrics: &ShardMetrics, batches: &[bytes::Bytes], outcomes: &[AppendOutcome]) {
+    for (batch, outcome) in batches.iter().zip(outcomes) {
+        if matches!(outcome, AppendOutcome::Appended { .. }) {
+            let header = surge_protocol::batch::read_header(batch);
+            metrics.record_batch(u64::from(header.record_count), batch.len() as u64);
+        }
     }
 }

@@ -22,6 +22,7 @@ pub struct JobQueue<T> {
     inner: Mutex<Inner<T>>,
     ready: Condvar,
     slots: Arc<Semaphore>,
+    depth: usize,
 }
 
 /// The queue no longer accepts jobs (the shard was closed).
@@ -38,6 +39,7 @@ impl<T> JobQueue<T> {
             }),
             ready: Condvar::new(),
             slots: Arc::new(Semaphore::new(depth)),
+            depth,
         }
     }
 
@@ -67,6 +69,12 @@ impl<T> JobQueue<T> {
             .expect("a fresh semaphore has a permit");
         self.inner.lock().items.push_back((item, permit));
         self.ready.notify_one();
+    }
+
+    /// Jobs holding a slot now (queued, not yet taken), read without the
+    /// lock.
+    pub fn queued(&self) -> usize {
+        self.depth.saturating_sub(self.slots.available_permits())
     }
 
     /// Stops accepting new jobs; jobs already queued are still taken.
@@ -115,8 +123,10 @@ mod tests {
         }
         let first = queue.take(Duration::from_millis(1), 3, |w| *w);
         assert_eq!(first, vec![5]);
+        assert_eq!(queue.queued(), 2);
         let rest = queue.take(Duration::from_millis(1), 10, |w| *w);
         assert_eq!(rest, vec![5, 5]);
+        assert_eq!(queue.queued(), 0);
         assert!(queue.take(Duration::from_millis(1), 10, |w| *w).is_empty());
     }
 

@@ -57,6 +57,12 @@ impl Streams {
         )
     }
 
+    /// Topology changes committed since the broker started.
+    pub fn changes_committed(&self) -> u64 {
+        self.changes_committed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Applies `change` to `stream`; one change per stream at a time.
     pub async fn change(&self, stream: &str, change: Change) -> Result<ChangeDone, ChangeError> {
         let stream = self
@@ -120,6 +126,8 @@ impl Streams {
         let mut shards = view.shards.clone();
         shards.extend(created);
         stream.publish(View { meta: next, shards });
+        self.changes_committed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let took_us = started.elapsed().as_micros() as u64;
         // Cumulative phase ends, to see where a slow change spent its time.
         tracing::info!(stream = %stream.name, ?change, epoch, took_us, sealed_us, created_us, "topology changed");

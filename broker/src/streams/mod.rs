@@ -44,6 +44,7 @@ pub struct Streams {
     map: RwLock<HashMap<String, Arc<Stream>>>,
     /// Serialises creates and deletes (rare, and they touch the disk).
     admin: Mutex<()>,
+    changes_committed: std::sync::atomic::AtomicU64,
 }
 
 impl Streams {
@@ -71,6 +72,7 @@ impl Streams {
             appended,
             map: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
+            changes_committed: std::sync::atomic::AtomicU64::new(0),
         };
         for entry in list_dir(&streams.roots[0])? {
             streams.open_entry(&entry)?;

@@ -1,11 +1,13 @@
 //! End-to-end tests against the real `surge` binary, one binary for all
 //! scenarios (each module is one concern).
 
+mod autoscale;
 mod bad_input;
 mod cli;
 mod corruption;
 mod crash;
 mod groups;
+mod http;
 mod isolation;
 mod limits;
 mod routing;

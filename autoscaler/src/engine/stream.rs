@@ -1,0 +1,268 @@
+//! Everything the loop keeps per stream: history (persisted), the
+//! forecaster, the last sample and rates, and the policy's bookkeeping
+//! (last split, since when it could shrink, recent change rounds).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+
+use crate::anomaly;
+use crate::api::{Anomaly, Hint, PredictionPoint, StreamRates};
+use crate::config::AutoscalerConfig;
+use crate::forecast::{Band, ForecastConfig, Forecaster, ModelKind};
+use crate::history::History;
+use crate::metrics::StreamSample;
+use crate::policy::ForecastView;
+
+use super::rates;
+
+/// Samples kept to estimate the current growth of the rate.
+const RECENT_MAX: usize = 7;
+/// While the history is shorter than a day, refit at least this often.
+const EARLY_REFIT_MS: u64 = 5 * 60_000;
+/// Change rounds remembered for the budget.
+const CHANGES_MAX: usize = 1_024;
+
+#[derive(Debug)]
+pub(super) struct StreamEntry {
+    name: String,
+    history: History,
+    history_path: PathBuf,
+    forecaster: Forecaster,
+    last_sample: Option<StreamSample>,
+    pub rates: Option<StreamRates>,
+    recent: VecDeque<(u64, f64)>,
+    pub last_split_ms: Option<u64>,
+    pub low_since_ms: Option<u64>,
+    pub changes_ms: VecDeque<u64>,
+    /// For the metrics: the last tick's view and target.
+    pub last_view: Option<ForecastView>,
+    pub last_target: u32,
+    /// The anomaly seen by the last sample, if any.
+    pub anomaly: Option<Anomaly>,
+}
+
+fn file_name(stream: &str) -> String {
+    let hex: String = stream.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("history-{hex}")
+}
+
+impl StreamEntry {
+    pub fn new(name: &str, config: &AutoscalerConfig) -> Self {
+        let history_path = config.state_dir.join(file_name(name));
+        let fine_step_ms = config.interval.as_millis() as u64;
+        let history = match History::load(&history_path, fine_step_ms) {
+            Ok(Some(history)) => history,
+            Ok(None) => History::new(fine_step_ms),
+            Err(err) => {
+                tracing::warn!(stream = name, %err, "autoscaler history unreadable; starting afresh");
+                History::new(fine_step_ms)
+            }
+        };
+        let defaults = ForecastConfig::default();
+        let forecast = ForecastConfig {
+            quantile: config.quantile,
+            short_horizon_ms: defaults
+                .short_horizon_ms
+                .max(config.horizon.as_millis() as u64),
+            near_horizon_ms: config.sizing_horizon.as_millis() as u64,
+            ..defaults
+        };
+        Self {
+            name: name.to_string(),
+            history,
+            history_path,
+            forecaster: Forecaster::new(forecast),
+            last_sample: None,
+            rates: None,
+            recent: VecDeque::new(),
+            last_split_ms: None,
+            low_since_ms: None,
+            changes_ms: VecDeque::new(),
+            last_view: None,
+            last_target: 0,
+            anomaly: None,
+        }
+    }
+
+    /// Takes a new sample: rates, history, refits on schedule. Returns the
+    /// measured rate, or `None` on the first sample.
+    pub fn observe(
+        &mut self,
+        sample: StreamSample,
+        now_ms: u64,
+        config: &AutoscalerConfig,
+    ) -> Option<f64> {
+        let before = self.last_sample.replace(sample);
+        // A history loaded from disk is fitted on the first sample already.
+        self.maybe_refit(now_ms, config);
+        let now = self.last_sample.as_ref().expect("just stored");
+        let rates = rates::stream_rates(now, before.as_ref()?)?;
+        let measured = rates.events_per_s;
+        self.rates = Some(rates);
+        if self.history.record(now_ms, measured) {
+            if let Err(err) = self.history.save(&self.history_path) {
+                tracing::warn!(stream = self.name, %err, "cannot persist autoscaler history");
+            }
+        }
+        self.recent.push_back((now_ms, measured));
+        while self.recent.len() > RECENT_MAX {
+            self.recent.pop_front();
+        }
+        self.maybe_refit(now_ms, config);
+        self.forecaster.observe(now_ms, measured);
+        Some(measured)
+    }
+
+    fn maybe_refit(&mut self, now_ms: u64, config: &AutoscalerConfig) {
+        let coarse = self.history.coarse();
+        if coarse.values.is_empty() {
+            return;
+        }
+        let every_ms = if coarse.end_ms() - coarse.start_ms < crate::forecast::DAY_MS {
+            EARLY_REFIT_MS.min(config.refit_interval.as_millis() as u64)
+        } else {
+            config.refit_interval.as_millis() as u64
+        };
+        let due = self
+            .forecaster
+            .fitted_at_ms()
+            .is_none_or(|at| now_ms.saturating_sub(at) >= every_ms && coarse.end_ms() > at);
+        if due {
+            self.forecaster.refit(&coarse);
+        }
+    }
+
+    /// Growth of the measured rate over the recent samples (per second).
+    pub fn growth_eps_per_s(&self) -> f64 {
+        match (self.recent.front(), self.recent.back()) {
+            (Some(&(t0, v0)), Some(&(t1, v1))) if t1 > t0 => {
+                (v1 - v0) / ((t1 - t0) as f64 / 1000.0)
+            }
+            _ => 0.0,
+        }
+    }
+
+    fn band(&self, at_ms: u64, hints: &[Hint]) -> Option<Band> {
+        let mut band = self.forecaster.band_at(at_ms)?;
+        if let Some(hint) = hints.iter().rev().find(|h| h.covers(at_ms)) {
+            let mean = hint.apply(band.mean);
+            let scale = if band.mean > 0.0 {
+                mean / band.mean
+            } else {
+                1.0
+            };
+            band = Band {
+                mean,
+                lower: band.lower * scale,
+                upper: (band.upper * scale).max(mean),
+                model: band.model,
+            };
+        }
+        Some(band)
+    }
+
+    pub fn point_at(&self, at_ms: u64, hints: &[Hint]) -> PredictionPoint {
+        let hinted = hints.iter().any(|h| h.covers(at_ms));
+        match self.band(at_ms, hints) {
+            Some(band) => PredictionPoint {
+                at_ms,
+                mean_eps: band.mean,
+                lower_eps: band.lower,
+                upper_eps: band.upper,
+                hinted,
+            },
+            None => {
+                // No model yet: the last measurement, with the hint if any.
+                let last = self.recent.back().map_or(0.0, |&(_, v)| v);
+                let mean = hints
+                    .iter()
+                    .rev()
+                    .find(|h| h.covers(at_ms))
+                    .map_or(last, |h| h.apply(last));
+                PredictionPoint {
+                    at_ms,
+                    mean_eps: mean,
+                    lower_eps: mean,
+                    upper_eps: mean,
+                    hinted,
+                }
+            }
+        }
+    }
+
+    pub fn model_name(&self, at_ms: u64) -> String {
+        let ahead = at_ms.saturating_sub(self.forecaster.fitted_at_ms().unwrap_or(at_ms));
+        self.forecaster
+            .model_for(ahead)
+            .map_or("none", ModelKind::name)
+            .to_string()
+    }
+
+    fn peak_upper(&self, now_ms: u64, span_ms: u64, hints: &[Hint]) -> Option<f64> {
+        let step_ms = (span_ms / 30).max(1_000);
+        (0..=span_ms / step_ms)
+            .filter_map(|i| self.band(now_ms + i * step_ms, hints))
+            .map(|band| band.upper)
+            .reduce(f64::max)
+    }
+
+    /// The forecast as the policy sees it: the band now and the peaks of
+    /// the upper band over `[now, now + span_ms]` and `[now, now +
+    /// long_span_ms]`, hints applied.
+    pub fn view(
+        &self,
+        now_ms: u64,
+        span_ms: u64,
+        long_span_ms: u64,
+        hints: &[Hint],
+    ) -> ForecastView {
+        let now = self.band(now_ms, hints);
+        let peak = self.peak_upper(now_ms, span_ms, hints);
+        let long = self.peak_upper(now_ms, long_span_ms, hints);
+        // Hints also count where no model exists yet.
+        let hinted = |span_ms: u64| {
+            hints
+                .iter()
+                .filter(|h| h.start_ms <= now_ms + span_ms && h.end_ms > now_ms)
+                .filter_map(|h| h.rate_eps)
+                .reduce(f64::max)
+        };
+        let either = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        ForecastView {
+            model: self.model_name(now_ms),
+            mean_now_eps: now.map(|b| b.mean),
+            upper_now_eps: now.map(|b| b.upper),
+            peak_upper_eps: either(peak, hinted(span_ms)),
+            peak_upper_long_eps: either(long, hinted(long_span_ms)),
+        }
+    }
+
+    pub fn anomaly(
+        &self,
+        now_ms: u64,
+        measured: f64,
+        hints: &[Hint],
+        sigma: f64,
+    ) -> Option<Anomaly> {
+        let band = self.band(now_ms, hints)?;
+        anomaly::detect(&self.name, now_ms, measured, &band, sigma)
+    }
+
+    pub fn note_change(&mut self, now_ms: u64, split: bool) {
+        self.changes_ms.push_back(now_ms);
+        while self.changes_ms.len() > CHANGES_MAX {
+            self.changes_ms.pop_front();
+        }
+        if split {
+            self.last_split_ms = Some(now_ms);
+        }
+    }
+
+    /// Rolling sMAPE per model: (model, short horizon, about a day).
+    pub fn scores(&self) -> Vec<(ModelKind, Option<f64>, Option<f64>)> {
+        self.forecaster.scores()
+    }
+}

@@ -1,0 +1,177 @@
+//! One stream's turn in a tick: sample and observe under the lock, describe
+//! and plan, apply through `TopologyControl` without the lock, record.
+
+use std::sync::atomic::Ordering;
+
+use crate::api::{Action, ActionKind, Decision};
+use crate::control::{ChangeReport, ControlError, TopologyControl};
+use crate::metrics::MetricsSource;
+use crate::policy::{self, ShardState, StreamState};
+
+use super::stream::StreamEntry;
+use super::{Autoscaler, STREAMS_MAX};
+
+impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
+    /// Samples one stream; false when it has no sample or is over the limit.
+    pub(super) fn observe(&self, name: &str, now_ms: u64) -> bool {
+        let Some(sample) = self.metrics.sample(name) else {
+            return false;
+        };
+        let mut shared = self.shared.lock();
+        let shared = &mut *shared;
+        if !shared.streams.contains_key(name) {
+            if shared.streams.len() >= STREAMS_MAX {
+                self.counters
+                    .streams_ignored
+                    .fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            shared
+                .streams
+                .insert(name.to_string(), StreamEntry::new(name, &self.config));
+        }
+        let entry = shared.streams.get_mut(name).expect("inserted above");
+        let hints = shared.hints.for_stream(name);
+        entry.anomaly = entry
+            .observe(sample, now_ms, &self.config)
+            .and_then(|measured| {
+                entry.anomaly(now_ms, measured, &hints, self.config.anomaly_sigma)
+            });
+        true
+    }
+
+    /// Plans one stream and, if `apply`, carries the plan out. Returns the
+    /// decision when it was recorded: always with `always`, otherwise when
+    /// it has actions or an anomaly.
+    pub(super) async fn plan_and_apply(
+        &self,
+        name: &str,
+        now_ms: u64,
+        apply: bool,
+        always: bool,
+    ) -> Option<Decision> {
+        let topology = match self.control.describe(name).await {
+            Ok(topology) => topology,
+            Err(err) => {
+                tracing::debug!(stream = name, %err, "autoscaler cannot describe the stream");
+                return None;
+            }
+        };
+        let (plan, view, anomaly, shards_before) = {
+            let mut shared = self.shared.lock();
+            let hints = shared.hints.for_stream(name);
+            let entry = shared.streams.get_mut(name)?;
+            let mut open: Vec<_> = topology.open_shards().collect();
+            open.sort_by_key(|s| s.hash_start);
+            let rate_of = |id: u32| {
+                entry
+                    .rates
+                    .as_ref()
+                    .and_then(|r| r.shards.iter().find(|s| s.shard == id))
+                    .map_or(0.0, |s| s.events_per_s)
+            };
+            let state = StreamState {
+                shards: open
+                    .iter()
+                    .map(|s| ShardState {
+                        id: s.id,
+                        dir: s.dir,
+                        events_per_s: rate_of(s.id),
+                    })
+                    .collect(),
+                measured_eps: entry.rates.as_ref().map_or(0.0, |r| r.events_per_s),
+                growth_eps_per_s: entry.growth_eps_per_s(),
+                last_split_ms: entry.last_split_ms,
+                low_since_ms: entry.low_since_ms,
+                changes_ms: entry.changes_ms.iter().copied().collect(),
+            };
+            let span_ms = self.policy.lead_ms + self.config.horizon.as_millis() as u64;
+            let long_span_ms = self.policy.lead_ms + self.config.sizing_horizon.as_millis() as u64;
+            let view = entry.view(now_ms, span_ms, long_span_ms, &hints);
+            let plan = policy::decide(&self.policy, &state, &view, now_ms);
+            entry.low_since_ms = plan.low_since_ms;
+            entry.last_view = Some(view.clone());
+            entry.last_target = plan.target_shards;
+            (plan, view, entry.anomaly.take(), state.shards.len() as u32)
+        };
+        let mut actions = Vec::with_capacity(plan.actions.len());
+        for kind in &plan.actions {
+            actions.push(if apply {
+                self.apply(name, kind).await
+            } else {
+                Action {
+                    kind: kind.clone(),
+                    applied: false,
+                    created: Vec::new(),
+                    error: None,
+                }
+            });
+        }
+        let mut shared = self.shared.lock();
+        let applied = actions.iter().filter(|a| a.applied).count();
+        if applied > 0 {
+            let split = actions
+                .iter()
+                .any(|a| a.applied && matches!(a.kind, ActionKind::Split { .. }));
+            if let Some(entry) = shared.streams.get_mut(name) {
+                entry.note_change(now_ms, split);
+            }
+        }
+        if apply {
+            self.counters
+                .applied
+                .fetch_add(applied as u64, Ordering::Relaxed);
+        } else {
+            self.counters
+                .dry_run
+                .fetch_add(actions.len() as u64, Ordering::Relaxed);
+        }
+        let failed = actions.iter().filter(|a| a.error.is_some()).count();
+        self.counters
+            .failed
+            .fetch_add(failed as u64, Ordering::Relaxed);
+        if anomaly.is_some() {
+            self.counters.anomalies.fetch_add(1, Ordering::Relaxed);
+        }
+        if !(always || !actions.is_empty() || anomaly.is_some()) {
+            return None;
+        }
+        let decision = Decision {
+            at_ms: now_ms,
+            stream: name.to_string(),
+            actions,
+            reasons: plan.reasons,
+            anomalies: anomaly.into_iter().collect(),
+            model: view.model,
+            shards_before,
+            shards_target: plan.target_shards,
+        };
+        self.record(&mut shared, decision.clone());
+        Some(decision)
+    }
+
+    async fn apply(&self, stream: &str, kind: &ActionKind) -> Action {
+        let result: Result<ChangeReport, ControlError> = match *kind {
+            ActionKind::Split { shard } => self.control.split(stream, shard, None).await,
+            ActionKind::Merge { left, right } => self.control.merge(stream, left, right).await,
+            ActionKind::Move { shard, dir } => self.control.move_shard(stream, shard, dir).await,
+        };
+        match result {
+            Ok(report) => Action {
+                kind: kind.clone(),
+                applied: true,
+                created: report.created,
+                error: None,
+            },
+            Err(err) => {
+                tracing::warn!(stream, ?kind, %err, "autoscaler change failed");
+                Action {
+                    kind: kind.clone(),
+                    applied: false,
+                    created: Vec::new(),
+                    error: Some(err.to_string()),
+                }
+            }
+        }
+    }
+}

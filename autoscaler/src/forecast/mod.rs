@@ -1,0 +1,425 @@
+//! Forecasting one stream's event rate. Several candidate models are fitted
+//! on a schedule (refits are the expensive part; forecasts in between read
+//! the paths of the last fit). Every fit's paths are kept for a day and
+//! scored against what then happened, separately for short horizons (what
+//! the policy and anomaly detection use) and for about a day ahead, so each
+//! horizon uses the model with the lowest rolling sMAPE. The band around
+//! the mean comes from that model's own recent errors (log ratios of actual
+//! to forecast), so it is as wide as the model has earned.
+
+pub mod models;
+mod nowcast;
+
+use std::collections::VecDeque;
+
+pub use models::{ModelKind, ModelSettings, DAY_MS, WEEK_MS};
+
+use crate::series::{log_ratio, quantile, Series};
+use nowcast::Nowcast;
+
+/// Errors remembered per model and horizon class for the band.
+const RESIDUALS_MAX: usize = 2_000;
+/// Sample weight of a new error in a model's rolling score.
+const SCORE_WEIGHT: f64 = 1.0 / 300.0;
+/// Paths older than this are no longer scored (and dropped).
+const PATH_AGE_MS_MAX: u64 = 26 * 3_600_000;
+/// A sample this many (scaled) median absolute deviations away from the
+/// median of its neighbours, within this many samples either side, is a
+/// spike (a Hampel filter).
+const SPIKE_MADS: f64 = 5.0;
+const SPIKE_HALF_WINDOW: usize = 3;
+/// Horizons scored as "about a day ahead".
+const LONG_FROM_MS: u64 = 22 * 3_600_000;
+const LONG_TO_MS: u64 = 26 * 3_600_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ForecastConfig {
+    pub models: ModelSettings,
+    /// Horizons up to this count as short.
+    pub short_horizon_ms: u64,
+    /// The nowcast's errors are measured this far ahead (the policy's
+    /// sizing horizon); its band serves up to twice that.
+    pub near_horizon_ms: u64,
+    /// Upper quantile of the band (the lower one is 1 - this).
+    pub quantile: f64,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        Self {
+            models: ModelSettings {
+                model_step_ms: 15 * 60_000,
+                train_span_ms: 28 * DAY_MS,
+                ets_span_ms: 3 * DAY_MS,
+            },
+            short_horizon_ms: 2 * 3_600_000,
+            near_horizon_ms: 60 * 60_000,
+            quantile: 0.95,
+        }
+    }
+}
+
+/// Mean and prediction interval at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Band {
+    pub mean: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub model: ModelKind,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Score {
+    smape: Option<f64>,
+    residuals: VecDeque<f64>,
+    /// Band quantiles of the residuals, computed once per refit.
+    band: Option<(f64, f64)>,
+}
+
+impl Score {
+    fn settle(&mut self, q: f64) {
+        let residuals: Vec<f64> = self.residuals.iter().copied().collect();
+        self.band = quantile(&residuals, 1.0 - q).zip(quantile(&residuals, q));
+    }
+
+    fn add(&mut self, actual: f64, forecast: f64) {
+        let denominator = actual.abs() + forecast.abs();
+        let term = if denominator > 0.0 {
+            200.0 * (forecast - actual).abs() / denominator
+        } else {
+            0.0
+        };
+        self.smape = Some(match self.smape {
+            None => term,
+            Some(old) => old + SCORE_WEIGHT * (term - old),
+        });
+        self.residuals.push_back(log_ratio(actual, forecast));
+        if self.residuals.len() > RESIDUALS_MAX {
+            self.residuals.pop_front();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    kind: ModelKind,
+    /// (fit time, path), oldest first.
+    paths: VecDeque<(u64, Series)>,
+    short: Score,
+    long: Score,
+}
+
+#[derive(Debug, Clone)]
+pub struct Forecaster {
+    config: ForecastConfig,
+    fitted_at_ms: Option<u64>,
+    candidates: Vec<Candidate>,
+    nowcast: Nowcast,
+}
+
+impl Forecaster {
+    pub fn new(config: ForecastConfig) -> Self {
+        let candidates = ModelKind::ALL
+            .iter()
+            .map(|&kind| Candidate {
+                kind,
+                paths: VecDeque::new(),
+                short: Score::default(),
+                long: Score::default(),
+            })
+            .collect();
+        Self {
+            nowcast: Nowcast::new(config.near_horizon_ms, config.quantile),
+            config,
+            fitted_at_ms: None,
+            candidates,
+        }
+    }
+
+    pub fn fitted_at_ms(&self) -> Option<u64> {
+        self.fitted_at_ms
+    }
+
+    /// Scores the paths of earlier fits against the samples that arrived
+    /// since, then fits every model on `history` (which ends now). The first
+    /// fit backtests on the history's last day first, so selection has
+    /// evidence from the start.
+    pub fn refit(&mut self, history: &Series) {
+        let now_ms = history.end_ms();
+        // Models learn from the span they use, with isolated spikes
+        // removed (bursts are for reactive scaling; a seasonal model
+        // would repeat them a day or a week later). Scoring sees them.
+        let span_ms = self.config.models.train_span_ms.max(WEEK_MS) + 2 * DAY_MS;
+        let cleaned = history
+            .tail((span_ms / history.step_ms) as usize)
+            .despiked(SPIKE_HALF_WINDOW, SPIKE_MADS);
+        if self.fitted_at_ms.is_none() {
+            for hours_back in [25u64, 19, 13, 7] {
+                let origin_ms = now_ms.saturating_sub(hours_back * 3_600_000);
+                if origin_ms > history.start_ms + 2 * 3_600_000 {
+                    self.score(&history.until(origin_ms));
+                    self.fit_all(&cleaned.until(origin_ms), origin_ms);
+                }
+            }
+        }
+        let old_base = self.model_band_at(now_ms).map(|b| b.mean);
+        self.score(history);
+        self.fit_all(&cleaned, now_ms);
+        if let (Some(old), Some(new)) = (old_base, self.model_band_at(now_ms)) {
+            self.nowcast.rebase(old, new.mean);
+        }
+        let q = self.config.quantile;
+        for candidate in &mut self.candidates {
+            candidate.short.settle(q);
+            candidate.long.settle(q);
+        }
+    }
+
+    fn fit_all(&mut self, history: &Series, now_ms: u64) {
+        let settings = self.config.models;
+        for candidate in &mut self.candidates {
+            if let Some(path) = models::fit_path(candidate.kind, history, LONG_TO_MS, &settings) {
+                candidate.paths.push_back((now_ms, path));
+            }
+        }
+        let voters: Vec<&Series> = self
+            .candidates
+            .iter()
+            .filter(|c| c.kind != ModelKind::Last)
+            .filter_map(|c| c.paths.back().filter(|(at, _)| *at == now_ms))
+            .map(|(_, path)| path)
+            .collect();
+        let start_ms = voters.iter().map(|p| p.start_ms).max().unwrap_or(now_ms);
+        let median = models::median_path(&voters, start_ms, LONG_TO_MS);
+        for candidate in &mut self.candidates {
+            if candidate.kind == ModelKind::Ensemble {
+                if let Some(path) = median.clone() {
+                    candidate.paths.push_back((now_ms, path));
+                }
+            }
+            while candidate
+                .paths
+                .front()
+                .is_some_and(|(at, _)| at + PATH_AGE_MS_MAX < now_ms)
+            {
+                candidate.paths.pop_front();
+            }
+        }
+        self.fitted_at_ms = Some(now_ms);
+    }
+
+    /// Scores every stored path on the samples after the last fit.
+    fn score(&mut self, history: &Series) {
+        let Some(since_ms) = self.fitted_at_ms else {
+            return;
+        };
+        let short_ms = self.config.short_horizon_ms;
+        let first = (since_ms.saturating_sub(history.start_ms)).div_ceil(history.step_ms) as usize;
+        for index in first..history.values.len() {
+            let actual = history.values[index];
+            let at_ms = history.time_of(index);
+            if !actual.is_finite() || at_ms < since_ms {
+                continue;
+            }
+            for candidate in &mut self.candidates {
+                for (fit_ms, path) in &candidate.paths {
+                    let Some(ahead_ms) = at_ms.checked_sub(*fit_ms) else {
+                        continue;
+                    };
+                    let Some(forecast) = path.at(at_ms) else {
+                        continue;
+                    };
+                    if ahead_ms <= short_ms {
+                        candidate.short.add(actual, forecast);
+                    } else if (LONG_FROM_MS..=LONG_TO_MS).contains(&ahead_ms) {
+                        candidate.long.add(actual, forecast);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The candidate with the lowest rolling error at this horizon class
+    /// among those fitted last time; unscored ones rank by preference.
+    fn selected(&self, long: bool) -> Option<&Candidate> {
+        let fitted_at = self.fitted_at_ms?;
+        let fitted = self
+            .candidates
+            .iter()
+            .filter(|c| c.paths.back().is_some_and(|(at, _)| *at == fitted_at));
+        let score = |c: &Candidate| if long { c.long.smape } else { c.short.smape };
+        fitted
+            .clone()
+            .filter(|c| score(c).is_some())
+            .min_by(|a, b| f64::total_cmp(&score(a).unwrap_or(0.0), &score(b).unwrap_or(0.0)))
+            .or_else(|| fitted.clone().next())
+    }
+
+    /// The model serving horizons of this length from the last fit.
+    pub fn model_for(&self, ahead_ms: u64) -> Option<ModelKind> {
+        self.selected(ahead_ms > self.config.short_horizon_ms)
+            .map(|c| c.kind)
+    }
+
+    /// Takes a measurement between refits (for the level correction).
+    pub fn observe(&mut self, at_ms: u64, actual: f64) {
+        let near_ms = self.nowcast.near_ms();
+        let (Some(now), Some(near)) = (
+            self.model_band_at(at_ms),
+            self.model_band_at(at_ms + near_ms),
+        ) else {
+            return;
+        };
+        self.nowcast.observe(at_ms, actual, now.mean, near.mean);
+    }
+
+    /// The band at `at_ms`: the selected model's, level-corrected by the
+    /// recent measurements; within twice the near horizon of the last
+    /// measurement the band is the corrected forecast's own error band.
+    pub fn band_at(&self, at_ms: u64) -> Option<Band> {
+        let band = self.model_band_at(at_ms)?;
+        let Some(last_ms) = self.nowcast.last_ms() else {
+            return Some(band);
+        };
+        let ahead_ms = at_ms.saturating_sub(last_ms);
+        let factor = self.nowcast.factor(ahead_ms);
+        let mean = (band.mean + 1.0) * factor - 1.0;
+        let near = ahead_ms <= 2 * self.nowcast.near_ms();
+        match self.nowcast.band {
+            Some((low, high)) if near => Some(Band {
+                mean: mean.max(0.0),
+                lower: ((mean + 1.0) * low.min(0.0).exp() - 1.0).max(0.0),
+                upper: (mean + 1.0) * high.max(0.0).exp() - 1.0,
+                model: band.model,
+            }),
+            _ => Some(Band {
+                mean: mean.max(0.0),
+                lower: ((band.lower + 1.0) * factor - 1.0).max(0.0),
+                upper: (band.upper + 1.0) * factor - 1.0,
+                model: band.model,
+            }),
+        }
+    }
+
+    /// The selected model's band at `at_ms`, from the last fit.
+    fn model_band_at(&self, at_ms: u64) -> Option<Band> {
+        let fitted_at = self.fitted_at_ms?;
+        let long = at_ms.saturating_sub(fitted_at) > self.config.short_horizon_ms;
+        let candidate = self.selected(long)?;
+        let (_, path) = candidate.paths.back()?;
+        let mean = path.at(at_ms)?;
+        let score = if long && candidate.long.smape.is_some() {
+            &candidate.long
+        } else {
+            &candidate.short
+        };
+        // Without a scored history, assume a +-25% error until one exists.
+        let fallback = 0.25_f64.ln_1p();
+        let (low, high) = score.band.unwrap_or((-fallback, fallback));
+        let (low, high) = (low.min(0.0), high.max(0.0));
+        Some(Band {
+            mean,
+            lower: ((mean + 1.0) * low.exp() - 1.0).max(0.0),
+            upper: (mean + 1.0) * high.exp() - 1.0,
+            model: candidate.kind,
+        })
+    }
+
+    /// The mean of one model's latest path (for baselines in reports).
+    pub fn mean_of(&self, kind: ModelKind, at_ms: u64) -> Option<f64> {
+        let fitted_at = self.fitted_at_ms?;
+        let candidate = self.candidates.iter().find(|c| c.kind == kind)?;
+        let (at, path) = candidate.paths.back()?;
+        (*at == fitted_at).then(|| path.at(at_ms)).flatten()
+    }
+
+    /// Rolling short-horizon sMAPE per model (for reports and metrics).
+    pub fn scores(&self) -> Vec<(ModelKind, Option<f64>, Option<f64>)> {
+        self.candidates
+            .iter()
+            .map(|c| (c.kind, c.short.smape, c.long.smape))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STEP_MS: u64 = 30 * 60_000;
+
+    fn daily(days: u64, noise: bool) -> Series {
+        let per_day = DAY_MS / STEP_MS;
+        let values = (0..days * per_day)
+            .map(|i| {
+                let phase = (i % per_day) as f64 / per_day as f64;
+                let jitter = if noise {
+                    ((i * 7919) % 13) as f64 * 5.0
+                } else {
+                    0.0
+                };
+                1000.0 + 600.0 * (phase * std::f64::consts::TAU).sin() + jitter
+            })
+            .collect();
+        Series::new(0, STEP_MS, values)
+    }
+
+    #[test]
+    fn picks_a_seasonal_model_for_a_seasonal_series() {
+        let history = daily(10, true);
+        let mut forecaster = Forecaster::new(ForecastConfig::default());
+        forecaster.refit(&history);
+        let model = forecaster.model_for(3_600_000).expect("a model");
+        assert!(
+            matches!(
+                model,
+                ModelKind::Mstl | ModelKind::SeasonalDaily | ModelKind::SeasonalWeekly
+            ),
+            "{model:?}, scores {:?}",
+            forecaster.scores()
+        );
+        let now = history.end_ms();
+        let truth = daily(11, true);
+        for ahead in [1u64, 6, 12] {
+            let at = now + ahead * STEP_MS;
+            let band = forecaster.band_at(at).expect("band");
+            let actual = truth.at(at).expect("truth");
+            assert!(
+                band.lower <= band.mean && band.mean <= band.upper,
+                "{band:?}"
+            );
+            assert!(
+                (band.mean - actual).abs() / actual < 0.15,
+                "{band:?} vs {actual}"
+            );
+        }
+    }
+
+    #[test]
+    fn refits_score_the_previous_paths() {
+        let full = daily(12, false);
+        let mut forecaster = Forecaster::new(ForecastConfig::default());
+        forecaster.refit(&full.until(10 * DAY_MS));
+        let before = forecaster.scores();
+        forecaster.refit(&full.until(10 * DAY_MS + 4 * 3_600_000));
+        let after = forecaster.scores();
+        assert_ne!(before, after);
+        assert_eq!(forecaster.fitted_at_ms(), Some(10 * DAY_MS + 4 * 3_600_000));
+        // A flat "last value" cannot beat a seasonal model on a clean sine.
+        let score = |kind| {
+            after
+                .iter()
+                .find(|(k, _, _)| *k == kind)
+                .and_then(|(_, short, _)| *short)
+                .expect("scored")
+        };
+        assert!(score(ModelKind::SeasonalDaily) < score(ModelKind::Last));
+    }
+
+    #[test]
+    fn no_band_before_a_fit() {
+        let forecaster = Forecaster::new(ForecastConfig::default());
+        assert!(forecaster.band_at(0).is_none());
+        assert!(forecaster.model_for(0).is_none());
+    }
+}

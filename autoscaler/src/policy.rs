@@ -1,0 +1,367 @@
+//! The policy core: a pure function of (stream state, forecast, now) to a
+//! plan, so the same decisions are made embedded, in the simulator and in
+//! table tests.
+//!
+//! Sizing: the shard count covers the largest of the measured rate, the
+//! measured rate pushed forward by its current growth over the lead time a
+//! change needs, and the forecast's upper band over the horizon (the
+//! forecaster already corrects its level by the latest measurements). The forecast is
+//! a floor under reactive scaling, never a replacement: measured load above
+//! it scales at once and ignores the change budget. A growth covers the
+//! longer sizing horizon plus a 10% margin, so a ramp costs one change, not
+//! one per shard boundary. Shrinking needs the
+//! measured rate and the forecast to both allow it, with 10% hysteresis,
+//! for `scale_down_stable`, not within `scale_down_cooldown` of a split, and
+//! within the change budget. Moves between directories come from the
+//! placement solver when nothing else changes.
+
+use crate::api::ActionKind;
+use crate::config::AutoscalerConfig;
+use crate::placement::{self, ShardLoad};
+
+/// Merges need the merged load this far below the per-shard target.
+const MERGE_HYSTERESIS: f64 = 0.1;
+/// A growth adds this much beyond what is needed, so load creeping up
+/// through one shard boundary after another does not cost a change each.
+const GROWTH_MARGIN: f64 = 0.1;
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub capacity_per_shard_eps: f64,
+    pub headroom: f64,
+    /// Time from a decision to the capacity being there.
+    pub lead_ms: u64,
+    pub scale_down_cooldown_ms: u64,
+    pub scale_down_stable_ms: u64,
+    /// Change rounds (ticks that change the topology) allowed per window.
+    pub change_budget: u32,
+    pub budget_window_ms: u64,
+    pub max_splits_per_tick: u32,
+    pub min_shards: u32,
+    pub max_shards: u32,
+    pub dirs: u32,
+    pub move_gain_min: f64,
+    /// Each merged pair must fit one shard (true for a real broker, where a
+    /// merge puts both loads on one shard). The simulator's capacity model
+    /// spreads load evenly over any shard count, as it does for its
+    /// baselines, and turns this off.
+    pub merge_pairs_must_fit: bool,
+}
+
+impl PolicyConfig {
+    pub fn from_config(config: &AutoscalerConfig) -> Self {
+        Self {
+            capacity_per_shard_eps: config.capacity_per_shard_eps,
+            headroom: config.headroom,
+            lead_ms: config.interval.as_millis() as u64,
+            scale_down_cooldown_ms: config.scale_down_cooldown.as_millis() as u64,
+            scale_down_stable_ms: config.scale_down_stable.as_millis() as u64,
+            change_budget: config.change_budget,
+            budget_window_ms: config.budget_window.as_millis() as u64,
+            max_splits_per_tick: config.max_splits_per_tick,
+            min_shards: config.min_shards,
+            max_shards: config.max_shards,
+            dirs: config.dirs,
+            move_gain_min: config.move_gain_min,
+            merge_pairs_must_fit: true,
+        }
+    }
+
+    /// Load one shard is sized for (capacity less headroom).
+    pub fn shard_target_eps(&self) -> f64 {
+        self.capacity_per_shard_eps / (1.0 + self.headroom)
+    }
+
+    fn shards_for(&self, events_per_s: f64, per_shard: f64) -> u32 {
+        let shards = (events_per_s.max(0.0) / per_shard).ceil();
+        (shards.min(f64::from(u32::MAX)) as u32).clamp(self.min_shards, self.max_shards)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardState {
+    pub id: u32,
+    pub dir: u32,
+    pub events_per_s: f64,
+}
+
+/// What the policy knows about one stream now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamState {
+    /// Open shards in hash order.
+    pub shards: Vec<ShardState>,
+    pub measured_eps: f64,
+    /// Recent growth of the measured rate (events/s per second).
+    pub growth_eps_per_s: f64,
+    pub last_split_ms: Option<u64>,
+    /// Since when a smaller topology has been enough.
+    pub low_since_ms: Option<u64>,
+    /// Times of recent change rounds.
+    pub changes_ms: Vec<u64>,
+}
+
+/// The forecast as the policy sees it (hints already applied).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastView {
+    pub model: String,
+    /// Mean and upper band now, when a model is fitted.
+    pub mean_now_eps: Option<f64>,
+    pub upper_now_eps: Option<f64>,
+    /// Largest upper band over the horizon (lead + horizon): growing is
+    /// due when this needs more shards.
+    pub peak_upper_eps: Option<f64>,
+    /// Largest upper band over the longer sizing horizon: a growth covers
+    /// it, so a ramp takes one change, and a merge needs it to allow one.
+    pub peak_upper_long_eps: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub target_shards: u32,
+    pub actions: Vec<ActionKind>,
+    pub reasons: Vec<String>,
+    /// The state's new `low_since_ms`.
+    pub low_since_ms: Option<u64>,
+}
+
+pub fn decide(
+    config: &PolicyConfig,
+    state: &StreamState,
+    forecast: &ForecastView,
+    now_ms: u64,
+) -> Plan {
+    let shards = state.shards.len() as u32;
+    let per_shard = config.shard_target_eps();
+    let lead_s = config.lead_ms as f64 / 1000.0;
+    let reactive = state.measured_eps + state.growth_eps_per_s.max(0.0) * lead_s;
+    let predicted = forecast.peak_upper_eps;
+    let long = forecast.peak_upper_long_eps.or(predicted);
+    let mut reasons = vec![format!(
+        "measured {:.0} ev/s (growth {:+.1}/s, {:.0} ev/s after the {:.0} s lead), forecast upper {} soon and {} over the sizing horizon ({}), {} shards of {:.0} ev/s at {:.0}% headroom",
+        state.measured_eps,
+        state.growth_eps_per_s,
+        reactive,
+        lead_s,
+        predicted.map_or("none".into(), |p| format!("{p:.0} ev/s")),
+        long.map_or("none".into(), |p| format!("{p:.0} ev/s")),
+        forecast.model,
+        shards,
+        config.capacity_per_shard_eps,
+        config.headroom * 100.0,
+    )];
+    if let Some(upper) = forecast
+        .upper_now_eps
+        .filter(|&upper| state.measured_eps > upper)
+    {
+        reasons.push(format!(
+            "measured is above the forecast band ({upper:.0} ev/s): reactive sizing leads"
+        ));
+    }
+    let need_up = reactive.max(predicted.unwrap_or(0.0));
+    let target_up = config.shards_for(need_up, per_shard);
+    if target_up > shards {
+        let urgent = config
+            .shards_for(reactive, per_shard)
+            .saturating_sub(shards);
+        let sized = need_up.max(long.unwrap_or(0.0)) * (1.0 + GROWTH_MARGIN);
+        let target = target_up.max(config.shards_for(sized, per_shard));
+        return grow(config, state, now_ms, target, urgent, reasons);
+    }
+    // Shrinking: measured and predicted (over the sizing horizon) must both
+    // allow it.
+    let need_down = reactive.max(long.unwrap_or(reactive));
+    let target_down = config
+        .shards_for(need_down, per_shard * (1.0 - MERGE_HYSTERESIS))
+        .max(target_up)
+        .min(shards);
+    if target_down < shards {
+        return shrink(config, state, now_ms, target_down, reasons);
+    }
+    let mut plan = Plan {
+        target_shards: shards,
+        actions: Vec::new(),
+        reasons,
+        low_since_ms: None,
+    };
+    if budget_left(config, state, now_ms) > 0 {
+        let loads: Vec<ShardLoad> = state
+            .shards
+            .iter()
+            .map(|s| ShardLoad {
+                shard: s.id,
+                dir: s.dir,
+                events_per_s: s.events_per_s,
+            })
+            .collect();
+        for step in placement::rebalance(&loads, config.dirs, 1, config.move_gain_min) {
+            plan.reasons.push(format!(
+                "busiest directory lowered by at least {:.0}% by moving shard {} to directory {}",
+                config.move_gain_min * 100.0,
+                step.shard,
+                step.dir
+            ));
+            plan.actions.push(ActionKind::Move {
+                shard: step.shard,
+                dir: step.dir,
+            });
+        }
+    }
+    plan
+}
+
+fn budget_left(config: &PolicyConfig, state: &StreamState, now_ms: u64) -> u32 {
+    let window_start = now_ms.saturating_sub(config.budget_window_ms);
+    let used = state
+        .changes_ms
+        .iter()
+        .filter(|&&at| at > window_start)
+        .count() as u32;
+    config.change_budget.saturating_sub(used)
+}
+
+fn grow(
+    config: &PolicyConfig,
+    state: &StreamState,
+    now_ms: u64,
+    target: u32,
+    urgent: u32,
+    mut reasons: Vec<String>,
+) -> Plan {
+    let shards = state.shards.len() as u32;
+    // Forecast-driven growth spends the budget; measured overload does not.
+    if urgent == 0 && budget_left(config, state, now_ms) == 0 {
+        reasons.push(format!(
+            "forecast asks for {target} shards, but the change budget ({} per {} s) is spent",
+            config.change_budget,
+            config.budget_window_ms / 1000
+        ));
+        return Plan {
+            target_shards: shards,
+            actions: Vec::new(),
+            reasons,
+            low_since_ms: None,
+        };
+    }
+    // One split per shard per tick, hottest first.
+    let count = (target - shards)
+        .min(config.max_splits_per_tick)
+        .min(shards) as usize;
+    let mut hottest: Vec<&ShardState> = state.shards.iter().collect();
+    hottest.sort_by(|a, b| {
+        b.events_per_s
+            .total_cmp(&a.events_per_s)
+            .then(a.id.cmp(&b.id))
+    });
+    let actions: Vec<ActionKind> = hottest
+        .iter()
+        .take(count)
+        .map(|s| ActionKind::Split { shard: s.id })
+        .collect();
+    reasons.push(format!(
+        "grow to {target} shards ({} now{}): {} split(s) this tick",
+        shards,
+        if urgent > 0 {
+            ", measured load needs it now"
+        } else {
+            ""
+        },
+        actions.len()
+    ));
+    Plan {
+        target_shards: shards + actions.len() as u32,
+        actions,
+        reasons,
+        low_since_ms: None,
+    }
+}
+
+fn shrink(
+    config: &PolicyConfig,
+    state: &StreamState,
+    now_ms: u64,
+    target: u32,
+    mut reasons: Vec<String>,
+) -> Plan {
+    let shards = state.shards.len() as u32;
+    let low_since = state.low_since_ms.unwrap_or(now_ms);
+    let hold = |reasons: &mut Vec<String>, why: String| {
+        reasons.push(format!(
+            "{target} shards would do ({shards} now), but {why}"
+        ));
+    };
+    let stable_ms = now_ms - low_since.min(now_ms);
+    let mut plan = Plan {
+        target_shards: shards,
+        actions: Vec::new(),
+        reasons: Vec::new(),
+        low_since_ms: Some(low_since),
+    };
+    if stable_ms < config.scale_down_stable_ms {
+        hold(
+            &mut reasons,
+            format!(
+                "only for {} s of the {} s required",
+                stable_ms / 1000,
+                config.scale_down_stable_ms / 1000
+            ),
+        );
+    } else if let Some(split) = state
+        .last_split_ms
+        .filter(|&at| now_ms.saturating_sub(at) < config.scale_down_cooldown_ms)
+    {
+        hold(
+            &mut reasons,
+            format!("the last split was {} s ago", (now_ms - split) / 1000),
+        );
+    } else if budget_left(config, state, now_ms) == 0 {
+        hold(&mut reasons, "the change budget is spent".into());
+    } else {
+        plan.actions = merges(config, state, (shards - target) as usize);
+        plan.target_shards = shards - plan.actions.len() as u32;
+        reasons.push(format!(
+            "shrink towards {target} shards ({shards} now, low for {} s): {} merge(s)",
+            stable_ms / 1000,
+            plan.actions.len()
+        ));
+    }
+    plan.reasons = reasons;
+    plan
+}
+
+/// Disjoint adjacent pairs, coldest first, whose merged load stays below the
+/// per-shard target less the hysteresis.
+fn merges(config: &PolicyConfig, state: &StreamState, count_max: usize) -> Vec<ActionKind> {
+    let limit = if config.merge_pairs_must_fit {
+        config.shard_target_eps() * (1.0 - MERGE_HYSTERESIS)
+    } else {
+        f64::INFINITY
+    };
+    let mut pairs: Vec<(f64, usize)> = state
+        .shards
+        .windows(2)
+        .enumerate()
+        .map(|(i, pair)| (pair[0].events_per_s + pair[1].events_per_s, i))
+        .filter(|(load, _)| *load <= limit)
+        .collect();
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut used = vec![false; state.shards.len()];
+    let mut actions = Vec::new();
+    for (_, i) in pairs {
+        if actions.len() >= count_max.min(config.max_splits_per_tick as usize) {
+            break;
+        }
+        if used[i] || used[i + 1] {
+            continue;
+        }
+        used[i] = true;
+        used[i + 1] = true;
+        actions.push(ActionKind::Merge {
+            left: state.shards[i].id,
+            right: state.shards[i + 1].id,
+        });
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests;

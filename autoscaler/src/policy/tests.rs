@@ -1,0 +1,309 @@
+//! Table tests for `decide`: input load and forecast, expected plan.
+
+use super::*;
+
+const MIN_MS: u64 = 60_000;
+
+fn config() -> PolicyConfig {
+    let mut config = PolicyConfig::from_config(&AutoscalerConfig::new("/unused"));
+    config.lead_ms = 30_000;
+    config
+}
+
+fn state(loads: &[f64]) -> StreamState {
+    StreamState {
+        shards: loads
+            .iter()
+            .enumerate()
+            .map(|(i, &load)| ShardState {
+                id: i as u32 + 1,
+                dir: 0,
+                events_per_s: load,
+            })
+            .collect(),
+        measured_eps: loads.iter().sum(),
+        growth_eps_per_s: 0.0,
+        last_split_ms: None,
+        low_since_ms: None,
+        changes_ms: Vec::new(),
+    }
+}
+
+fn forecast(mean: f64, upper: f64, peak: f64) -> ForecastView {
+    ForecastView {
+        model: "test".into(),
+        mean_now_eps: Some(mean),
+        upper_now_eps: Some(upper),
+        peak_upper_eps: Some(peak),
+        peak_upper_long_eps: Some(peak),
+    }
+}
+
+fn no_forecast() -> ForecastView {
+    ForecastView {
+        model: "none".into(),
+        mean_now_eps: None,
+        upper_now_eps: None,
+        peak_upper_eps: None,
+        peak_upper_long_eps: None,
+    }
+}
+
+fn splits(plan: &Plan) -> Vec<u32> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            ActionKind::Split { shard } => Some(*shard),
+            _ => None,
+        })
+        .collect()
+}
+
+fn merge_count(plan: &Plan) -> usize {
+    plan.actions
+        .iter()
+        .filter(|a| matches!(a, ActionKind::Merge { .. }))
+        .count()
+}
+
+#[test]
+fn growth_table() {
+    // (shard loads, forecast, growth, expected target, expected split count)
+    let cases: Vec<(Vec<f64>, ForecastView, f64, u32, usize)> = vec![
+        // Comfortably inside 2 x 833 ev/s: nothing.
+        (
+            vec![600.0, 600.0],
+            forecast(1200.0, 1400.0, 1500.0),
+            0.0,
+            2,
+            0,
+        ),
+        // The forecast's upper band over the horizon needs a third shard;
+        // with the 10% growth margin (2640 ev/s) a fourth.
+        (
+            vec![600.0, 600.0],
+            forecast(1200.0, 1400.0, 2400.0),
+            0.0,
+            4,
+            2,
+        ),
+        // No forecast yet: measured overload alone scales.
+        (vec![1000.0, 900.0], no_forecast(), 0.0, 3, 1),
+        // Growth over the 30 s lead: 1500 + 20*30 = 2100 -> 3 shards.
+        (
+            vec![750.0, 750.0],
+            forecast(1500.0, 1600.0, 1600.0),
+            20.0,
+            3,
+            1,
+        ),
+        // Measured above the band: measured load sizes, plus the growth margin.
+        (
+            vec![900.0, 900.0],
+            forecast(800.0, 1000.0, 1200.0),
+            0.0,
+            3,
+            1,
+        ),
+        // Splits per tick are bounded by the shard count (one split each).
+        (vec![3000.0], no_forecast(), 0.0, 2, 1),
+    ];
+    for (i, (loads, view, growth, target, count)) in cases.into_iter().enumerate() {
+        let mut input = state(&loads);
+        input.growth_eps_per_s = growth;
+        let plan = decide(&config(), &input, &view, 10 * MIN_MS);
+        assert_eq!(plan.target_shards, target, "case {i}: {:?}", plan.reasons);
+        assert_eq!(splits(&plan).len(), count, "case {i}: {:?}", plan.reasons);
+        assert!(!plan.reasons.is_empty(), "case {i}");
+    }
+}
+
+#[test]
+fn a_growth_covers_the_longer_horizon() {
+    let mut view = forecast(1200.0, 1400.0, 2400.0);
+    view.peak_upper_long_eps = Some(4000.0);
+    let plan = decide(&config(), &state(&[600.0, 600.0]), &view, 0);
+    // 2400 alone asks for 3 shards; the next hour's 4000 plus the margin
+    // for 6; one split per shard per tick gives 4 now.
+    assert_eq!(splits(&plan).len(), 2, "{:?}", plan.reasons);
+    assert!(
+        plan.reasons.iter().any(|r| r.contains("grow to 6")),
+        "{:?}",
+        plan.reasons
+    );
+    // Without a need to grow now, the longer horizon alone does not split.
+    let mut calm = forecast(1200.0, 1300.0, 1500.0);
+    calm.peak_upper_long_eps = Some(4000.0);
+    assert!(decide(&config(), &state(&[600.0, 600.0]), &calm, 0)
+        .actions
+        .is_empty());
+}
+
+#[test]
+fn splits_the_hottest_shards_first() {
+    let plan = decide(
+        &config(),
+        &state(&[100.0, 900.0, 500.0, 800.0]),
+        &forecast(2300.0, 2500.0, 4500.0),
+        0,
+    );
+    assert_eq!(splits(&plan), vec![2, 4]);
+}
+
+#[test]
+fn measured_overload_ignores_a_spent_budget_but_forecasts_do_not() {
+    let mut input = state(&[600.0, 600.0]);
+    input.changes_ms = vec![MIN_MS; 20];
+    let plan = decide(
+        &config(),
+        &input,
+        &forecast(1200.0, 1300.0, 2400.0),
+        2 * MIN_MS,
+    );
+    assert!(plan.actions.is_empty(), "{:?}", plan.reasons);
+    let mut hot = state(&[1000.0, 1000.0]);
+    hot.changes_ms = vec![MIN_MS; 20];
+    let plan = decide(
+        &config(),
+        &hot,
+        &forecast(1200.0, 1300.0, 1300.0),
+        2 * MIN_MS,
+    );
+    assert_eq!(splits(&plan).len(), 1, "{:?}", plan.reasons);
+}
+
+struct ShrinkCase {
+    loads: Vec<f64>,
+    view: ForecastView,
+    low_since: Option<u64>,
+    last_split: Option<u64>,
+    merges: usize,
+    low_set: bool,
+}
+
+#[test]
+fn shrink_table() {
+    let cold = || vec![100.0, 100.0, 100.0, 100.0];
+    let case = |loads, view, low_since, last_split, merges, low_set| ShrinkCase {
+        loads,
+        view,
+        low_since,
+        last_split,
+        merges,
+        low_set,
+    };
+    let now = 100 * MIN_MS;
+    let cases = [
+        // Low for the first time: start the clock, merge nothing.
+        case(cold(), forecast(400.0, 450.0, 500.0), None, None, 0, true),
+        // Low for 6 minutes: two disjoint merges towards one shard.
+        case(
+            cold(),
+            forecast(400.0, 450.0, 500.0),
+            Some(94 * MIN_MS),
+            None,
+            2,
+            true,
+        ),
+        // The forecast expects a rise: no merge though measured is low.
+        case(
+            cold(),
+            forecast(400.0, 450.0, 3000.0),
+            Some(50 * MIN_MS),
+            None,
+            0,
+            false,
+        ),
+        // A split 3 minutes ago: cooldown.
+        case(
+            cold(),
+            forecast(400.0, 450.0, 500.0),
+            Some(90 * MIN_MS),
+            Some(97 * MIN_MS),
+            0,
+            true,
+        ),
+        // Measured high, forecast low: never merge on a forecast alone.
+        case(
+            vec![700.0, 700.0, 700.0],
+            forecast(300.0, 2200.0, 400.0),
+            Some(50 * MIN_MS),
+            None,
+            0,
+            false,
+        ),
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        let mut input = state(&case.loads);
+        input.low_since_ms = case.low_since;
+        input.last_split_ms = case.last_split;
+        let plan = decide(&config(), &input, &case.view, now);
+        assert_eq!(
+            merge_count(&plan),
+            case.merges,
+            "case {i}: {:?}",
+            plan.reasons
+        );
+        assert_eq!(
+            plan.low_since_ms.is_some(),
+            case.low_set,
+            "case {i}: {:?}",
+            plan.reasons
+        );
+        assert_eq!(
+            plan.target_shards as usize,
+            case.loads.len() - case.merges,
+            "case {i}"
+        );
+    }
+}
+
+#[test]
+fn merges_pick_disjoint_cold_neighbours() {
+    let mut input = state(&[50.0, 60.0, 700.0, 40.0, 30.0]);
+    input.low_since_ms = Some(0);
+    let plan = decide(
+        &config(),
+        &input,
+        &forecast(880.0, 900.0, 900.0),
+        60 * MIN_MS,
+    );
+    assert_eq!(
+        plan.actions,
+        vec![
+            ActionKind::Merge { left: 4, right: 5 },
+            ActionKind::Merge { left: 1, right: 2 },
+        ]
+    );
+}
+
+#[test]
+fn merged_pairs_must_fit_one_shard_unless_load_is_fluid() {
+    // 6 shards of 450 ev/s: 2700 needs 4, but any merged pair carries 900.
+    let mut input = state(&[450.0; 6]);
+    input.low_since_ms = Some(0);
+    let view = forecast(2700.0, 2800.0, 2800.0);
+    assert!(decide(&config(), &input, &view, 60 * MIN_MS)
+        .actions
+        .is_empty());
+    let mut fluid = config();
+    fluid.merge_pairs_must_fit = false;
+    let plan = decide(&fluid, &input, &view, 60 * MIN_MS);
+    assert_eq!(merge_count(&plan), 2, "{:?}", plan.reasons);
+}
+
+#[test]
+fn moves_only_with_several_directories() {
+    let mut input = state(&[800.0, 800.0, 800.0, 100.0]);
+    let view = forecast(2500.0, 2600.0, 2600.0);
+    assert!(decide(&config(), &input, &view, 0).actions.is_empty());
+    let mut two_dirs = config();
+    two_dirs.dirs = 2;
+    input.shards[3].dir = 1;
+    let plan = decide(&two_dirs, &input, &view, 0);
+    assert!(
+        matches!(plan.actions.as_slice(), [ActionKind::Move { dir: 1, .. }]),
+        "{:?}",
+        plan
+    );
+}

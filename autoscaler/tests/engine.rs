@@ -1,0 +1,220 @@
+//! The `Autoscaler` loop against the in-memory broker: it scales on
+//! measured load, honours dry mode, keeps its state across a restart,
+//! applies hints, flags anomalies and records failures.
+
+use surge_autoscaler::memory::MemoryBroker;
+use surge_autoscaler::{ActionKind, Autoscaler, AutoscalerConfig, AutoscalerError, HintRequest};
+
+const STREAM: &str = "orders";
+const TICK_S: u64 = 10;
+
+type Scaler = Autoscaler<MemoryBroker, MemoryBroker>;
+
+fn open(dir: &std::path::Path, broker: &MemoryBroker, enabled: bool) -> Scaler {
+    let mut config = AutoscalerConfig::new(dir);
+    config.enabled = enabled;
+    Autoscaler::open(config, broker.clone(), broker.clone()).expect("open")
+}
+
+fn broker() -> MemoryBroker {
+    let broker = MemoryBroker::new(1_700_000_000_000);
+    broker.create(STREAM, 1);
+    broker
+}
+
+async fn run_for(scaler: &Scaler, broker: &MemoryBroker, seconds: u64, rate_eps: f64) {
+    for _ in 0..seconds / TICK_S {
+        broker.advance(STREAM, TICK_S, rate_eps);
+        scaler.tick(broker.now_ms()).await;
+    }
+}
+
+#[tokio::test]
+async fn scales_up_on_measured_load_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker();
+    let scaler = open(dir.path(), &broker, true);
+    assert!(!scaler.ready());
+    run_for(&scaler, &broker, 60, 400.0).await;
+    assert!(scaler.ready());
+    assert_eq!(broker.open_shards(STREAM), 1);
+    run_for(&scaler, &broker, 60, 3000.0).await;
+    // 3000 ev/s at 1000 per shard with 20% headroom needs 4 shards; the
+    // step's growth, pushed over the lead time, may ask for one more.
+    let shards = broker.open_shards(STREAM);
+    assert!((4..=5).contains(&shards), "{shards} shards");
+    let decisions = scaler.decisions(10);
+    let split = decisions
+        .iter()
+        .find(|d| {
+            d.actions
+                .iter()
+                .any(|a| matches!(a.kind, ActionKind::Split { .. }))
+        })
+        .expect("a split was recorded");
+    assert!(split
+        .actions
+        .iter()
+        .all(|a| a.applied && a.created.len() == 2));
+    assert!(
+        split.reasons.iter().any(|r| r.contains("measured 3000")),
+        "{:?}",
+        split.reasons
+    );
+    let rates = scaler.rates(STREAM).expect("rates");
+    assert!((rates.events_per_s - 3000.0).abs() < 5.0, "{rates:?}");
+    assert!(scaler.node().expect("node rates").cpu_utilization > 0.0);
+}
+
+#[tokio::test]
+async fn dry_mode_decides_but_never_applies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker();
+    let scaler = open(dir.path(), &broker, false);
+    run_for(&scaler, &broker, 60, 3000.0).await;
+    assert_eq!(broker.changes(), 0);
+    let decisions = scaler.decisions(5);
+    assert!(!decisions.is_empty());
+    assert!(decisions
+        .iter()
+        .flat_map(|d| &d.actions)
+        .all(|a| !a.applied && a.error.is_none()));
+    let dry = scaler.optimize(Some(STREAM), true).await.expect("optimize");
+    assert_eq!(dry.len(), 1);
+    assert!(matches!(
+        scaler.optimize(Some("nope"), true).await,
+        Err(AutoscalerError::UnknownStream(_))
+    ));
+}
+
+#[tokio::test]
+async fn history_hints_and_decisions_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker();
+    {
+        let scaler = open(dir.path(), &broker, true);
+        run_for(&scaler, &broker, 30 * 60, 2000.0).await;
+        let hint = HintRequest {
+            stream: STREAM.into(),
+            start_ms: broker.now_ms() + 3_600_000,
+            end_ms: broker.now_ms() + 7_200_000,
+            rate_eps: None,
+            multiplier: Some(3.0),
+        };
+        scaler.add_hint(hint).expect("hint stored");
+        assert!(!scaler.decisions(10).is_empty());
+    }
+    let scaler = open(dir.path(), &broker, true);
+    assert_eq!(scaler.hints(STREAM).len(), 1);
+    assert!(!scaler.decisions(10).is_empty());
+    broker.advance(STREAM, TICK_S, 2000.0);
+    scaler.tick(broker.now_ms()).await;
+    let now = broker.now_ms();
+    let prediction = scaler
+        .predict(STREAM, now, now + 2 * 3_600_000, 600_000)
+        .expect("predict");
+    assert_ne!(prediction.model, "none", "history was reloaded and fitted");
+    let first = &prediction.points[0];
+    assert!((first.mean_eps - 2000.0).abs() < 200.0, "{first:?}");
+    let hinted: Vec<_> = prediction.points.iter().filter(|p| p.hinted).collect();
+    assert!(!hinted.is_empty());
+    assert!(hinted.iter().all(|p| p.mean_eps > 5000.0), "{hinted:?}");
+}
+
+#[tokio::test]
+async fn a_hint_scales_before_the_load_arrives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker();
+    let scaler = open(dir.path(), &broker, true);
+    run_for(&scaler, &broker, 20 * 60, 500.0).await;
+    assert_eq!(broker.open_shards(STREAM), 1);
+    let now = broker.now_ms();
+    scaler
+        .add_hint(HintRequest {
+            stream: STREAM.into(),
+            start_ms: now + 5 * 60_000,
+            end_ms: now + 3_600_000,
+            rate_eps: Some(3000.0),
+            multiplier: None,
+        })
+        .expect("hint");
+    run_for(&scaler, &broker, 30, 500.0).await;
+    assert!(
+        broker.open_shards(STREAM) >= 2,
+        "scaled ahead of the hinted window"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_is_an_anomaly_and_scales_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker();
+    let scaler = open(dir.path(), &broker, true);
+    run_for(&scaler, &broker, 3 * 3600, 600.0).await;
+    assert!(
+        scaler.anomalies(10).is_empty(),
+        "{:?}",
+        scaler.anomalies(10)
+    );
+    run_for(&scaler, &broker, 20, 4000.0).await;
+    let anomalies = scaler.anomalies(10);
+    assert!(!anomalies.is_empty());
+    assert!(
+        anomalies[0].score > 1.0 && anomalies[0].measured_eps > 3000.0,
+        "{anomalies:?}"
+    );
+    assert!(broker.open_shards(STREAM) >= 2);
+    let mut metrics = String::new();
+    scaler.prometheus(&mut metrics);
+    assert!(
+        metrics.contains("surge_autoscaler_anomalies_total "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("surge_autoscaler_ready 1"));
+    assert!(metrics.contains("surge_autoscaler_measured_events_per_second{stream=\"orders\"}"));
+}
+
+#[tokio::test]
+async fn failed_changes_are_recorded_not_hidden() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker();
+    broker.fail_changes(true);
+    let scaler = open(dir.path(), &broker, true);
+    run_for(&scaler, &broker, 30, 3000.0).await;
+    let decisions = scaler.decisions(5);
+    let action = decisions
+        .iter()
+        .flat_map(|d| &d.actions)
+        .next()
+        .expect("an action");
+    assert!(!action.applied);
+    assert!(
+        action.error.as_deref().unwrap_or("").contains("injected"),
+        "{action:?}"
+    );
+    let mut metrics = String::new();
+    scaler.prometheus(&mut metrics);
+    assert!(
+        !metrics.contains("surge_autoscaler_changes_failed_total 0\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn predict_validates_its_arguments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker();
+    let scaler = open(dir.path(), &broker, true);
+    run_for(&scaler, &broker, 20, 100.0).await;
+    let field = |result: Result<_, AutoscalerError>| match result {
+        Err(AutoscalerError::InvalidArgument { field, .. }) => field,
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    assert_eq!(field(scaler.predict(STREAM, 0, 10, 0)), "step_ms");
+    assert_eq!(field(scaler.predict(STREAM, 10, 10, 1)), "to_ms");
+    assert_eq!(field(scaler.predict(STREAM, 0, 1_000_000, 1)), "step_ms");
+    assert!(matches!(
+        scaler.predict("nope", 0, 10, 1),
+        Err(AutoscalerError::UnknownStream(_))
+    ));
+}

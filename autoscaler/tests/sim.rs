@@ -1,0 +1,121 @@
+//! Simulator invariants on synthetic traces: the oracle is never over
+//! capacity, the reactive baseline reacts, every policy ends up covering a
+//! step in demand, and the outputs (table, JSON-able report, SVG) are made.
+
+use surge_autoscaler::sim::{self, SimConfig, Trace};
+
+const STEP_S: u64 = 300;
+
+/// `days` of 5-minute samples: a daily wave with deterministic jitter,
+/// multiplied by `jump` from `jump_day` on.
+fn csv(days: u64, jump_day: u64, jump: f64) -> String {
+    let per_day = 86_400 / STEP_S;
+    let mut text = String::from("timestamp,value\n");
+    for i in 0..days * per_day {
+        let phase = (i % per_day) as f64 / per_day as f64;
+        let jitter = ((i * 7_919) % 17) as f64;
+        let level = if i / per_day >= jump_day { jump } else { 1.0 };
+        let value = level * (200.0 + 120.0 * (phase * std::f64::consts::TAU).sin() + jitter);
+        text.push_str(&format!("{},{value}\n", 1_400_000_000 + i * STEP_S));
+    }
+    text
+}
+
+fn trace(text: &str, config: &SimConfig) -> Trace {
+    sim::trace::parse("synthetic", text, config.peak_eps, 1.0).expect("valid trace")
+}
+
+fn config() -> SimConfig {
+    SimConfig {
+        peak_eps: 20_000.0,
+        refit_ms: 6 * 3_600_000,
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn oracle_is_never_over_capacity_and_reactive_reacts() {
+    let config = config();
+    let (report, timeline) = sim::simulate(&trace(&csv(10, 99, 1.0), &config), &config);
+    let oracle = &report.regime1[2];
+    assert_eq!(oracle.policy, "oracle");
+    assert_eq!(oracle.over_capacity_pct, 0.0);
+    // Exactly demand x headroom, rounded up to shards: at least the headroom.
+    assert!(oracle.over_provisioned_pct >= 20.0, "{oracle:?}");
+    let reactive = &report.regime1[1];
+    assert_eq!(reactive.policy, "reactive");
+    assert!(
+        reactive.changes > 10,
+        "a daily wave must move the reactive policy: {reactive:?}"
+    );
+    for score in report.regime1.iter().chain(&report.regime2) {
+        assert!(score.mean_shards >= 1.0 && score.max_shards >= score.mean_shards as u32);
+        assert!(
+            (0.0..=100.0).contains(&score.over_capacity_pct),
+            "{score:?}"
+        );
+    }
+    assert!(report.regime2[0].lead_s < report.regime1[0].lead_s);
+    assert!(!timeline.at_ms.is_empty());
+    assert!(timeline
+        .oracle
+        .iter()
+        .zip(&timeline.demand)
+        .all(|(cap, demand)| cap >= demand));
+    assert!(report.table().contains("regime 2"));
+}
+
+#[test]
+fn every_policy_covers_a_lasting_step() {
+    let config = config();
+    let (_, timeline) = sim::simulate(&trace(&csv(9, 6, 3.0), &config), &config);
+    // The last hours of the trace are well after the step.
+    let tail = timeline.at_ms.len() - 20;
+    for (name, capacity) in [
+        ("surge", &timeline.surge),
+        ("reactive", &timeline.reactive),
+        ("surge node", &timeline.surge_node),
+    ] {
+        let covered = capacity[tail..]
+            .iter()
+            .zip(&timeline.demand[tail..])
+            .all(|(cap, demand)| cap >= demand);
+        assert!(covered, "{name} does not cover demand after the step");
+    }
+}
+
+#[test]
+fn forecasts_are_scored_and_the_plot_is_written() {
+    let config = config();
+    let (report, timeline) = sim::simulate(&trace(&csv(12, 99, 1.0), &config), &config);
+    let selected = &report.smape[0];
+    assert_eq!(selected.model, "selected");
+    assert!(selected.forecasts > 0);
+    let at_1h = selected.at_1h.expect("1 h sMAPE");
+    assert!(at_1h.is_finite() && at_1h >= 0.0);
+    assert!(!report.selected.is_empty());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plot.svg");
+    sim::write_svg(&report, &timeline, &path).expect("svg");
+    let svg = std::fs::read_to_string(&path).expect("read svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("demand"),
+        "{}",
+        &svg[..200.min(svg.len())]
+    );
+    let json = serde_json::to_string(&report).expect("report serialises");
+    assert!(json.contains("over_capacity_pct"));
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    let mut config = config();
+    config.reactive_target = 0.9;
+    assert!(config.validate().is_err());
+    let config = SimConfig {
+        compress: 0.0,
+        ..SimConfig::default()
+    };
+    assert!(config.validate().is_err());
+    assert!(SimConfig::default().validate().is_ok());
+}
