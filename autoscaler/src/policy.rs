@@ -10,7 +10,8 @@
 //! it scales at once and ignores the change budget. A growth covers the
 //! longer sizing horizon plus a 10% margin, so a ramp costs one change, not
 //! one per shard boundary. Shrinking needs the
-//! measured rate and the forecast to both allow it, with 10% hysteresis,
+//! measured rate and the forecast to both allow it, with 20% hysteresis and
+//! at least a tenth of the shards to free,
 //! for `scale_down_stable`, not within `scale_down_cooldown` of a split, and
 //! within the change budget. Moves between directories come from the
 //! placement solver when nothing else changes.
@@ -20,7 +21,7 @@ use crate::config::AutoscalerConfig;
 use crate::placement::{self, ShardLoad};
 
 /// Merges need the merged load this far below the per-shard target.
-const MERGE_HYSTERESIS: f64 = 0.1;
+const MERGE_HYSTERESIS: f64 = 0.2;
 /// A growth adds this much beyond what is needed, so load creeping up
 /// through one shard boundary after another does not cost a change each.
 const GROWTH_MARGIN: f64 = 0.1;
@@ -174,7 +175,10 @@ pub fn decide(
         .shards_for(need_down, per_shard * (1.0 - MERGE_HYSTERESIS))
         .max(target_up)
         .min(shards);
-    if target_down < shards {
+    // A shrink is worth a change only when it frees a tenth of the shards
+    // (at least one).
+    let step_min = (shards / 10).max(1);
+    if target_down + step_min <= shards {
         return shrink(config, state, now_ms, target_down, reasons);
     }
     let mut plan = Plan {

@@ -28,6 +28,10 @@ const PATH_AGE_MS_MAX: u64 = 26 * 3_600_000;
 /// spike (a Hampel filter).
 const SPIKE_MADS: f64 = 5.0;
 const SPIKE_HALF_WINDOW: usize = 3;
+/// The band reaches at most this factor either side of the mean: after an
+/// outage (a stretch of zeros) the errors of a whole day say nothing about
+/// the next hour, and measured load above the band still scales reactively.
+const BAND_FACTOR_MAX: f64 = 2.0;
 /// Horizons scored as "about a day ahead".
 const LONG_FROM_MS: u64 = 22 * 3_600_000;
 const LONG_TO_MS: u64 = 26 * 3_600_000;
@@ -285,11 +289,12 @@ impl Forecaster {
         let factor = self.nowcast.factor(ahead_ms);
         let mean = (band.mean + 1.0) * factor - 1.0;
         let near = ahead_ms <= 2 * self.nowcast.near_ms();
+        let bound = BAND_FACTOR_MAX.ln();
         match self.nowcast.band {
             Some((low, high)) if near => Some(Band {
                 mean: mean.max(0.0),
-                lower: ((mean + 1.0) * low.min(0.0).exp() - 1.0).max(0.0),
-                upper: (mean + 1.0) * high.max(0.0).exp() - 1.0,
+                lower: ((mean + 1.0) * low.clamp(-bound, 0.0).exp() - 1.0).max(0.0),
+                upper: (mean + 1.0) * high.clamp(0.0, bound).exp() - 1.0,
                 model: band.model,
             }),
             _ => Some(Band {
@@ -316,7 +321,8 @@ impl Forecaster {
         // Without a scored history, assume a +-25% error until one exists.
         let fallback = 0.25_f64.ln_1p();
         let (low, high) = score.band.unwrap_or((-fallback, fallback));
-        let (low, high) = (low.min(0.0), high.max(0.0));
+        let bound = BAND_FACTOR_MAX.ln();
+        let (low, high) = (low.clamp(-bound, 0.0), high.clamp(0.0, bound));
         Some(Band {
             mean,
             lower: ((mean + 1.0) * low.exp() - 1.0).max(0.0),
