@@ -187,6 +187,7 @@ EOF
 # --- broker ------------------------------------------------------------------
 log "starting the broker"
 SURGE_LOG=info "$SURGE" serve --data-dir "$SCRATCH/broker" --listen 127.0.0.1:0 \
+    --http-listen off --set autoscaler.enabled=false \
     >"$OUT/broker.log" 2>&1 &
 BROKER_PID=$!
 ADDR=

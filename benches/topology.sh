@@ -21,7 +21,8 @@ PROFILE=${PROFILE:-release}
 cargo build --profile "$PROFILE" -q -p surge-broker -p surge-loadgen
 if [ "$PROFILE" = dev ]; then SURGE=target/debug/surge; else SURGE=target/$PROFILE/surge; fi
 DATA=$(mktemp -d)
-SURGE_LOG=${SURGE_LOG:-info} "$SURGE" serve --data-dir "$DATA" --listen 127.0.0.1:0 >"$OUT/serve.out" 2>"$OUT/serve.log" &
+SURGE_LOG=${SURGE_LOG:-info} "$SURGE" serve --data-dir "$DATA" --listen 127.0.0.1:0 \
+  --http-listen off --set autoscaler.enabled=false >"$OUT/serve.out" 2>"$OUT/serve.log" &
 BROKER_PID=$!
 trap 'kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; rm -rf "$DATA"' EXIT
 for _ in $(seq 100); do

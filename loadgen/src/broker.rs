@@ -58,6 +58,10 @@ impl SpawnedBroker {
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(["--listen", "127.0.0.1:0"])
+            // A fixed topology: the autoscaler would split mid-run and make
+            // runs incomparable (and port 9471 may be taken). `extra_args`
+            // can turn either back on.
+            .args(["--http-listen", "off", "--set", "autoscaler.enabled=false"])
             .args(extra_args)
             .env(
                 "SURGE_LOG",
