@@ -1,22 +1,18 @@
 //! The picture of a run: acknowledged events/s over time on top and
 //! latency percentiles (produce-ack p50 and p99, end-to-end p99 when
 //! consumers ran) below, from the report's per-second timeline, as SVG or
-//! PNG. Text is set in a DejaVu Sans cut to ASCII that ships inside the
-//! binary (23 KB, see `assets/`), so plots never depend on system fonts.
+//! PNG, in the font `surge_plot` bundles.
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use plotters::prelude::*;
-use plotters::style::register_font;
+use surge_plot::FONT_FAMILY;
 
 use crate::error::LoadgenError;
 use crate::report::{Report, TimelineSecond};
 
 const WIDTH_PX: u32 = 1000;
 const HEIGHT_PX: u32 = 720;
-const FONT_FAMILY: &str = "sans-serif";
-const FONT_TTF: &[u8] = include_bytes!("../assets/DejaVuSans-ascii.ttf");
 
 /// Reads one latency series from a timeline entry.
 type Metric = fn(&TimelineSecond) -> u64;
@@ -32,7 +28,7 @@ pub fn write_png(report: &Report, path: &Path) -> Result<(), LoadgenError> {
 }
 
 fn draw<DB: DrawingBackend>(backend: DB, report: &Report) -> Result<(), LoadgenError> {
-    register_sans_serif()?;
+    surge_plot::register().map_err(plot_error)?;
     let root = backend.into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let (upper, lower) = root.split_vertically(HEIGHT_PX / 2);
@@ -47,20 +43,6 @@ fn draw<DB: DrawingBackend>(backend: DB, report: &Report) -> Result<(), LoadgenE
     draw_rate(&upper, &report.timeline, &title)?;
     draw_latency(&lower, &report.timeline, report.config.consumers > 0)?;
     root.present().map_err(plot_error)
-}
-
-/// Registers the bundled font once per process.
-fn register_sans_serif() -> Result<(), LoadgenError> {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let registered =
-        REGISTERED.get_or_init(|| register_font(FONT_FAMILY, FontStyle::Normal, FONT_TTF).is_ok());
-    if *registered {
-        Ok(())
-    } else {
-        Err(LoadgenError::Plot(
-            "the bundled font does not parse".to_owned(),
-        ))
-    }
 }
 
 fn plot_error(error: impl std::fmt::Display) -> LoadgenError {
@@ -84,7 +66,7 @@ fn draw_rate<DB: DrawingBackend>(
         .map(|entry| entry.acked_per_s)
         .fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 16))
+        .caption(title, (FONT_FAMILY, 16))
         .margin(12)
         .x_label_area_size(32)
         .y_label_area_size(80)

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
+use surge_plot::FONT_FAMILY;
 
 use super::run::Timeline;
 use super::SimReport;
@@ -40,6 +41,7 @@ pub fn write_svg(
     .flat_map(|series| series.iter().copied())
     .filter(|v| v.is_finite())
     .fold(1.0, f64::max);
+    surge_plot::register().map_err(plot_error)?;
     let root = SVGBackend::new(path, (WIDTH_PX, HEIGHT_PX)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let title = format!(
@@ -49,7 +51,7 @@ pub fn write_svg(
         x_end / 24.0
     );
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
+        .caption(title, (FONT_FAMILY, 18))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(80)
