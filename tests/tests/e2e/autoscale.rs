@@ -137,6 +137,8 @@ const RAMP: &[(u64, f64)] = &[
 ];
 /// When the plateau starts, in trace seconds.
 const PEAK_S: u64 = 6;
+/// How long after the trace the merges may still come.
+const MERGE_WAIT_MS: u64 = 15_000;
 
 fn write_trace(path: &Path) {
     let mut text = String::from("timestamp,value\n");
@@ -189,7 +191,17 @@ fn a_ramp_is_met_by_splits_and_followed_by_merges() {
             counts.sent
         );
         let ended_ms = now_ms();
-        let (epoch, changes) = settled_changes(&broker, "ramp").await;
+        // On a loaded machine ticks run late, and the merges may land only
+        // after the trace's quiet tail: wait for them, within a bound.
+        let merge_deadline = ended_ms + MERGE_WAIT_MS;
+        let (epoch, changes) = loop {
+            let (epoch, changes) = settled_changes(&broker, "ramp").await;
+            let merged = changes.iter().any(|(_, kind)| kind == "merge");
+            if merged || now_ms() > merge_deadline {
+                break (epoch, changes);
+            }
+            tokio::time::sleep(Duration::from_millis(INTERVAL_MS)).await;
+        };
         let within_trace: Vec<&(u64, String)> =
             changes.iter().filter(|(at, _)| *at <= ended_ms).collect();
         eprintln!(
@@ -204,7 +216,7 @@ fn a_ramp_is_met_by_splits_and_followed_by_merges() {
             .filter(|(_, kind)| kind == "split")
             .map(|(at, _)| *at)
             .collect();
-        let merges: Vec<u64> = within_trace
+        let merges: Vec<u64> = changes
             .iter()
             .filter(|(_, kind)| kind == "merge")
             .map(|(at, _)| *at)
@@ -214,17 +226,25 @@ fn a_ramp_is_met_by_splits_and_followed_by_merges() {
             splits[0] < started_ms + PEAK_S * 1000,
             "the first split comes while load rises: {changes:?}"
         );
-        assert!(
-            !merges.is_empty(),
-            "load fell back to a trickle: {changes:?}"
-        );
+        if merges.is_empty() {
+            let plan = broker
+                .http("POST", "/optimize_topology", Some(r#"{"dry_run": true}"#))
+                .await;
+            panic!(
+                "load fell back to a trickle but nothing merged: {changes:?}; the plan now: {}",
+                plan.text()
+            );
+        }
         assert!(
             merges[0] > started_ms + PEAK_S * 1000,
             "merges follow the peak: {changes:?}"
         );
         assert!(
-            merges.iter().all(|at| *at > splits[splits.len() - 1]),
-            "while the trace plays, no split after a merge (no flapping): {changes:?}"
+            changes
+                .iter()
+                .filter(|(_, kind)| kind == "split")
+                .all(|(at, _)| *at < merges[0]),
+            "no split after a merge (no flapping): {changes:?}"
         );
         // Every change the stream went through is in the log.
         assert_eq!(epoch - 1, changes.len() as u64, "{changes:?}");
