@@ -102,13 +102,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         tasks.spawn(http::serve(http_listener, state, shutdown.clone()));
     }
-    tasks.spawn(engine.run(shutdown.clone().cancelled_owned()));
+    let autoscaler = spawn_autoscaler(engine, shutdown.clone())?;
     tasks.close();
     // Scripts and tests read the bound port from this line.
     println!("surge listening on {addr}");
     server::serve(listener, broker, shutdown).await;
     tasks.wait().await;
-    Ok(())
+    match tokio::task::spawn_blocking(move || autoscaler.join()).await {
+        Ok(Ok(())) => Ok(()),
+        _ => anyhow::bail!("the autoscaler thread panicked"),
+    }
+}
+
+/// Runs the autoscaler's loop on a thread and runtime of its own: refitting
+/// forecast models takes milliseconds to seconds of CPU, which on one of
+/// the server's worker threads would stall the connections it serves.
+fn spawn_autoscaler(
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot build the autoscaler's runtime")?;
+    std::thread::Builder::new()
+        .name("surge-autoscaler".into())
+        .spawn(move || runtime.block_on(engine.run(shutdown.cancelled_owned())))
+        .context("cannot start the autoscaler thread")
 }
 
 /// The embedded autoscaler over this broker; `autoscaler.enabled = false`
