@@ -158,14 +158,16 @@ rm -rf "$SCRATCH/fio"
 
 IPERF_PORT=$(( 20000 + RANDOM % 20000 ))
 log "iperf3: loopback TCP, one stream, ${IPERF_S} s (port $IPERF_PORT)"
-iperf3 -s -1 -B 127.0.0.1 -p "$IPERF_PORT" >"$OUT/iperf3-server.log" 2>&1 &
+iperf3 -s -1 --forceflush -B 127.0.0.1 -p "$IPERF_PORT" >"$OUT/iperf3-server.log" 2>&1 &
 IPERF_PID=$!
-for _ in $(seq 50); do
-    if iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -t "$IPERF_S" -J >"$OUT/iperf3.json" 2>/dev/null; then
-        break
-    fi
+# The server says when it listens; probing the port instead would use up
+# the one client a `-1` server serves.
+for _ in $(seq 300); do
+    grep -q "listening" "$OUT/iperf3-server.log" 2>/dev/null && break
     sleep 0.1
 done
+iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -t "$IPERF_S" -J >"$OUT/iperf3.json" \
+    || die "iperf3 client failed (server log: $OUT/iperf3-server.log)"
 stop_pid "$IPERF_PID"
 IPERF_PID=
 
