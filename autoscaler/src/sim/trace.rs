@@ -1,9 +1,8 @@
-//! Rate traces for the simulator: `timestamp,value` CSV files (a header
-//! line is skipped), timestamps as `YYYY-MM-DD HH:MM:SS` (or with a `T`) or
-//! as unix seconds. Samples are put on a regular grid at the median sample
-//! step by linear interpolation, and values are scaled so the trace's
-//! `peak_quantile` quantile (the maximum at 1.0) becomes `peak_eps` events
-//! per second; bursts above it scale with it.
+//! Rate traces for the simulator: `timestamp,value` CSV files read by
+//! `surge_trace` (values must be rates >= 0). Samples are put on a regular
+//! grid at the median sample step by linear interpolation, and values are
+//! scaled so the trace's `peak_quantile` quantile (the maximum at 1.0)
+//! becomes `peak_eps` events per second; bursts above it scale with it.
 
 use std::path::Path;
 
@@ -26,46 +25,6 @@ fn bad(line: usize, message: impl Into<String>) -> AutoscalerError {
     AutoscalerError::invalid("trace", format!("line {line}: {}", message.into()))
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// Milliseconds since the epoch (the file's local time read as UTC).
-pub fn parse_timestamp(text: &str) -> Option<u64> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Some(seconds * 1000);
-    }
-    let (date, time) = text.split_once([' ', 'T'])?;
-    let mut date_parts = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (
-        date_parts.next()??,
-        date_parts.next()??,
-        date_parts.next()??,
-    );
-    let mut time_parts = time.split(':').map(|p| p.parse::<f64>().ok());
-    let (hour, minute) = (time_parts.next()??, time_parts.next()??);
-    let second = time_parts.next().flatten().unwrap_or(0.0);
-    let valid = (1..=12).contains(&month)
-        && (1..=31).contains(&day)
-        && (0.0..24.0).contains(&hour)
-        && (0.0..60.0).contains(&minute)
-        && (0.0..61.0).contains(&second);
-    if !valid {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let seconds = days as f64 * 86_400.0 + hour * 3600.0 + minute * 60.0 + second;
-    (seconds >= 0.0).then(|| (seconds * 1000.0).round() as u64)
-}
-
 pub fn parse(
     name: &str,
     text: &str,
@@ -84,36 +43,24 @@ pub fn parse(
             format!("must be within 0.5..=1, got {peak_quantile}"),
         ));
     }
-    let mut points: Vec<(u64, f64)> = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let number = index + 1;
-        if number > LINES_MAX {
+    let rows = surge_trace::parse_rows(text, LINES_MAX)
+        .map_err(|err| AutoscalerError::invalid("trace", err.to_string()))?;
+    let mut points: Vec<(u64, f64)> = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.at_s < 0.0 {
+            return Err(bad(row.line, "timestamps start at 1970"));
+        }
+        if row.value < 0.0 {
             return Err(bad(
-                number,
-                format!("a trace has at most {LINES_MAX} lines"),
+                row.line,
+                format!("bad value {} (a rate >= 0)", row.value),
             ));
         }
-        let line = line.trim();
-        if line.is_empty() || (index == 0 && line.starts_with("timestamp")) {
-            continue;
+        let at_ms = (row.at_s * 1000.0).round() as u64;
+        if points.last().is_some_and(|&(last, _)| at_ms <= last) {
+            return Err(bad(row.line, "timestamps must increase by 1 ms or more"));
         }
-        let (time, value) = line
-            .split_once(',')
-            .ok_or_else(|| bad(number, "expected timestamp,value"))?;
-        let at_ms =
-            parse_timestamp(time).ok_or_else(|| bad(number, format!("bad timestamp {time:?}")))?;
-        let value: f64 = value
-            .trim()
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-            .ok_or_else(|| bad(number, format!("bad value {value:?} (a finite rate >= 0)")))?;
-        if let Some(&(last, _)) = points.last() {
-            if at_ms <= last {
-                return Err(bad(number, "timestamps must increase"));
-            }
-        }
-        points.push((at_ms, value));
+        points.push((at_ms, row.value));
     }
     if points.len() < 2 {
         return Err(AutoscalerError::invalid(
@@ -177,22 +124,6 @@ pub fn load(path: &Path, peak_eps: f64, peak_quantile: f64) -> Result<Trace, Aut
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(parse_timestamp("1970-01-01 00:00:00"), Some(0));
-        assert_eq!(
-            parse_timestamp("2014-07-01 00:30:00"),
-            Some(1_404_174_600_000)
-        );
-        assert_eq!(
-            parse_timestamp("2015-02-26T21:42:53"),
-            Some(1_424_986_973_000)
-        );
-        assert_eq!(parse_timestamp("1404174600"), Some(1_404_174_600_000));
-        assert_eq!(parse_timestamp("2014-13-01 00:00:00"), None);
-        assert_eq!(parse_timestamp("yesterday"), None);
-    }
 
     #[test]
     fn scales_and_regularises() {

@@ -44,39 +44,19 @@ impl Trace {
         Trace::parse(&text, path)
     }
 
-    /// Parses CSV text; a first line that does not parse is a header.
+    /// Parses CSV text (see `surge_trace` for the row syntax), times
+    /// counted from the first row.
     pub fn parse(text: &str, path: &Path) -> Result<Trace, LoadgenError> {
-        let mut rows = Vec::new();
-        let mut first_s = None;
-        for (index, line) in text.lines().enumerate() {
-            let line_number = index + 1;
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let parsed = parse_row(line);
-            let Some((at_s, value)) = parsed else {
-                if rows.is_empty() && first_s.is_none() {
-                    continue;
-                }
-                let reason = "expected `timestamp,value`".to_owned();
-                return Err(trace_error(path, line_number, reason));
-            };
-            let first = *first_s.get_or_insert(at_s);
-            let at_s = at_s - first;
-            if rows.last().is_some_and(|last: &TraceRow| at_s <= last.at_s) {
-                let reason = "timestamps must increase".to_owned();
-                return Err(trace_error(path, line_number, reason));
-            }
-            if rows.len() == TRACE_ROWS_MAX {
-                let reason = format!("more than {TRACE_ROWS_MAX} rows");
-                return Err(trace_error(path, line_number, reason));
-            }
-            rows.push(TraceRow { at_s, value });
-        }
-        if rows.is_empty() {
-            return Err(trace_error(path, 0, "no rows".to_owned()));
-        }
+        let rows = surge_trace::parse_rows(text, TRACE_ROWS_MAX)
+            .map_err(|err| trace_error(path, err.line, err.reason))?;
+        let first_s = rows[0].at_s;
+        let rows = rows
+            .into_iter()
+            .map(|row| TraceRow {
+                at_s: row.at_s - first_s,
+                value: row.value,
+            })
+            .collect();
         Ok(Trace { rows })
     }
 
@@ -143,67 +123,9 @@ fn trace_error(path: &Path, line: usize, reason: String) -> LoadgenError {
     }
 }
 
-fn parse_row(line: &str) -> Option<(f64, f64)> {
-    let (timestamp, value) = line.split_once(',')?;
-    let value: f64 = value.trim().parse().ok()?;
-    if !value.is_finite() {
-        return None;
-    }
-    Some((parse_timestamp(timestamp.trim())?, value))
-}
-
-/// `YYYY-MM-DD HH:MM:SS` (or with `T`), as UTC seconds since the epoch,
-/// or a plain number of seconds.
-pub fn parse_timestamp(text: &str) -> Option<f64> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        return seconds.is_finite().then_some(seconds);
-    }
-    let (date, time) = text.split_once([' ', 'T'])?;
-    let mut date_parts = date.split('-').map(|part| part.parse::<i64>().ok());
-    let (year, month, day) = (
-        date_parts.next()??,
-        date_parts.next()??,
-        date_parts.next()??,
-    );
-    let mut time_parts = time.trim_end_matches('Z').split(':');
-    let hour: i64 = time_parts.next()?.parse().ok()?;
-    let minute: i64 = time_parts.next()?.parse().ok()?;
-    let second: f64 = time_parts.next().map_or(Some(0.0), |s| s.parse().ok())?;
-    let valid = (1..=12).contains(&month) && (1..=31).contains(&day) && hour < 24 && minute < 60;
-    if !valid {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    Some((days * 86_400 + hour * 3_600 + minute * 60) as f64 + second)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_parse_as_utc_seconds() {
-        assert_eq!(parse_timestamp("1970-01-01 00:00:00"), Some(0.0));
-        assert_eq!(
-            parse_timestamp("2015-02-26 21:42:53"),
-            Some(1_424_986_973.0)
-        );
-        assert_eq!(parse_timestamp("2000-03-01T00:00:00"), Some(951_868_800.0));
-        assert_eq!(parse_timestamp("12.5"), Some(12.5));
-        assert_eq!(parse_timestamp("yesterday"), None);
-    }
 
     #[test]
     fn header_is_skipped_and_bad_rows_rejected() {
