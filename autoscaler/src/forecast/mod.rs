@@ -5,7 +5,10 @@
 //! the policy and anomaly detection use) and for about a day ahead, so each
 //! horizon uses the model with the lowest rolling sMAPE. The band around
 //! the mean comes from that model's own recent errors (log ratios of actual
-//! to forecast), so it is as wide as the model has earned.
+//! to forecast), so it is as wide as the model has earned. Measurements
+//! outside the band for several ticks in a row re-level the forecast at
+//! once (see `nowcast`): a burst that lasts, or a drop after a peak the
+//! last fit learned from, is the new level until a refit says otherwise.
 
 pub mod models;
 mod nowcast;
@@ -35,6 +38,12 @@ const BAND_FACTOR_MAX: f64 = 2.0;
 /// Horizons scored as "about a day ahead".
 const LONG_FROM_MS: u64 = 22 * 3_600_000;
 const LONG_TO_MS: u64 = 26 * 3_600_000;
+/// Consecutive measurements on one side of the band that re-level the
+/// forecast: one is noise, a few in a row are a level the model missed.
+const BAND_EXITS_RELEVEL: u32 = 3;
+/// A fit on less history than this (the shortest season the models know)
+/// has learned a level, not a shape.
+const SEASONED_SPAN_MS: u64 = DAY_MS;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ForecastConfig {
@@ -119,6 +128,8 @@ pub struct Forecaster {
     fitted_at_ms: Option<u64>,
     candidates: Vec<Candidate>,
     nowcast: Nowcast,
+    /// Measurements in a row above (positive) or below (negative) the band.
+    band_exits: i32,
 }
 
 impl Forecaster {
@@ -137,6 +148,7 @@ impl Forecaster {
             config,
             fitted_at_ms: None,
             candidates,
+            band_exits: 0,
         }
     }
 
@@ -169,9 +181,10 @@ impl Forecaster {
         let old_base = self.model_band_at(now_ms).map(|b| b.mean);
         self.score(history);
         self.fit_all(&cleaned, now_ms);
-        if let (Some(old), Some(new)) = (old_base, self.model_band_at(now_ms)) {
-            self.nowcast.rebase(old, new.mean);
-        }
+        let seasoned = now_ms.saturating_sub(history.start_ms) >= SEASONED_SPAN_MS;
+        let new_base = self.model_band_at(now_ms).map(|b| b.mean);
+        self.nowcast
+            .rebase(old_base.unwrap_or(0.0), new_base.unwrap_or(0.0), seasoned);
         let q = self.config.quantile;
         for candidate in &mut self.candidates {
             candidate.short.settle(q);
@@ -268,13 +281,30 @@ impl Forecaster {
     /// Takes a measurement between refits (for the level correction).
     pub fn observe(&mut self, at_ms: u64, actual: f64) {
         let near_ms = self.nowcast.near_ms();
-        let (Some(now), Some(near)) = (
+        let (Some(now), Some(near), Some(band)) = (
             self.model_band_at(at_ms),
             self.model_band_at(at_ms + near_ms),
+            self.band_at(at_ms),
         ) else {
             return;
         };
+        let side = if actual > band.upper {
+            1
+        } else if actual < band.lower {
+            -1
+        } else {
+            0
+        };
+        self.band_exits = if side != 0 && side == self.band_exits.signum() {
+            self.band_exits + side
+        } else {
+            side
+        };
         self.nowcast.observe(at_ms, actual, now.mean, near.mean);
+        if self.band_exits.unsigned_abs() >= BAND_EXITS_RELEVEL {
+            self.nowcast.relevel(actual, now.mean);
+            self.band_exits = 0;
+        }
     }
 
     /// The band at `at_ms`: the selected model's, level-corrected by the
