@@ -62,7 +62,7 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
             let hints = shared.hints.for_stream(name);
             let entry = shared.streams.get_mut(name)?;
             let mut open: Vec<_> = topology.open_shards().collect();
-            open.sort_by_key(|s| s.hash_start);
+            open.sort_by(|a, b| (&a.group, a.hash_start).cmp(&(&b.group, b.hash_start)));
             let rate_of = |id: u32| {
                 entry
                     .rates
@@ -76,6 +76,7 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
                     .map(|s| ShardState {
                         id: s.id,
                         dir: s.dir,
+                        group: s.group.clone(),
                         events_per_s: rate_of(s.id),
                     })
                     .collect(),
