@@ -14,6 +14,7 @@ pub mod models;
 mod nowcast;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 pub use models::{ModelKind, ModelSettings, DAY_MS, WEEK_MS};
 
@@ -116,8 +117,9 @@ impl Score {
 #[derive(Debug, Clone)]
 struct Candidate {
     kind: ModelKind,
-    /// (fit time, path), oldest first.
-    paths: VecDeque<(u64, Series)>,
+    /// (fit time, path), oldest first; shared, so cloning a forecaster to
+    /// refit it away from readers copies no paths.
+    paths: VecDeque<(u64, Arc<Series>)>,
     short: Score,
     long: Score,
 }
@@ -196,7 +198,7 @@ impl Forecaster {
         let settings = self.config.models;
         for candidate in &mut self.candidates {
             if let Some(path) = models::fit_path(candidate.kind, history, LONG_TO_MS, &settings) {
-                candidate.paths.push_back((now_ms, path));
+                candidate.paths.push_back((now_ms, Arc::new(path)));
             }
         }
         let voters: Vec<&Series> = self
@@ -204,14 +206,14 @@ impl Forecaster {
             .iter()
             .filter(|c| c.kind != ModelKind::Last)
             .filter_map(|c| c.paths.back().filter(|(at, _)| *at == now_ms))
-            .map(|(_, path)| path)
+            .map(|(_, path)| path.as_ref())
             .collect();
         let start_ms = voters.iter().map(|p| p.start_ms).max().unwrap_or(now_ms);
         let median = models::median_path(&voters, start_ms, LONG_TO_MS);
         for candidate in &mut self.candidates {
             if candidate.kind == ModelKind::Ensemble {
                 if let Some(path) = median.clone() {
-                    candidate.paths.push_back((now_ms, path));
+                    candidate.paths.push_back((now_ms, Arc::new(path)));
                 }
             }
             while candidate
