@@ -52,6 +52,19 @@ pub struct AutoscalerConfig {
     pub anomaly_sigma: f64,
 }
 
+/// Rejects a setting that must be a finite number above zero, naming it
+/// (the loop's and the simulator's settings share this rule).
+pub(crate) fn positive(field: &str, value: f64) -> Result<(), AutoscalerError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(AutoscalerError::invalid(
+            field,
+            format!("must be > 0, got {value}"),
+        ))
+    }
+}
+
 impl AutoscalerConfig {
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -79,16 +92,6 @@ impl AutoscalerConfig {
 
     /// Rejects settings the loop cannot work with, naming the field.
     pub fn validate(&self) -> Result<(), AutoscalerError> {
-        let positive = |field: &str, value: f64| {
-            if value.is_finite() && value > 0.0 {
-                Ok(())
-            } else {
-                Err(AutoscalerError::invalid(
-                    field,
-                    format!("must be > 0, got {value}"),
-                ))
-            }
-        };
         positive("capacity_per_shard_eps", self.capacity_per_shard_eps)?;
         positive("interval", self.interval.as_secs_f64())?;
         positive("horizon", self.horizon.as_secs_f64())?;

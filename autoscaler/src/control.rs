@@ -18,6 +18,9 @@ pub struct ShardView {
     pub parents: Vec<u32>,
     /// Data directory index (0: the main one).
     pub dir: u32,
+    /// Routing group: `""` for the default one, else the event type whose
+    /// shards these are. Only shards of one group can merge.
+    pub group: String,
     /// Next offset (the sealed end for a sealed shard).
     pub end_offset: u64,
     pub size_bytes: u64,

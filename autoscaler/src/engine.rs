@@ -2,8 +2,9 @@
 //! forecasts, detects anomalies, applies hints, asks the policy for a plan
 //! and carries it out through `TopologyControl`, recording each decision.
 //! State shared with the HTTP side sits behind one mutex that is never held
-//! across an await: a tick prepares under the lock, talks to the broker
-//! without it, and records under it again.
+//! across an await nor during a model refit: a tick prepares under the
+//! lock, refits a copy of the forecaster and talks to the broker without
+//! it, and records under it again.
 
 mod prom;
 mod rates;

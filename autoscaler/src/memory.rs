@@ -140,6 +140,7 @@ fn open(stream: &mut Stream, hash_start: u64, hash_end: u64, parents: Vec<u32>, 
         sealed: false,
         parents,
         dir,
+        group: String::new(),
         end_offset: 0,
         size_bytes: 0,
     });

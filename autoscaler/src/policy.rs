@@ -83,13 +83,16 @@ impl PolicyConfig {
 pub struct ShardState {
     pub id: u32,
     pub dir: u32,
+    /// Routing group (`""`: the default one); merges stay inside one.
+    pub group: String,
     pub events_per_s: f64,
 }
 
 /// What the policy knows about one stream now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamState {
-    /// Open shards in hash order.
+    /// Open shards by routing group, in hash order within each group (so
+    /// neighbours of one group are adjacent).
     pub shards: Vec<ShardState>,
     pub measured_eps: f64,
     /// Recent growth of the measured rate (events/s per second).
@@ -332,8 +335,8 @@ fn shrink(
     plan
 }
 
-/// Disjoint adjacent pairs, coldest first, whose merged load stays below the
-/// per-shard target less the hysteresis.
+/// Disjoint adjacent pairs of one routing group, coldest first, whose
+/// merged load stays below the per-shard target less the hysteresis.
 fn merges(config: &PolicyConfig, state: &StreamState, count_max: usize) -> Vec<ActionKind> {
     let limit = if config.merge_pairs_must_fit {
         config.shard_target_eps() * (1.0 - MERGE_HYSTERESIS)
@@ -344,6 +347,7 @@ fn merges(config: &PolicyConfig, state: &StreamState, count_max: usize) -> Vec<A
         .shards
         .windows(2)
         .enumerate()
+        .filter(|(_, pair)| pair[0].group == pair[1].group)
         .map(|(i, pair)| (pair[0].events_per_s + pair[1].events_per_s, i))
         .filter(|(load, _)| *load <= limit)
         .collect();

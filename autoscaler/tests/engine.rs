@@ -218,3 +218,37 @@ async fn predict_validates_its_arguments() {
         Err(AutoscalerError::UnknownStream(_))
     ));
 }
+
+/// Issue 5: a young stream's first model was fitted on its first minute,
+/// which held the peak; that forecast stayed up until the next refit five
+/// minutes later and, as merges need the forecast to allow them, held the
+/// extra shards that long after the load had gone.
+#[tokio::test]
+async fn a_peak_in_the_first_minute_does_not_hold_merges_until_the_next_refit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker();
+    let mut config = AutoscalerConfig::new(dir.path());
+    config.scale_down_cooldown = std::time::Duration::from_secs(30);
+    config.scale_down_stable = std::time::Duration::from_secs(20);
+    let scaler: Scaler = Autoscaler::open(config, broker.clone(), broker.clone()).expect("open");
+    run_for(&scaler, &broker, 70, 3000.0).await;
+    let peak_shards = broker.open_shards(STREAM);
+    assert!(peak_shards >= 4, "{peak_shards} shards at the peak");
+    let prediction = scaler
+        .predict(STREAM, broker.now_ms(), broker.now_ms() + 60_000, 60_000)
+        .expect("a model was fitted on the first minute");
+    assert!(prediction.points[0].mean_eps > 2000.0, "{prediction:?}");
+    // Well within the five minutes to the next refit.
+    run_for(&scaler, &broker, 120, 20.0).await;
+    let shards = broker.open_shards(STREAM);
+    assert_eq!(
+        shards,
+        1,
+        "{shards} shards two minutes after the load fell; decisions: {:?}",
+        scaler
+            .decisions(3)
+            .iter()
+            .map(|d| &d.reasons)
+            .collect::<Vec<_>>()
+    );
+}

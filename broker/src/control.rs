@@ -64,6 +64,7 @@ impl TopologyControl for BrokerControl {
                     sealed: shard.sealed_at.is_some(),
                     parents: shard.parents.clone(),
                     dir: shard.dir,
+                    group: shard.group.clone(),
                     end_offset: shard
                         .sealed_at
                         .or_else(|| runtime.map(|live| live.visible_end()))

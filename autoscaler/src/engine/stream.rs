@@ -1,6 +1,9 @@
 //! Everything the loop keeps per stream: history (persisted), the
 //! forecaster, the last sample and rates, and the policy's bookkeeping
 //! (last split, since when it could shrink, recent change rounds).
+//! A sample is taken in two steps under the engine's lock, `record` and
+//! `settle`, so that the refit between them (the expensive part) runs on
+//! a copy of the forecaster without the lock.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -12,6 +15,7 @@ use crate::forecast::{Band, ForecastConfig, Forecaster, ModelKind};
 use crate::history::History;
 use crate::metrics::StreamSample;
 use crate::policy::ForecastView;
+use crate::series::Series;
 
 use super::rates;
 
@@ -22,12 +26,31 @@ const EARLY_REFIT_MS: u64 = 5 * 60_000;
 /// Change rounds remembered for the budget.
 const CHANGES_MAX: usize = 1_024;
 
+/// A copy of one stream's forecaster and its history, to refit without
+/// the engine's lock.
+#[derive(Debug)]
+pub(super) struct Refit {
+    history: Series,
+    forecaster: Forecaster,
+    version: u64,
+}
+
+impl Refit {
+    pub fn run(mut self) -> Self {
+        self.forecaster.refit(&self.history);
+        self
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct StreamEntry {
     name: String,
     history: History,
     history_path: PathBuf,
     forecaster: Forecaster,
+    /// Bumped by every change to `forecaster`: a refit made on an older
+    /// copy is dropped.
+    forecaster_version: u64,
     last_sample: Option<StreamSample>,
     pub rates: Option<StreamRates>,
     recent: VecDeque<(u64, f64)>,
@@ -72,6 +95,7 @@ impl StreamEntry {
             history,
             history_path,
             forecaster: Forecaster::new(forecast),
+            forecaster_version: 0,
             last_sample: None,
             rates: None,
             recent: VecDeque::new(),
@@ -84,39 +108,56 @@ impl StreamEntry {
         }
     }
 
-    /// Takes a new sample: rates, history, refits on schedule. Returns the
-    /// measured rate, or `None` on the first sample.
-    pub fn observe(
+    /// Takes a new sample: rates and history. Returns the measured rate
+    /// (`None` on the first sample) and the refit now due, if any, for the
+    /// caller to run without the lock and hand to `settle`.
+    pub fn record(
         &mut self,
         sample: StreamSample,
         now_ms: u64,
         config: &AutoscalerConfig,
-    ) -> Option<f64> {
+    ) -> (Option<f64>, Option<Refit>) {
         let before = self.last_sample.replace(sample);
-        // A history loaded from disk is fitted on the first sample already.
-        self.maybe_refit(now_ms, config);
         let now = self.last_sample.as_ref().expect("just stored");
-        let rates = rates::stream_rates(now, before.as_ref()?)?;
-        let measured = rates.events_per_s;
-        self.rates = Some(rates);
-        if self.history.record(now_ms, measured) {
-            if let Err(err) = self.history.save(&self.history_path) {
-                tracing::warn!(stream = self.name, %err, "cannot persist autoscaler history");
+        let rates = before
+            .as_ref()
+            .and_then(|before| rates::stream_rates(now, before));
+        let measured = rates.as_ref().map(|r| r.events_per_s);
+        if let Some(rates) = rates {
+            self.rates = Some(rates);
+        }
+        if let Some(measured) = measured {
+            if self.history.record(now_ms, measured) {
+                if let Err(err) = self.history.save(&self.history_path) {
+                    tracing::warn!(stream = self.name, %err, "cannot persist autoscaler history");
+                }
+            }
+            self.recent.push_back((now_ms, measured));
+            while self.recent.len() > RECENT_MAX {
+                self.recent.pop_front();
             }
         }
-        self.recent.push_back((now_ms, measured));
-        while self.recent.len() > RECENT_MAX {
-            self.recent.pop_front();
-        }
-        self.maybe_refit(now_ms, config);
-        self.forecaster.observe(now_ms, measured);
-        Some(measured)
+        // A history loaded from disk is fitted on the first sample already.
+        (measured, self.refit_due(now_ms, config))
     }
 
-    fn maybe_refit(&mut self, now_ms: u64, config: &AutoscalerConfig) {
+    /// Installs `refit` unless the forecaster changed since it was taken,
+    /// then gives the measurement to the level correction.
+    pub fn settle(&mut self, refit: Option<Refit>, measured: Option<f64>, now_ms: u64) {
+        if let Some(refit) = refit.filter(|r| r.version == self.forecaster_version) {
+            self.forecaster = refit.forecaster;
+            self.forecaster_version += 1;
+        }
+        if let Some(measured) = measured {
+            self.forecaster.observe(now_ms, measured);
+            self.forecaster_version += 1;
+        }
+    }
+
+    fn refit_due(&self, now_ms: u64, config: &AutoscalerConfig) -> Option<Refit> {
         let coarse = self.history.coarse();
         if coarse.values.is_empty() {
-            return;
+            return None;
         }
         let every_ms = if coarse.end_ms() - coarse.start_ms < crate::forecast::DAY_MS {
             EARLY_REFIT_MS.min(config.refit_interval.as_millis() as u64)
@@ -127,9 +168,11 @@ impl StreamEntry {
             .forecaster
             .fitted_at_ms()
             .is_none_or(|at| now_ms.saturating_sub(at) >= every_ms && coarse.end_ms() > at);
-        if due {
-            self.forecaster.refit(&coarse);
-        }
+        due.then(|| Refit {
+            history: coarse,
+            forecaster: self.forecaster.clone(),
+            version: self.forecaster_version,
+        })
     }
 
     /// Growth of the measured rate over the recent samples (per second).
@@ -264,5 +307,63 @@ impl StreamEntry {
     /// Rolling sMAPE per model: (model, short horizon, about a day).
     pub fn scores(&self) -> Vec<(ModelKind, Option<f64>, Option<f64>)> {
         self.forecaster.scores()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::metrics::ShardCounters;
+
+    fn sample(at_ms: u64, events: u64) -> StreamSample {
+        StreamSample {
+            stream: "s".into(),
+            at: UNIX_EPOCH + Duration::from_millis(at_ms),
+            epoch: 1,
+            shards: vec![ShardCounters {
+                shard: 1,
+                events,
+                ..ShardCounters::default()
+            }],
+        }
+    }
+
+    /// Feeds 100 ev/s every 10 s up to `until_ms`, refitting inline.
+    fn feed(entry: &mut StreamEntry, config: &AutoscalerConfig, from_ms: u64, until_ms: u64) {
+        for at_ms in (from_ms..until_ms).step_by(10_000) {
+            let (measured, refit) = entry.record(sample(at_ms, at_ms / 10), at_ms, config);
+            entry.settle(refit.map(Refit::run), measured, at_ms);
+        }
+    }
+
+    #[test]
+    fn a_refit_taken_before_another_change_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = AutoscalerConfig::new(dir.path());
+        let mut entry = StreamEntry::new("s", &config);
+        feed(&mut entry, &config, 0, 130_000);
+        let fitted_ms = entry.forecaster.fitted_at_ms().expect("fitted");
+        // The next refit comes due; while it runs, another sample settles.
+        let mut at_ms = 130_000;
+        let refit = loop {
+            let (measured, refit) = entry.record(sample(at_ms, at_ms / 10), at_ms, &config);
+            if let Some(refit) = refit {
+                break refit.run();
+            }
+            entry.settle(None, measured, at_ms);
+            at_ms += 10_000;
+            assert!(at_ms < 3_600_000, "no refit came due");
+        };
+        entry.settle(None, Some(100.0), at_ms);
+        entry.settle(Some(refit), None, at_ms);
+        assert_eq!(entry.forecaster.fitted_at_ms(), Some(fitted_ms));
+        // Taken and installed with nothing in between, a refit lands.
+        at_ms += 10_000;
+        let (measured, refit) = entry.record(sample(at_ms, at_ms / 10), at_ms, &config);
+        let refit = refit.expect("still due").run();
+        entry.settle(Some(refit), measured, at_ms);
+        assert!(entry.forecaster.fitted_at_ms() > Some(fitted_ms));
     }
 }

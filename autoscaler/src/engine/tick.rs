@@ -8,35 +8,44 @@ use crate::control::{ChangeReport, ControlError, TopologyControl};
 use crate::metrics::MetricsSource;
 use crate::policy::{self, ShardState, StreamState};
 
-use super::stream::StreamEntry;
+use super::stream::{Refit, StreamEntry};
 use super::{Autoscaler, STREAMS_MAX};
 
 impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
-    /// Samples one stream; false when it has no sample or is over the limit.
+    /// Samples one stream; false when it has no sample or is over the
+    /// limit. A refit this sample makes due runs between two short holds
+    /// of the lock, so /predict_load and the rest never wait on a fit.
     pub(super) fn observe(&self, name: &str, now_ms: u64) -> bool {
         let Some(sample) = self.metrics.sample(name) else {
             return false;
         };
+        let (measured, refit) = {
+            let mut shared = self.shared.lock();
+            if !shared.streams.contains_key(name) {
+                if shared.streams.len() >= STREAMS_MAX {
+                    self.counters
+                        .streams_ignored
+                        .fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+                shared
+                    .streams
+                    .insert(name.to_string(), StreamEntry::new(name, &self.config));
+            }
+            let entry = shared.streams.get_mut(name).expect("inserted above");
+            entry.record(sample, now_ms, &self.config)
+        };
+        let refit = refit.map(Refit::run);
         let mut shared = self.shared.lock();
         let shared = &mut *shared;
-        if !shared.streams.contains_key(name) {
-            if shared.streams.len() >= STREAMS_MAX {
-                self.counters
-                    .streams_ignored
-                    .fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
-            shared
-                .streams
-                .insert(name.to_string(), StreamEntry::new(name, &self.config));
-        }
-        let entry = shared.streams.get_mut(name).expect("inserted above");
         let hints = shared.hints.for_stream(name);
-        entry.anomaly = entry
-            .observe(sample, now_ms, &self.config)
-            .and_then(|measured| {
-                entry.anomaly(now_ms, measured, &hints, self.config.anomaly_sigma)
-            });
+        let Some(entry) = shared.streams.get_mut(name) else {
+            return false;
+        };
+        entry.settle(refit, measured, now_ms);
+        entry.anomaly = measured.and_then(|measured| {
+            entry.anomaly(now_ms, measured, &hints, self.config.anomaly_sigma)
+        });
         true
     }
 
@@ -62,7 +71,7 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
             let hints = shared.hints.for_stream(name);
             let entry = shared.streams.get_mut(name)?;
             let mut open: Vec<_> = topology.open_shards().collect();
-            open.sort_by_key(|s| s.hash_start);
+            open.sort_by(|a, b| (&a.group, a.hash_start).cmp(&(&b.group, b.hash_start)));
             let rate_of = |id: u32| {
                 entry
                     .rates
@@ -76,6 +85,7 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
                     .map(|s| ShardState {
                         id: s.id,
                         dir: s.dir,
+                        group: s.group.clone(),
                         events_per_s: rate_of(s.id),
                     })
                     .collect(),

@@ -5,12 +5,16 @@
 //! the policy and anomaly detection use) and for about a day ahead, so each
 //! horizon uses the model with the lowest rolling sMAPE. The band around
 //! the mean comes from that model's own recent errors (log ratios of actual
-//! to forecast), so it is as wide as the model has earned.
+//! to forecast), so it is as wide as the model has earned. Measurements
+//! outside the band for several ticks in a row re-level the forecast at
+//! once (see `nowcast`): a burst that lasts, or a drop after a peak the
+//! last fit learned from, is the new level until a refit says otherwise.
 
 pub mod models;
 mod nowcast;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 pub use models::{ModelKind, ModelSettings, DAY_MS, WEEK_MS};
 
@@ -35,6 +39,12 @@ const BAND_FACTOR_MAX: f64 = 2.0;
 /// Horizons scored as "about a day ahead".
 const LONG_FROM_MS: u64 = 22 * 3_600_000;
 const LONG_TO_MS: u64 = 26 * 3_600_000;
+/// Consecutive measurements on one side of the band that re-level the
+/// forecast: one is noise, a few in a row are a level the model missed.
+const BAND_EXITS_RELEVEL: u32 = 3;
+/// A fit on less history than this (the shortest season the models know)
+/// has learned a level, not a shape.
+const SEASONED_SPAN_MS: u64 = DAY_MS;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ForecastConfig {
@@ -107,8 +117,9 @@ impl Score {
 #[derive(Debug, Clone)]
 struct Candidate {
     kind: ModelKind,
-    /// (fit time, path), oldest first.
-    paths: VecDeque<(u64, Series)>,
+    /// (fit time, path), oldest first; shared, so cloning a forecaster to
+    /// refit it away from readers copies no paths.
+    paths: VecDeque<(u64, Arc<Series>)>,
     short: Score,
     long: Score,
 }
@@ -119,6 +130,8 @@ pub struct Forecaster {
     fitted_at_ms: Option<u64>,
     candidates: Vec<Candidate>,
     nowcast: Nowcast,
+    /// Measurements in a row above (positive) or below (negative) the band.
+    band_exits: i32,
 }
 
 impl Forecaster {
@@ -137,6 +150,7 @@ impl Forecaster {
             config,
             fitted_at_ms: None,
             candidates,
+            band_exits: 0,
         }
     }
 
@@ -169,9 +183,10 @@ impl Forecaster {
         let old_base = self.model_band_at(now_ms).map(|b| b.mean);
         self.score(history);
         self.fit_all(&cleaned, now_ms);
-        if let (Some(old), Some(new)) = (old_base, self.model_band_at(now_ms)) {
-            self.nowcast.rebase(old, new.mean);
-        }
+        let seasoned = now_ms.saturating_sub(history.start_ms) >= SEASONED_SPAN_MS;
+        let new_base = self.model_band_at(now_ms).map(|b| b.mean);
+        self.nowcast
+            .rebase(old_base.unwrap_or(0.0), new_base.unwrap_or(0.0), seasoned);
         let q = self.config.quantile;
         for candidate in &mut self.candidates {
             candidate.short.settle(q);
@@ -183,7 +198,7 @@ impl Forecaster {
         let settings = self.config.models;
         for candidate in &mut self.candidates {
             if let Some(path) = models::fit_path(candidate.kind, history, LONG_TO_MS, &settings) {
-                candidate.paths.push_back((now_ms, path));
+                candidate.paths.push_back((now_ms, Arc::new(path)));
             }
         }
         let voters: Vec<&Series> = self
@@ -191,14 +206,14 @@ impl Forecaster {
             .iter()
             .filter(|c| c.kind != ModelKind::Last)
             .filter_map(|c| c.paths.back().filter(|(at, _)| *at == now_ms))
-            .map(|(_, path)| path)
+            .map(|(_, path)| path.as_ref())
             .collect();
         let start_ms = voters.iter().map(|p| p.start_ms).max().unwrap_or(now_ms);
         let median = models::median_path(&voters, start_ms, LONG_TO_MS);
         for candidate in &mut self.candidates {
             if candidate.kind == ModelKind::Ensemble {
                 if let Some(path) = median.clone() {
-                    candidate.paths.push_back((now_ms, path));
+                    candidate.paths.push_back((now_ms, Arc::new(path)));
                 }
             }
             while candidate
@@ -268,13 +283,30 @@ impl Forecaster {
     /// Takes a measurement between refits (for the level correction).
     pub fn observe(&mut self, at_ms: u64, actual: f64) {
         let near_ms = self.nowcast.near_ms();
-        let (Some(now), Some(near)) = (
+        let (Some(now), Some(near), Some(band)) = (
             self.model_band_at(at_ms),
             self.model_band_at(at_ms + near_ms),
+            self.band_at(at_ms),
         ) else {
             return;
         };
+        let side = if actual > band.upper {
+            1
+        } else if actual < band.lower {
+            -1
+        } else {
+            0
+        };
+        self.band_exits = if side != 0 && side == self.band_exits.signum() {
+            self.band_exits + side
+        } else {
+            side
+        };
         self.nowcast.observe(at_ms, actual, now.mean, near.mean);
+        if self.band_exits.unsigned_abs() >= BAND_EXITS_RELEVEL {
+            self.nowcast.relevel(actual, now.mean);
+            self.band_exits = 0;
+        }
     }
 
     /// The band at `at_ms`: the selected model's, level-corrected by the
@@ -349,83 +381,4 @@ impl Forecaster {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const STEP_MS: u64 = 30 * 60_000;
-
-    fn daily(days: u64, noise: bool) -> Series {
-        let per_day = DAY_MS / STEP_MS;
-        let values = (0..days * per_day)
-            .map(|i| {
-                let phase = (i % per_day) as f64 / per_day as f64;
-                let jitter = if noise {
-                    ((i * 7919) % 13) as f64 * 5.0
-                } else {
-                    0.0
-                };
-                1000.0 + 600.0 * (phase * std::f64::consts::TAU).sin() + jitter
-            })
-            .collect();
-        Series::new(0, STEP_MS, values)
-    }
-
-    #[test]
-    fn picks_a_seasonal_model_for_a_seasonal_series() {
-        let history = daily(10, true);
-        let mut forecaster = Forecaster::new(ForecastConfig::default());
-        forecaster.refit(&history);
-        let model = forecaster.model_for(3_600_000).expect("a model");
-        assert!(
-            matches!(
-                model,
-                ModelKind::Mstl | ModelKind::SeasonalDaily | ModelKind::SeasonalWeekly
-            ),
-            "{model:?}, scores {:?}",
-            forecaster.scores()
-        );
-        let now = history.end_ms();
-        let truth = daily(11, true);
-        for ahead in [1u64, 6, 12] {
-            let at = now + ahead * STEP_MS;
-            let band = forecaster.band_at(at).expect("band");
-            let actual = truth.at(at).expect("truth");
-            assert!(
-                band.lower <= band.mean && band.mean <= band.upper,
-                "{band:?}"
-            );
-            assert!(
-                (band.mean - actual).abs() / actual < 0.15,
-                "{band:?} vs {actual}"
-            );
-        }
-    }
-
-    #[test]
-    fn refits_score_the_previous_paths() {
-        let full = daily(12, false);
-        let mut forecaster = Forecaster::new(ForecastConfig::default());
-        forecaster.refit(&full.until(10 * DAY_MS));
-        let before = forecaster.scores();
-        forecaster.refit(&full.until(10 * DAY_MS + 4 * 3_600_000));
-        let after = forecaster.scores();
-        assert_ne!(before, after);
-        assert_eq!(forecaster.fitted_at_ms(), Some(10 * DAY_MS + 4 * 3_600_000));
-        // A flat "last value" cannot beat a seasonal model on a clean sine.
-        let score = |kind| {
-            after
-                .iter()
-                .find(|(k, _, _)| *k == kind)
-                .and_then(|(_, short, _)| *short)
-                .expect("scored")
-        };
-        assert!(score(ModelKind::SeasonalDaily) < score(ModelKind::Last));
-    }
-
-    #[test]
-    fn no_band_before_a_fit() {
-        let forecaster = Forecaster::new(ForecastConfig::default());
-        assert!(forecaster.band_at(0).is_none());
-        assert!(forecaster.model_for(0).is_none());
-    }
-}
+mod tests;

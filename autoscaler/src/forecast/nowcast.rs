@@ -1,9 +1,13 @@
 //! Level correction between refits. A fitted path knows nothing of the
 //! last minutes; the nowcast keeps the ratio of measured to forecast (an
 //! exponential average over about ten minutes) and applies it to near
-//! horizons, fading towards the model over a couple of hours. Its own
-//! errors, measured `near_ms` after each prediction, give the band for the
-//! near horizons the policy sizes on.
+//! horizons, fading towards a seasoned model over a couple of hours (a
+//! model fitted on less than a season knows no shape to fade towards, so
+//! the correction holds at every horizon). When measurements leave the
+//! model's band for several ticks in a row the model is wrong about the
+//! level, not noisy: the ratio jumps to the measurement (`relevel`) instead
+//! of creeping there. Its own errors, measured `near_ms` after each
+//! prediction, give the band for the near horizons the policy sizes on.
 
 use std::collections::VecDeque;
 
@@ -13,8 +17,14 @@ use crate::series::{log_ratio, quantile};
 const RATIO_TAU_MS: f64 = 10.0 * 60_000.0;
 /// The correction fades with this time constant over the horizon.
 const FADE_MS: f64 = 2.0 * 3_600_000.0;
+/// The average alone corrects the model by at most this much: a slow drift
+/// of a trusted model is small.
 const RATIO_MIN: f64 = 0.25;
 const RATIO_MAX: f64 = 4.0;
+/// After a re-level the measurements speak for themselves until the next
+/// refit, within bounds that only keep the arithmetic finite.
+const RELEVEL_MIN: f64 = 1e-4;
+const RELEVEL_MAX: f64 = 1e4;
 /// A model change moves the ratio by at most this factor either way.
 const REBASE_MAX: f64 = 2.0;
 const RESIDUALS_MAX: usize = 4_000;
@@ -32,6 +42,10 @@ pub struct Nowcast {
     near_ms: u64,
     quantile: f64,
     ratio: f64,
+    /// The ratio was set by a re-level and may leave the average's bounds.
+    relevelled: bool,
+    /// The fitted model is seasoned: the correction fades towards it.
+    fades: bool,
     last_ms: Option<u64>,
     /// (target time, predicted), in target order.
     pending: VecDeque<(u64, f64)>,
@@ -47,6 +61,8 @@ impl Nowcast {
             near_ms,
             quantile,
             ratio: 1.0,
+            relevelled: false,
+            fades: true,
             last_ms: None,
             pending: VecDeque::new(),
             residuals: VecDeque::new(),
@@ -65,15 +81,46 @@ impl Nowcast {
 
     /// The correction for a point `ahead_ms` past the last measurement.
     pub fn factor(&self, ahead_ms: u64) -> f64 {
+        if !self.fades {
+            return self.ratio;
+        }
         1.0 + (self.ratio - 1.0) * (-(ahead_ms as f64) / FADE_MS).exp()
     }
 
-    /// A new model took over: keep the corrected level continuous.
-    pub fn rebase(&mut self, old_base: f64, new_base: f64) {
-        if old_base > 0.0 && new_base > 0.0 {
-            let shift = (old_base / new_base).clamp(1.0 / REBASE_MAX, REBASE_MAX);
-            self.ratio = (self.ratio * shift).clamp(RATIO_MIN, RATIO_MAX);
+    fn bounds(&self) -> (f64, f64) {
+        if self.relevelled {
+            (RELEVEL_MIN, RELEVEL_MAX)
+        } else {
+            (RATIO_MIN, RATIO_MAX)
         }
+    }
+
+    /// A new model took over (`fades`: it is seasoned): keep the corrected
+    /// level continuous. After a re-level the old model was wrong, so the
+    /// level carries over in full; otherwise a model change moves it by at
+    /// most `REBASE_MAX`.
+    pub fn rebase(&mut self, old_base: f64, new_base: f64, fades: bool) {
+        self.fades = fades;
+        if old_base > 0.0 && new_base > 0.0 {
+            let limit = if self.relevelled {
+                RELEVEL_MAX
+            } else {
+                REBASE_MAX
+            };
+            let shift = (old_base / new_base).clamp(1.0 / limit, limit);
+            self.ratio *= shift;
+        }
+        self.relevelled &= !(RATIO_MIN..=RATIO_MAX).contains(&self.ratio);
+        let (low, high) = self.bounds();
+        self.ratio = self.ratio.clamp(low, high);
+    }
+
+    /// Sets the level to the measurement `actual` against the model's
+    /// `base_now` (call after `observe` for the same measurement).
+    pub fn relevel(&mut self, actual: f64, base_now: f64) {
+        self.relevelled = true;
+        let observed = (actual.max(0.0) + 1.0) / (base_now.max(0.0) + 1.0);
+        self.ratio = observed.clamp(RELEVEL_MIN, RELEVEL_MAX);
     }
 
     /// A measurement at `at_ms`; `base_now` and `base_near` are the
@@ -98,7 +145,8 @@ impl Nowcast {
             Some(last) => 1.0 - (-((at_ms - last) as f64) / RATIO_TAU_MS).exp(),
         };
         let observed = (actual.max(0.0) + 1.0) / (base_now.max(0.0) + 1.0);
-        self.ratio = (self.ratio + weight * (observed - self.ratio)).clamp(RATIO_MIN, RATIO_MAX);
+        let (low, high) = self.bounds();
+        self.ratio = (self.ratio + weight * (observed - self.ratio)).clamp(low, high);
         self.last_ms = Some(at_ms);
         let due = self
             .pending
@@ -131,13 +179,32 @@ mod tests {
         assert!((near - 2.0).abs() < 0.05, "{near}");
         // A model far off the old one moves the level by at most 2x.
         let mut shifted = nowcast.clone();
-        shifted.rebase(1000.0, 100_000.0);
+        shifted.rebase(1000.0, 100_000.0, true);
         assert!((shifted.factor(0) - 1.0).abs() < 0.05);
         assert!(nowcast.factor(24 * 3_600_000) < 1.01);
         let (low, high) = nowcast.band.expect("residuals gathered");
         assert!(low <= high);
-        nowcast.rebase(1000.0, 2000.0);
+        nowcast.rebase(1000.0, 2000.0, true);
         assert!((nowcast.factor(0) - 1.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn a_relevel_leaves_the_average_bounds_until_a_refit_agrees() {
+        let mut nowcast = Nowcast::new(900_000, 0.95);
+        nowcast.observe(0, 100.0, 10_000.0, 10_000.0);
+        assert!((nowcast.factor(0) - RATIO_MIN).abs() < 1e-9);
+        nowcast.relevel(100.0, 10_000.0);
+        let level = 10_001.0 * nowcast.factor(0) - 1.0;
+        assert!((level - 100.0).abs() < 0.01, "{level}");
+        // Fading towards the falsified model would bring it back.
+        assert!(nowcast.factor(3_600_000) > 0.3);
+        // A refit whose model sees the low level ends the re-level and,
+        // being unseasoned, holds the correction at every horizon.
+        nowcast.rebase(10_000.0, 100.0, false);
+        assert!((nowcast.factor(0) - 1.0).abs() < 0.01);
+        assert!(!nowcast.relevelled);
+        nowcast.observe(10_000, 100.0, 100.0, 100.0);
+        assert_eq!(nowcast.factor(0), nowcast.factor(24 * 3_600_000));
     }
 
     #[test]

@@ -18,6 +18,7 @@ fn state(loads: &[f64]) -> StreamState {
             .map(|(i, &load)| ShardState {
                 id: i as u32 + 1,
                 dir: 0,
+                group: String::new(),
                 events_per_s: load,
             })
             .collect(),
@@ -275,6 +276,40 @@ fn merges_pick_disjoint_cold_neighbours() {
             ActionKind::Merge { left: 1, right: 2 },
         ]
     );
+}
+
+#[test]
+fn merges_stay_inside_one_routing_group() {
+    // (group of each shard, in the order the engine sorts them, expected
+    // merges): cold shards everywhere, so only the group boundaries
+    // decide.
+    type Merged = Vec<(u32, u32)>;
+    let cases: Vec<(Vec<&str>, Merged)> = vec![
+        (vec!["", ""], vec![(1, 2)]),
+        (vec!["", "click"], vec![]),
+        (vec!["", "", "click", "click"], vec![(1, 2), (3, 4)]),
+        // The only cold neighbours within a group are 2 and 3.
+        (vec!["", "click", "click", "view"], vec![(2, 3)]),
+        (vec!["", "click", "view", ""], vec![]),
+    ];
+    for (groups, expected) in cases {
+        let mut input = state(&vec![10.0; groups.len()]);
+        for (shard, group) in input.shards.iter_mut().zip(&groups) {
+            shard.group = (*group).to_string();
+        }
+        input.low_since_ms = Some(0);
+        let plan = decide(&config(), &input, &forecast(40.0, 50.0, 50.0), 60 * MIN_MS);
+        let mut merged: Vec<(u32, u32)> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                ActionKind::Merge { left, right } => Some((*left, *right)),
+                _ => None,
+            })
+            .collect();
+        merged.sort_unstable();
+        assert_eq!(merged, expected, "groups {groups:?}: {:?}", plan.reasons);
+    }
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub use plot::write_svg;
 pub use run::{simulate, Timeline};
 pub use trace::Trace;
 
+use crate::config::positive;
 use crate::error::AutoscalerError;
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,16 +80,6 @@ impl Default for SimConfig {
 
 impl SimConfig {
     pub fn validate(&self) -> Result<(), AutoscalerError> {
-        let positive = |field: &str, value: f64| {
-            if value.is_finite() && value > 0.0 {
-                Ok(())
-            } else {
-                Err(AutoscalerError::invalid(
-                    field,
-                    format!("must be > 0, got {value}"),
-                ))
-            }
-        };
         positive("peak_eps", self.peak_eps)?;
         positive("compress", self.compress)?;
         positive("interval", self.interval_ms as f64)?;

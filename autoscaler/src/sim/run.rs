@@ -63,6 +63,7 @@ impl SurgePolicy {
                 .map(|id| ShardState {
                     id,
                     dir: 0,
+                    group: String::new(),
                     events_per_s: measured / f64::from(shards),
                 })
                 .collect(),

@@ -1,0 +1,102 @@
+//! Forecaster tests: model selection on seasonal series, scoring across
+//! refits, and the re-level when measurements leave the band.
+
+use super::*;
+
+const STEP_MS: u64 = 30 * 60_000;
+
+fn daily(days: u64, noise: bool) -> Series {
+    let per_day = DAY_MS / STEP_MS;
+    let values = (0..days * per_day)
+        .map(|i| {
+            let phase = (i % per_day) as f64 / per_day as f64;
+            let jitter = if noise {
+                ((i * 7919) % 13) as f64 * 5.0
+            } else {
+                0.0
+            };
+            1000.0 + 600.0 * (phase * std::f64::consts::TAU).sin() + jitter
+        })
+        .collect();
+    Series::new(0, STEP_MS, values)
+}
+
+#[test]
+fn picks_a_seasonal_model_for_a_seasonal_series() {
+    let history = daily(10, true);
+    let mut forecaster = Forecaster::new(ForecastConfig::default());
+    forecaster.refit(&history);
+    let model = forecaster.model_for(3_600_000).expect("a model");
+    assert!(
+        matches!(
+            model,
+            ModelKind::Mstl | ModelKind::SeasonalDaily | ModelKind::SeasonalWeekly
+        ),
+        "{model:?}, scores {:?}",
+        forecaster.scores()
+    );
+    let now = history.end_ms();
+    let truth = daily(11, true);
+    for ahead in [1u64, 6, 12] {
+        let at = now + ahead * STEP_MS;
+        let band = forecaster.band_at(at).expect("band");
+        let actual = truth.at(at).expect("truth");
+        assert!(
+            band.lower <= band.mean && band.mean <= band.upper,
+            "{band:?}"
+        );
+        assert!(
+            (band.mean - actual).abs() / actual < 0.15,
+            "{band:?} vs {actual}"
+        );
+    }
+}
+
+#[test]
+fn refits_score_the_previous_paths() {
+    let full = daily(12, false);
+    let mut forecaster = Forecaster::new(ForecastConfig::default());
+    forecaster.refit(&full.until(10 * DAY_MS));
+    let before = forecaster.scores();
+    forecaster.refit(&full.until(10 * DAY_MS + 4 * 3_600_000));
+    let after = forecaster.scores();
+    assert_ne!(before, after);
+    assert_eq!(forecaster.fitted_at_ms(), Some(10 * DAY_MS + 4 * 3_600_000));
+    // A flat "last value" cannot beat a seasonal model on a clean sine.
+    let score = |kind| {
+        after
+            .iter()
+            .find(|(k, _, _)| *k == kind)
+            .and_then(|(_, short, _)| *short)
+            .expect("scored")
+    };
+    assert!(score(ModelKind::SeasonalDaily) < score(ModelKind::Last));
+}
+
+#[test]
+fn a_level_the_band_misses_for_three_measurements_is_taken_at_once() {
+    let history = Series::new(0, 60_000, vec![1000.0; 120]);
+    let mut forecaster = Forecaster::new(ForecastConfig::default());
+    forecaster.refit(&history);
+    let now = history.end_ms();
+    let mean_at = |f: &Forecaster, at| f.band_at(at).expect("band").mean;
+    // One measurement inside the band in between restarts the count.
+    let measured = [1000.0, 10.0, 10.0, 1000.0, 10.0, 10.0];
+    for (i, actual) in measured.into_iter().enumerate() {
+        forecaster.observe(now + i as u64 * 10_000, actual);
+    }
+    let held = mean_at(&forecaster, now + 50_000);
+    assert!(held > 700.0, "{held}");
+    let after = now + 60_000;
+    forecaster.observe(after, 10.0);
+    assert!((mean_at(&forecaster, after) - 10.0).abs() < 1.0);
+    // Fitted on two hours, the model knows no shape: the level holds.
+    assert!((mean_at(&forecaster, after + 3_600_000) - 10.0).abs() < 1.0);
+}
+
+#[test]
+fn no_band_before_a_fit() {
+    let forecaster = Forecaster::new(ForecastConfig::default());
+    assert!(forecaster.band_at(0).is_none());
+    assert!(forecaster.model_for(0).is_none());
+}
