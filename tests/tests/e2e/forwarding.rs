@@ -150,6 +150,32 @@ fn pipelined_batches_to_a_sealed_shard_are_forwarded_in_order() {
     assert_stored(&stored, &early_keys, "before the split");
 }
 
+/// Regression: a sealed shard judged a batch against what it stored before
+/// the seal only, so a producer's batch behind one it had forwarded looked
+/// like a gap and was refused as out of order (over and over: the producer
+/// had nothing to fill it with). The successors, which took the forwarded
+/// one, are the ones to judge it.
+#[test]
+fn a_batch_behind_a_forwarded_one_is_forwarded_too() {
+    let early_keys = keys(false, 2, "z");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = split_stream(&dir, "", batch(7_003, 0, &early_keys));
+    let first_keys = keys(true, 3, "d");
+    let second_keys = keys(true, 3, "e");
+    let first_base = early_keys.len() as u64;
+    let second_base = first_base + first_keys.len() as u64;
+    let mut conn = RawConn::ready(&broker.addr);
+    for (base, keys) in [(first_base, &first_keys), (second_base, &second_keys)] {
+        let response = conn
+            .request(&produce(batch(7_003, base, keys)))
+            .expect("produce");
+        assert!(response.error.is_ok(), "batch at {base}: {response:?}");
+    }
+    let stored = stored_values(&broker);
+    assert_stored(&stored, &first_keys, "first batch");
+    assert_stored(&stored, &second_keys, "second batch");
+}
+
 /// Either response of two pipelined requests, with its correlation id.
 fn read_produce_any(conn: &mut RawConn) -> (u32, ProduceResponse) {
     let (header, body) = conn.read_response().expect("a response before close");
