@@ -1,5 +1,5 @@
-//! Failpoints: named places where the broker can be made to crash, or to
-//! dawdle, on purpose (`SURGE_FAILPOINTS=change.sealed,forward.piece`), so
+//! Failpoints: named places where the broker can be made to crash, to
+//! dawdle, or to fail once, on purpose (`SURGE_FAILPOINTS=change.sealed,forward.piece`), so
 //! tests can kill it between the phases of an operation, or widen a race
 //! window, instead of hoping a random timing lands there. Unset, a
 //! failpoint is one cached lookup.
@@ -31,4 +31,22 @@ pub async fn delay(name: &str) {
     if armed().iter().any(|armed| armed == name) {
         tokio::time::sleep(DELAY).await;
     }
+}
+
+/// Whether `name` is armed and has not fired yet in this process: for an
+/// operation that must fail once, as a transient fault would, and then
+/// succeed when tried again.
+pub fn once(name: &str) -> bool {
+    static FIRED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    if !armed().iter().any(|armed| armed == name) {
+        return false;
+    }
+    let mut fired = FIRED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if fired.iter().any(|fired| fired == name) {
+        return false;
+    }
+    fired.push(name.to_owned());
+    true
 }

@@ -44,6 +44,10 @@ pub struct ProducerConfig {
     pub max_batch_bytes: usize,
     /// Bytes of events queued or in flight before `send` waits.
     pub max_in_flight_bytes: usize,
+    /// Batches one shard may have in flight at once (at least 1). More
+    /// overlap one batch's fsync with the next one's trip; 1 sends a batch
+    /// only after the previous one's answer.
+    pub max_in_flight_per_shard: usize,
     pub acks: Acks,
     /// Retries of one batch after a retriable failure.
     pub retries: u32,
@@ -59,6 +63,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             max_batch_bytes: 1 << 20,
             max_in_flight_bytes: 64 << 20,
+            max_in_flight_per_shard: 4,
             acks: Acks::StreamDefault,
             retries: 5,
             retry_backoff: Duration::from_millis(100),

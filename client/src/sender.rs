@@ -1,9 +1,11 @@
-//! Sending one record batch to one shard, with retries. The batch bytes
-//! never change between attempts, so a retry of a batch the broker already
-//! stored is recognised by its producer id and sequence and stored once.
-//! A batch that reached a sealed shard may have been forwarded by the broker
-//! to its successors; then each record has its own placement, and the acks
-//! come from those.
+//! Sending one record batch to one shard, once, and judging the answer.
+//! Retries are the producer's (`producer::window`): a shard's batches must
+//! go out again in sequence order, which one batch's own retry loop cannot
+//! keep. The batch bytes never change between attempts, so a retry of a
+//! batch the broker already stored is recognised by its producer id and
+//! sequence and stored once. A batch that reached a sealed shard may have
+//! been forwarded by the broker to its successors; then each record has its
+//! own placement, and the acks come from those.
 
 use std::time::Duration;
 
@@ -19,8 +21,6 @@ use crate::config::wire_ms;
 use crate::error::ClientError;
 use crate::producer::Ack;
 
-/// Retry backoff grows to at most this many times the base.
-const BACKOFF_FACTOR_MAX: u32 = 32;
 /// Client-side slack over the timeout the broker is given.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(500);
 
@@ -33,20 +33,17 @@ pub(crate) struct BatchJob {
     pub(crate) batch: Bytes,
     pub(crate) acks: Acks,
     pub(crate) timeout: Duration,
-    pub(crate) retries: u32,
-    pub(crate) retry_backoff: Duration,
 }
 
 /// How a batch ended.
 #[derive(Debug)]
 pub(crate) enum Verdict {
     /// Where each record of the batch was stored, in batch order.
-    Acked {
-        acks: Vec<Ack>,
-        epoch: u64,
-    },
+    Acked { acks: Vec<Ack>, epoch: u64 },
     /// The shard is sealed or unknown: refresh the routing and re-route.
     Reroute(ClientError),
+    /// Anything else; `ClientError::is_retriable` tells whether the broker
+    /// may have stored it.
     Failed(ClientError),
 }
 
@@ -61,24 +58,11 @@ pub(crate) async fn send_batch(job: BatchJob) -> Verdict {
         }],
     };
     let record_count = batch::read_header(&job.batch).record_count;
-    let mut attempt = 0u32;
-    loop {
-        let result = job
-            .client
-            .request_within(&req, job.timeout + TIMEOUT_SLACK)
-            .await;
-        let error = match judge(result, job.shard_id, record_count) {
-            Ok(verdict) => return verdict,
-            Err(error) => error,
-        };
-        if attempt >= job.retries {
-            return Verdict::Failed(error);
-        }
-        let factor = 1u32 << attempt.min(BACKOFF_FACTOR_MAX.trailing_zeros());
-        tracing::debug!(shard = job.shard_id, attempt, %error, "retrying batch");
-        tokio::time::sleep(job.retry_backoff * factor).await;
-        attempt += 1;
-    }
+    let result = job
+        .client
+        .request_within(&req, job.timeout + TIMEOUT_SLACK)
+        .await;
+    judge(result, job.shard_id, record_count).unwrap_or_else(Verdict::Failed)
 }
 
 /// A final verdict, or the retriable error to retry after.

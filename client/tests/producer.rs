@@ -1,5 +1,6 @@
 //! Producer behaviour against the fake broker: routing by key hash, per-key
-//! order, linger, idempotent retry after a dropped connection.
+//! order, linger, idempotent retry after a dropped connection, the window
+//! of batches in flight per shard and its recovery after a failure.
 
 mod support;
 
@@ -9,7 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::{FakeBroker, STREAM};
 use surge_client::{Client, Event, Producer, ProducerConfig};
+use surge_protocol::batch::BATCH_HEADER_BYTES;
 use surge_protocol::routing::key_hash;
+use surge_protocol::ErrorCode;
 
 #[tokio::test]
 async fn keyed_events_land_on_their_shard_in_order_with_offsets() {
@@ -386,55 +389,135 @@ async fn two_producers_on_one_client_do_not_deduplicate_each_other() {
     assert_eq!(stored, 40);
 }
 
-/// One batch in flight per shard (see the producer's module doc for why):
-/// what arrives meanwhile waits and goes as one batch after the answer.
+/// A producer whose batches hold one event like `sample` each, with up to
+/// `max_in_flight_per_shard` of them in flight per shard.
+fn one_event_batches(sample: &Event, max_in_flight_per_shard: usize) -> ProducerConfig {
+    let size = sample.record_bytes();
+    ProducerConfig {
+        linger: Duration::from_millis(1),
+        max_batch_bytes: BATCH_HEADER_BYTES + size + size / 2,
+        max_in_flight_per_shard,
+        retry_backoff: Duration::from_millis(20),
+        ..ProducerConfig::default()
+    }
+}
+
+fn count_lines(fake: &FakeBroker, line: &str) -> usize {
+    fake.state
+        .lock()
+        .log
+        .iter()
+        .filter(|seen| *seen == line)
+        .count()
+}
+
+/// At most `max_in_flight_per_shard` batches of a shard are in flight: the
+/// rest waits for an answer. (The first batch under a producer id goes
+/// alone; the window opens once the shard knows the producer.)
 #[tokio::test]
-async fn a_shard_has_one_batch_in_flight_and_the_rest_waits() {
+async fn a_shard_has_at_most_its_window_of_batches_in_flight() {
+    for window in [1, 3] {
+        let fake = FakeBroker::start().await;
+        let client = Client::connect(fake.config()).await.unwrap();
+        let key = key_in(&fake, 0, "one");
+        let event = |index: usize| Event::new(format!("{index:03}")).with_key(key.clone());
+        let config = one_event_batches(&event(0), window);
+        let producer = Producer::new(client, STREAM, config).await.unwrap();
+        fake.state.lock().slow_shard = Some((0, Duration::from_millis(300)));
+        let first = producer.send(event(0)).await.unwrap();
+        assert_eq!(first.await.unwrap().offset, 0);
+        let mut later = Vec::new();
+        for index in 1..=6 {
+            later.push(producer.send(event(index)).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            count_lines(&fake, "received 0"),
+            1 + window,
+            "window {window}: batches in flight before an answer"
+        );
+        for (index, ack) in later.into_iter().enumerate() {
+            assert_eq!(
+                ack.await.unwrap().offset,
+                index as u64 + 1,
+                "window {window}"
+            );
+        }
+        let log = fake.state.lock().log.clone();
+        let second_answer = log
+            .iter()
+            .enumerate()
+            .filter(|(_, line)| *line == "answered 0")
+            .nth(1)
+            .map(|(at, _)| at);
+        let beyond_window = log
+            .iter()
+            .enumerate()
+            .filter(|(_, line)| *line == "received 0")
+            .nth(window + 1)
+            .map(|(at, _)| at);
+        assert!(
+            second_answer < beyond_window,
+            "window {window}: a batch beyond the window went before an answer: {log:?}"
+        );
+        producer.close().await.unwrap();
+    }
+}
+
+/// After a batch fails (here a retriable refusal that stored nothing), the
+/// batches sent behind it are refused as out of order; none of that reaches
+/// the caller: the window goes out again in order, and every event is stored
+/// once, in send order.
+#[tokio::test]
+async fn after_a_failed_batch_the_window_is_sent_again_in_order() {
     let fake = FakeBroker::start().await;
     let client = Client::connect(fake.config()).await.unwrap();
-    let config = ProducerConfig {
-        linger: Duration::from_millis(1),
-        ..ProducerConfig::default()
-    };
-    let producer = Producer::new(client, STREAM, config).await.unwrap();
     let key = key_in(&fake, 0, "one");
-    fake.state.lock().slow_shard = Some((0, Duration::from_millis(300)));
-    let first = producer
-        .send(Event::new("1").with_key(key.clone()))
+    let event = |index: usize| Event::new(format!("{index:03}")).with_key(key.clone());
+    let producer = Producer::new(client, STREAM, one_event_batches(&event(0), 4))
         .await
         .unwrap();
-    let received = |fake: &FakeBroker| {
-        let state = fake.state.lock();
-        state
-            .log
-            .iter()
-            .filter(|line| *line == "received 0")
-            .count()
-    };
-    for _ in 0..500 {
-        if received(&fake) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    fake.state.lock().check_sequences = true;
+    producer.send(event(0)).await.unwrap().await.unwrap();
+    // Held back until linger, so all four go out together; the first of
+    // them is refused.
+    fake.state.lock().refuse_parts = vec![ErrorCode::Timeout];
+    fake.state.lock().slow_shard = Some((0, Duration::from_millis(50)));
+    let mut acks = Vec::new();
+    for index in 1..=4 {
+        acks.push(producer.send(event(index)).await.unwrap());
     }
-    let mut later = Vec::new();
-    for value in ["2", "3", "4"] {
-        let event = Event::new(value).with_key(key.clone());
-        later.push(producer.send(event).await.unwrap());
+    for (index, ack) in acks.into_iter().enumerate() {
+        let ack = ack.await.expect("no failure reaches the caller");
+        assert_eq!(ack.offset, index as u64 + 1);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        received(&fake),
-        1,
-        "a second batch went out before the answer"
+    producer.close().await.unwrap();
+    let state = fake.state.lock();
+    let values: Vec<Bytes> = state.shards[0]
+        .records()
+        .into_iter()
+        .map(|record| record.value)
+        .collect();
+    let expected: Vec<Bytes> = (0..=4)
+        .map(|index| Bytes::from(format!("{index:03}")))
+        .collect();
+    assert_eq!(values, expected, "stored once each, in send order");
+    let refused_out_of_order = state
+        .produced
+        .iter()
+        .filter(|(_, _, _, code)| *code == ErrorCode::OutOfOrderSequence)
+        .count();
+    assert!(
+        refused_out_of_order > 0,
+        "the later batches were not in flight behind the failed one: {:?}",
+        state.produced
     );
-    assert_eq!(first.await.unwrap().offset, 0);
-    for (index, ack) in later.into_iter().enumerate() {
-        assert_eq!(ack.await.unwrap().offset, index as u64 + 1);
-    }
-    let log = fake.state.lock().log.clone();
-    let answered = log.iter().position(|line| line == "answered 0");
-    let second = log.iter().rposition(|line| line == "received 0");
-    assert!(answered < second, "second batch before the answer: {log:?}");
-    assert_eq!(received(&fake), 2, "the waiting events were not one batch");
+    let resent: Vec<u64> = state
+        .produced
+        .iter()
+        .skip_while(|(_, _, _, code)| *code != ErrorCode::OutOfOrderSequence)
+        .filter(|(_, _, _, code)| code.is_ok())
+        .map(|(_, _, sequence, _)| *sequence)
+        .collect();
+    assert_eq!(resent, vec![1, 2, 3, 4], "sent again in sequence order");
 }

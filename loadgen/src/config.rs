@@ -42,6 +42,10 @@ pub struct RunConfig {
     /// Producer target batch size (capped by the broker's limit).
     pub batch_bytes: u32,
     pub linger_ms: u32,
+    /// Producer batches in flight per shard (`max_in_flight_per_shard`);
+    /// reports written before it existed ran with 1.
+    #[serde(default = "one")]
+    pub batches_in_flight: u32,
     pub scenario: Scenario,
     /// Measured time, after the warmup.
     pub duration_ms: u64,
@@ -52,6 +56,11 @@ pub struct RunConfig {
     /// How long to wait for outstanding acks and consumed events after the
     /// last send; what is still missing then counts as timed out.
     pub drain_timeout_ms: u64,
+}
+
+/// What `batches_in_flight` reads as when a report predates it.
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -62,6 +62,9 @@ struct Args {
     batch_bytes: u32,
     #[arg(long, default_value_t = 1)]
     linger_ms: u32,
+    /// Producer batches in flight per shard.
+    #[arg(long, default_value_t = surge_client::ProducerConfig::default().max_in_flight_per_shard as u32)]
+    batches_in_flight: u32,
     /// Open loop at this many events/s in all (without it: max throughput).
     #[arg(long, conflicts_with = "trace")]
     rate: Option<f64>,
@@ -190,6 +193,7 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
         },
         batch_bytes: args.batch_bytes,
         linger_ms: args.linger_ms,
+        batches_in_flight: args.batches_in_flight,
         scenario,
         duration_ms: duration_ms(duration),
         count: args.count,

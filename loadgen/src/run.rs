@@ -199,6 +199,7 @@ async fn connect(config: &RunConfig, addr: &str) -> Result<Setup, LoadgenError> 
     let producer_config = ProducerConfig {
         linger: Duration::from_millis(u64::from(config.linger_ms)),
         max_batch_bytes: config.batch_bytes as usize,
+        max_in_flight_per_shard: config.batches_in_flight as usize,
         ..ProducerConfig::default()
     };
     let mut producers = Vec::new();

@@ -32,6 +32,7 @@ async fn open_loop_against_the_real_broker() {
         },
         batch_bytes: 64 << 10,
         linger_ms: 1,
+        batches_in_flight: 4,
         scenario: Scenario::OpenLoop { rate: 2_000.0 },
         duration_ms: 2_000,
         count: None,

@@ -37,6 +37,7 @@ fn sample(scenario: Scenario) -> Report {
         },
         batch_bytes: 65_536,
         linger_ms: 2,
+        batches_in_flight: 4,
         scenario,
         duration_ms: 10_000,
         count: Some(1_000_000),

@@ -102,8 +102,8 @@ async fn route(
             &MetadataRequest::decode_all(body)?,
         )),
         ApiKey::Produce => {
-            let pending =
-                produce::enqueue_produce(&broker, ProduceRequest::decode_all(body)?).await;
+            let request = ProduceRequest::decode_all(body)?;
+            let pending = produce::enqueue_produce(&broker, request, shutdown).await;
             later(pending.finish())
         }
         ApiKey::Fetch => {

@@ -8,7 +8,22 @@
 //!
 //! Per-key order holds: everything queued at the parent before the seal is
 //! in the parent, everything after goes to the child owning the key, and
-//! consumers read children only after their parents.
+//! consumers read children only after their parents. A sealed shard's
+//! batches are forwarded one at a time in arrival order (`produce`), so a
+//! producer's pipelined batches reach the children in sequence order.
+//!
+//! What is guaranteed when a forward fails part-way: a forward does not give
+//! up on a transient cause. It waits for a change's publish as long as it
+//! takes, and retries a piece whose append failed (a storage error) in place,
+//! still holding its routing round, so no change can seal a child between
+//! two pieces of one batch. Were a forward to end after some pieces landed,
+//! and those children to be merged before the producer retried, the merged
+//! shard would inherit the batch's last sequence from the child that took a
+//! piece and take the retry for a duplicate: the other pieces would be
+//! acknowledged, never stored. A forward ends half-done only on shutdown (or
+//! a crash) or an out-of-order piece; for those windows the retry is
+//! exactly-once only if no merge of the children comes first. Closing them
+//! needs producer state kept per parent range in the successors (storage).
 
 use std::time::Duration;
 
@@ -18,32 +33,40 @@ use surge_protocol::produce::RecordPlacement;
 use surge_protocol::routing::key_hash;
 use surge_protocol::stream::{routing_group, routing_value, TYPE_HEADER};
 use surge_protocol::ErrorCode;
+use tokio_util::sync::CancellationToken;
 
-use crate::shard::BatchOutcome;
+use crate::shard::{BatchOutcome, Shard};
 use crate::storage::AppendOutcome;
 use crate::streams::{Stream, View};
 
-/// Rounds of "find the owner, append, found it sealed too" before giving up
-/// with a retriable error (the client then re-routes).
-const FORWARD_ROUNDS_MAX: usize = 8;
-/// How long a round waits for a sealed shard's change to be published.
-const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+/// How often a forward waiting for a change's publish says so.
+const PUBLISH_WAIT_WARN: Duration = Duration::from_secs(5);
+/// The first wait before a failed piece is tried again; it doubles up to
+/// `RETRY_BACKOFF_MAX`.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Places every record of `batch` (sent to the sealed shard `sealed`) on
 /// the open shard that owns its key now. Returns one placement per record.
+///
+/// Rounds: each waits for the change that sealed the shard its records
+/// found sealed, so their number is bounded by the changes made meanwhile;
+/// shutdown ends the wait.
 pub(super) async fn forward(
     stream: &Stream,
     sealed: u32,
     batch: &Bytes,
     sync: bool,
+    shutdown: &CancellationToken,
 ) -> Result<Vec<RecordPlacement>, ErrorCode> {
     let parsed = Batch::parse(batch, MAX_BATCH_BYTES).map_err(|_| ErrorCode::InvalidBatch)?;
     let records = parsed.records();
     let mut placements = vec![RecordPlacement::default(); records.len()];
     let mut pending: Vec<usize> = (0..records.len()).collect();
     let mut waiting_on = sealed;
-    for _ in 0..FORWARD_ROUNDS_MAX {
-        published_after_seal(stream, waiting_on).await?;
+    let mut placed_some = false;
+    loop {
+        published_after_seal(stream, waiting_on, shutdown).await?;
         // No change can seal a shard during the round: every piece lands
         // in this view's open shards (see `Stream::forwarding`).
         let _round = stream.forwarding_round().await;
@@ -52,14 +75,16 @@ pub(super) async fn forward(
         for (target, indices) in route(&view, sealed, &records, &pending)? {
             let piece = rebuild(&parsed, &records, &indices);
             let shard = view.shards.get(&target).ok_or(ErrorCode::Internal)?;
-            let outcome = shard.append(vec![piece], sync).await?;
+            let outcome = append_piece(shard, piece, sync, placed_some, shutdown).await?;
             crate::failpoint::delay("forward.piece").await;
             match outcome.first() {
                 Some(BatchOutcome::Log(AppendOutcome::Appended { base_offset })) => {
                     place(&mut placements, &indices, target, Some(*base_offset));
+                    placed_some = true;
                 }
                 Some(BatchOutcome::Log(AppendOutcome::Duplicate { base_offset })) => {
                     place(&mut placements, &indices, target, *base_offset);
+                    placed_some = true;
                 }
                 Some(BatchOutcome::Log(AppendOutcome::OutOfOrder { .. })) => {
                     return Err(ErrorCode::OutOfOrderSequence);
@@ -76,7 +101,42 @@ pub(super) async fn forward(
         }
         pending = still_pending;
     }
-    Err(ErrorCode::ShardSealed)
+}
+
+/// Appends one piece, trying again after a failure until it is judged or
+/// the broker shuts down. The caller holds its routing round throughout:
+/// giving up, or routing the piece again after a change, could leave the
+/// batch split across children that a merge then joins (module doc).
+async fn append_piece(
+    shard: &Shard,
+    piece: Bytes,
+    sync: bool,
+    placed_some: bool,
+    shutdown: &CancellationToken,
+) -> Result<Vec<BatchOutcome>, ErrorCode> {
+    let mut backoff = RETRY_BACKOFF_MIN;
+    loop {
+        // The failpoint fails a piece after another landed: the partial
+        // forward this function exists to finish.
+        let result = if placed_some && crate::failpoint::once("forward.later_piece") {
+            Err(ErrorCode::Storage)
+        } else {
+            shard.append(vec![piece.clone()], sync).await
+        };
+        match result {
+            Ok(outcome) => return Ok(outcome),
+            // The shard was closed: the broker is stopping.
+            Err(ErrorCode::ShuttingDown) => return Err(ErrorCode::ShuttingDown),
+            Err(code) => {
+                tracing::warn!(shard = shard.id, ?code, "forwarded piece failed; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Err(ErrorCode::ShuttingDown),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            }
+        }
+    }
 }
 
 fn place(placements: &mut [RecordPlacement], indices: &[usize], shard_id: u32, base: Option<u64>) {
@@ -90,18 +150,29 @@ fn place(placements: &mut [RecordPlacement], indices: &[usize], shard_id: u32, b
 
 /// Waits until `shard`'s change is published (it is sealed in the view) or
 /// rolled back (the view changed and still shows it open: its owner takes
-/// appends again). The subscription is taken before the view is read, so a
-/// publish between the two is not missed.
-async fn published_after_seal(stream: &Stream, shard: u32) -> Result<(), ErrorCode> {
+/// appends again), however long that takes, or until shutdown. The
+/// subscription is taken before the view is read, so a publish between the
+/// two is not missed.
+async fn published_after_seal(
+    stream: &Stream,
+    shard: u32,
+    shutdown: &CancellationToken,
+) -> Result<(), ErrorCode> {
     let mut changed = stream.subscribe();
     changed.borrow_and_update();
     if stream.view().sealed_at(shard).is_some() {
         return Ok(());
     }
-    match tokio::time::timeout(PUBLISH_WAIT, changed.changed()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(ErrorCode::ShuttingDown),
-        Err(_) => Err(ErrorCode::Timeout),
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Err(ErrorCode::ShuttingDown),
+            waited = tokio::time::timeout(PUBLISH_WAIT_WARN, changed.changed()) => match waited {
+                Ok(Ok(())) => return Ok(()),
+                // The stream is gone.
+                Ok(Err(_)) => return Err(ErrorCode::ShuttingDown),
+                Err(_) => tracing::warn!(stream = %stream.name, shard, "forward still waits for a change to publish"),
+            },
+        }
     }
 }
 

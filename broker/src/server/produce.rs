@@ -1,6 +1,7 @@
 //! Produce: validate every batch, enqueue in arrival order, answer when
 //! durable. Batches that reach a sealed shard go on to its successors
-//! (`forward`), and their answer says where each record went.
+//! (`forward`), one at a time per sealed shard in arrival order (see
+//! `shard::ForwardTurn`), and their answer says where each record went.
 
 use std::sync::Arc;
 
@@ -9,19 +10,27 @@ use surge_protocol::batch;
 use surge_protocol::produce::{Acks, ProducePartResponse, ProduceRequest, ProduceResponse};
 use surge_protocol::{DecodeError, ErrorCode};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::forward;
 use crate::broker::Broker;
 use crate::metrics::ShardMetrics;
-use crate::shard::{AppendReply, BatchOutcome};
+use crate::shard::{AppendReply, BatchOutcome, ForwardTurn};
 use crate::storage::AppendOutcome;
 use crate::streams::Stream;
 
-type QueuedReply = Result<oneshot::Receiver<AppendReply>, ErrorCode>;
+/// A shard job's answer to come, and its place in the shard's forwarding
+/// order if the shard may be sealed.
+type QueuedReply = (
+    Result<oneshot::Receiver<AppendReply>, ErrorCode>,
+    Option<ForwardTurn>,
+);
 
 /// A produce request whose batches are queued at their shards.
 pub(super) struct PendingProduce {
     stream: Option<Arc<Stream>>,
+    /// Ends forwards that wait for a change or retry a failed piece.
+    shutdown: CancellationToken,
     epoch: u64,
     sync: bool,
     /// Per part in request order: the shard, the batch, and its state.
@@ -107,9 +116,14 @@ fn sample_types(metrics: &ShardMetrics, bytes: &Bytes, records: u32) {
     }
 }
 
-fn rejected(epoch: u64, parts: Vec<(u32, Bytes, PartState)>) -> PendingProduce {
+fn rejected(
+    epoch: u64,
+    parts: Vec<(u32, Bytes, PartState)>,
+    shutdown: &CancellationToken,
+) -> PendingProduce {
     PendingProduce {
         stream: None,
+        shutdown: shutdown.clone(),
         epoch,
         sync: false,
         parts,
@@ -122,6 +136,7 @@ fn rejected(epoch: u64, parts: Vec<(u32, Bytes, PartState)>) -> PendingProduce {
 pub(super) async fn enqueue_produce(
     broker: &Arc<Broker>,
     request: ProduceRequest,
+    shutdown: &CancellationToken,
 ) -> PendingProduce {
     let Some(stream) = broker.streams.get(&request.stream) else {
         let parts = request
@@ -135,7 +150,7 @@ pub(super) async fn enqueue_produce(
                 )
             })
             .collect();
-        return rejected(0, parts);
+        return rejected(0, parts, shutdown);
     };
     let epoch = stream.epoch();
     let max = broker.config.max_batch_bytes;
@@ -159,7 +174,7 @@ pub(super) async fn enqueue_produce(
                 (part.shard_id, part.batch, PartState::Failed(code))
             })
             .collect();
-        return rejected(epoch, parts);
+        return rejected(epoch, parts, shutdown);
     }
     let sync = request.acks == Acks::Fsync;
     let mut jobs: Vec<(u32, Vec<Bytes>)> = Vec::new();
@@ -179,14 +194,20 @@ pub(super) async fn enqueue_produce(
     let mut replies = Vec::with_capacity(jobs.len());
     for (shard_id, batches) in jobs {
         let reply = match stream.shard(shard_id) {
-            Some(shard) => shard.enqueue(batches, sync).await,
+            // The turn is taken right after the job is queued, so a
+            // connection's jobs hold their turns in request order.
+            Some(shard) => match shard.enqueue(batches, sync).await {
+                Ok(receiver) => (Ok(receiver), shard.forward_turn()),
+                Err(code) => (Err(code), None),
+            },
             // Removed since the check: only a delete does that.
-            None => Err(ErrorCode::UnknownStream),
+            None => (Err(ErrorCode::UnknownStream), None),
         };
         replies.push(reply);
     }
     PendingProduce {
         stream: Some(stream),
+        shutdown: shutdown.clone(),
         epoch,
         sync,
         parts,
@@ -198,25 +219,31 @@ impl PendingProduce {
     /// Waits for every queued job's answer, forwards batches that found
     /// their shard sealed, and builds the response.
     pub(super) async fn finish(self) -> ProduceResponse {
-        let mut answers: Vec<AppendReply> = Vec::with_capacity(self.replies.len());
-        for reply in self.replies {
-            answers.push(match reply {
+        let mut answers: Vec<(AppendReply, Option<ForwardTurn>)> =
+            Vec::with_capacity(self.replies.len());
+        for (reply, turn) in self.replies {
+            let answer = match reply {
                 Ok(receiver) => receiver.await.unwrap_or(Err(ErrorCode::ShuttingDown)),
                 Err(code) => Err(code),
-            });
+            };
+            answers.push((answer, turn));
         }
-        let mut parts = Vec::with_capacity(self.parts.len());
-        for (shard_id, batch, state) in self.parts {
-            let mut response = part_response(shard_id, &state, &answers);
-            if response.error == ErrorCode::ShardSealed {
-                if let Some(stream) = &self.stream {
-                    response = forwarded(stream, shard_id, batch, self.sync).await;
-                }
-            }
-            if !response.error.is_ok() {
-                tracing::debug!(shard = shard_id, error = ?response.error, "produce part failed");
-            }
-            parts.push(response);
+        let mut parts: Vec<ProducePartResponse> = self
+            .parts
+            .iter()
+            .map(|(shard_id, _, state)| part_response(*shard_id, state, &answers))
+            .collect();
+        let sealed = |part: &ProducePartResponse| part.error == ErrorCode::ShardSealed;
+        if let (Some(stream), true) = (&self.stream, parts.iter().any(sealed)) {
+            let forwarding = Forwarding {
+                stream,
+                sync: self.sync,
+                shutdown: &self.shutdown,
+            };
+            forward_sealed(&forwarding, &self.parts, &mut parts, answers).await;
+        }
+        for part in parts.iter().filter(|part| !part.error.is_ok()) {
+            tracing::debug!(shard = part.shard_id, error = ?part.error, "produce part failed");
         }
         let error = parts
             .iter()
@@ -235,17 +262,59 @@ impl PendingProduce {
     }
 }
 
-async fn forwarded(
-    stream: &Stream,
-    shard_id: u32,
-    batch: Bytes,
+/// Forwards the parts answered `ShardSealed`, job by job in the order the
+/// jobs were queued, each job once its turn in its shard's forwarding order
+/// has come; a job's turn is released before the next job's is awaited
+/// (what keeps the order deadlock-free).
+async fn forward_sealed(
+    forwarding: &Forwarding<'_>,
+    requested: &[(u32, Bytes, PartState)],
+    parts: &mut [ProducePartResponse],
+    answers: Vec<(AppendReply, Option<ForwardTurn>)>,
+) {
+    for (job, (_, turn)) in answers.into_iter().enumerate() {
+        let of_job =
+            |state: &PartState| matches!(state, PartState::Queued { job: of, .. } if *of == job);
+        for (index, (shard_id, batch, state)) in requested.iter().enumerate() {
+            if !of_job(state) || parts[index].error != ErrorCode::ShardSealed {
+                continue;
+            }
+            // No turn only for a job queued ahead of any seal of its shard,
+            // which is never answered sealed.
+            if let Some(turn) = &turn {
+                turn.wait().await;
+            }
+            parts[index] = forwarded(forwarding, *shard_id, batch).await;
+        }
+        drop(turn);
+    }
+}
+
+/// What a forward of this request's parts needs.
+struct Forwarding<'a> {
+    stream: &'a Stream,
     sync: bool,
+    shutdown: &'a CancellationToken,
+}
+
+async fn forwarded(
+    forwarding: &Forwarding<'_>,
+    shard_id: u32,
+    batch: &Bytes,
 ) -> ProducePartResponse {
     let mut response = ProducePartResponse {
         shard_id,
         ..ProducePartResponse::default()
     };
-    match forward::forward(stream, shard_id, &batch, sync).await {
+    match forward::forward(
+        forwarding.stream,
+        shard_id,
+        batch,
+        forwarding.sync,
+        forwarding.shutdown,
+    )
+    .await
+    {
         Ok(placements) => response.placements = placements,
         Err(code) => response.error = code,
     }
@@ -254,14 +323,18 @@ async fn forwarded(
 
 /// The answer for one part, from its job's outcome. A part whose shard was
 /// sealed comes back as `ShardSealed`, for the caller to forward.
-fn part_response(shard_id: u32, state: &PartState, answers: &[AppendReply]) -> ProducePartResponse {
+fn part_response(
+    shard_id: u32,
+    state: &PartState,
+    answers: &[(AppendReply, Option<ForwardTurn>)],
+) -> ProducePartResponse {
     let mut response = ProducePartResponse {
         shard_id,
         ..ProducePartResponse::default()
     };
     match state {
         PartState::Failed(code) => response.error = *code,
-        PartState::Queued { job, index } => match &answers[*job] {
+        PartState::Queued { job, index } => match &answers[*job].0 {
             Err(code) => response.error = *code,
             Ok(outcomes) => match outcomes.get(*index) {
                 Some(BatchOutcome::Log(AppendOutcome::Appended { base_offset })) => {

@@ -9,6 +9,7 @@
 //! streams (nothing is served that a crash could take back) and the written
 //! offset for `write` streams.
 
+mod forward_order;
 mod histogram;
 mod owner;
 mod queue;
@@ -29,6 +30,8 @@ use crate::error::BrokerError;
 use crate::metrics::ShardMetrics;
 use crate::storage::{AppendOutcome, IoBackend, LogConfig, LogReader, ProducerState, ShardLog};
 
+use forward_order::ForwardOrder;
+pub use forward_order::ForwardTurn;
 pub use histogram::KeyHistogram;
 pub use queue::{Closed, JobQueue};
 
@@ -109,6 +112,11 @@ pub struct Shard {
     /// Recent key hashes, for choosing split points.
     keys: KeyHistogram,
     metrics: Arc<ShardMetrics>,
+    /// Set before the first seal is queued and never cleared (a rolled-back
+    /// shard keeps paying one ticket per produce): appends queued while it
+    /// is clear are ahead of any seal, so they are never forwarded.
+    sealing: AtomicBool,
+    forwards: Arc<ForwardOrder>,
 }
 
 impl Shard {
@@ -177,6 +185,8 @@ impl Shard {
             closed: AtomicBool::new(false),
             keys,
             metrics,
+            sealing: AtomicBool::new(false),
+            forwards: Arc::new(ForwardOrder::default()),
         }))
     }
 
@@ -210,6 +220,17 @@ impl Shard {
             .await
             .map_err(|Closed| ErrorCode::ShuttingDown)?;
         Ok(receiver)
+    }
+
+    /// Called right after `enqueue` returns: the job's place in the order
+    /// of this shard's forwards, if the shard may be sealed before the job
+    /// (see `forward_order`). `None`, the common case, costs one load: the
+    /// job is queued ahead of any seal (the seal sets `sealing` before it is
+    /// queued, and the queue's lock orders the two), so it is not forwarded.
+    pub fn forward_turn(&self) -> Option<ForwardTurn> {
+        self.sealing
+            .load(Ordering::Acquire)
+            .then(|| self.forwards.ticket())
     }
 
     pub fn keys(&self) -> &KeyHistogram {
@@ -250,6 +271,7 @@ impl Shard {
     /// appends are answered `BatchOutcome::Sealed` (or as duplicates). The
     /// data is synced first, so the end is durable.
     pub async fn seal(&self) -> Result<SealInfo, String> {
+        self.sealing.store(true, Ordering::Release);
         let (done, sealed) = oneshot::channel();
         self.queue
             .push(Job::Seal { done })

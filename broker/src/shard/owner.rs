@@ -179,7 +179,14 @@ impl Owner {
             let judged: Vec<BatchOutcome> = log
                 .check_sealed(&all)
                 .into_iter()
-                .map(|outcome| outcome.map_or(BatchOutcome::Sealed, BatchOutcome::Log))
+                .map(|outcome| match outcome {
+                    // A sealed log knows only what it stored before the seal:
+                    // a producer's batch behind one that was forwarded looks
+                    // like a gap here. The successors, which took the
+                    // forwarded one, judge it.
+                    None | Some(AppendOutcome::OutOfOrder { .. }) => BatchOutcome::Sealed,
+                    Some(outcome) => BatchOutcome::Log(outcome),
+                })
                 .collect();
             reply_each(appends, judged.into_iter(), &self.metrics);
             return;

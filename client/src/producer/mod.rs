@@ -1,11 +1,10 @@
 //! `Producer`: batching, idempotent appends to one stream. This module is
 //! the public face (sending, acknowledgements, flush, close); the producer
 //! task in `task` holds every queued event, cuts batches per shard (full,
-//! or lingered long enough), keeps at most one batch in flight per shard
-//! (so per-key order holds and a retry is the same bytes), resolves each
-//! event, and refreshes routing when the broker reports a newer epoch.
-//! `send` only queues: thousands of events can be in flight, bounded by
-//! `max_in_flight_bytes` of budget.
+//! or lingered long enough), keeps up to `max_in_flight_per_shard` batches
+//! in flight per shard, resolves each event, and refreshes routing when the
+//! broker reports a newer epoch. `send` only queues: thousands of events
+//! can be in flight, bounded by `max_in_flight_bytes` of budget.
 //!
 //! Acknowledgements come one of two ways. `send` returns an `AckFuture` per
 //! event (a oneshot each). `send_tagged`, on a producer made by
@@ -13,13 +12,12 @@
 //! a whole batch over at once through `Deliveries`: no per-event channel,
 //! task wake-up or future, which is what a high-rate caller wants.
 //!
-//! One batch in flight per shard is deliberate, not only for order: the
-//! broker forwards a batch that reached a sealed shard from that request's
-//! own task, so two batches of one shard in flight could be forwarded out of
-//! order; a successor accepts sequence gaps from a forwarded origin, would
-//! store the later batch, and would then answer the earlier one as a
-//! duplicate (acked, never stored). Pipelining per shard needs the broker to
-//! forward one origin's batches in arrival order first.
+//! Batches of a shard carry consecutive sequences, are sent in sequence
+//! order on one connection, and the broker appends them in arrival order,
+//! forwarding those that reach a sealed shard in arrival order too; so a
+//! window of batches in flight keeps per-key order, and a failure is
+//! recovered by sending the window again in order (`window`). With several
+//! in flight an event waits for one fsync, not for the one before its own.
 //!
 //! Across splits and merges (seal-and-succeed) per-key order needs one more
 //! rule: a shard gets no batch while any of its ancestors (from metadata)
@@ -28,6 +26,7 @@
 //! on a sealed shard are re-routed ahead of them.
 
 mod task;
+mod window;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -179,6 +178,7 @@ impl Producer {
         if broker_max > 0 {
             config.max_batch_bytes = config.max_batch_bytes.min(broker_max);
         }
+        config.max_in_flight_per_shard = config.max_in_flight_per_shard.max(1);
         let max_record_bytes = config.max_batch_bytes.saturating_sub(BATCH_HEADER_BYTES);
         let budget_bytes = config
             .max_in_flight_bytes

@@ -1,9 +1,11 @@
 //! The producer task: owns every queued event, the per-shard queues and
-//! sequences, the one batch in flight per shard (its send polled here), and
-//! the routing and lineage caches. It settles events (returning their budget, resolving
-//! their `AckFuture`s, gathering tagged outcomes) and hands what settled
-//! over once per wake-up, so the costs of a wake-up are shared by every
-//! event it handled.
+//! sequences, the batches in flight per shard (their sends polled here and
+//! handled in `sends`), and the routing and lineage caches. It settles
+//! events (returning their budget, resolving their `AckFuture`s, gathering
+//! tagged outcomes) and hands what settled over once per wake-up, so the
+//! costs of a wake-up are shared by every event it handled.
+
+mod sends;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -18,39 +20,23 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::window::{InFlight, ShardQueue, State};
 use super::{Ack, Command, Completion, Delivery, Queued};
 use crate::client::Client;
 use crate::config::ProducerConfig;
 use crate::error::ClientError;
 use crate::lineage::Lineage;
 use crate::router::Router;
-use crate::sender::{send_batch, BatchJob, Verdict};
+use crate::sender::Verdict;
 
-/// Times one event may be re-routed after sealed or unknown shards.
-const REROUTES_MAX: u8 = 3;
 /// Commands taken from the queue per wake-up before batches are cut.
 const COMMANDS_PER_WAKE: usize = 512;
 
-/// One batch being sent (with its retries), and the shard it is for. The
-/// task polls these itself rather than spawning one task per batch: a
-/// verdict then costs no extra task wake-up.
-type BatchSend = Pin<Box<dyn Future<Output = (u32, Verdict)> + Send>>;
-
-/// Events of one shard: the queue, the idempotence sequence, and the one
-/// batch that may be in flight.
-#[derive(Debug, Default)]
-struct ShardQueue {
-    pending: VecDeque<Queued>,
-    pending_bytes: usize,
-    next_sequence: u64,
-    in_flight: Option<InFlight>,
-}
-
-#[derive(Debug)]
-struct InFlight {
-    base_sequence: u64,
-    events: Vec<Queued>,
-}
+/// One batch being sent (with its retries): its shard, its id in the
+/// shard's window, and how it ended. The task polls these itself rather
+/// than spawning one task per batch: a verdict then costs no extra task
+/// wake-up.
+type BatchSend = Pin<Box<dyn Future<Output = (u32, u64, Verdict)> + Send>>;
 
 /// The state the producer task owns alone.
 #[derive(Debug)]
@@ -67,6 +53,8 @@ pub(super) struct ProducerTask {
     ancestors: HashMap<u32, Vec<u32>>,
     shards: BTreeMap<u32, ShardQueue>,
     sending: FuturesUnordered<BatchSend>,
+    /// The id of the next batch cut.
+    next_batch_id: u64,
     flush_waiters: Vec<oneshot::Sender<()>>,
     /// Set while a flush waits: batches go out without lingering.
     draining: bool,
@@ -97,6 +85,7 @@ impl ProducerTask {
             config,
             shards: BTreeMap::new(),
             sending: FuturesUnordered::new(),
+            next_batch_id: 0,
             flush_waiters: Vec::new(),
             draining: false,
             budget,
@@ -119,8 +108,8 @@ impl ProducerTask {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                Some((shard_id, verdict)) = self.sending.next(), if !self.sending.is_empty() => {
-                    self.on_verdict(shard_id, verdict).await;
+                Some((shard_id, id, verdict)) = self.sending.next(), if !self.sending.is_empty() => {
+                    self.on_verdict(shard_id, id, verdict).await;
                 }
                 received = queue.recv_many(&mut commands, COMMANDS_PER_WAKE) => {
                     if received == 0 {
@@ -205,41 +194,64 @@ impl ProducerTask {
         ancestors.iter().any(|ancestor| {
             self.shards
                 .get(ancestor)
-                .is_some_and(|queue| queue.in_flight.is_some() || !queue.pending.is_empty())
+                .is_some_and(|queue| !queue.window.is_empty() || !queue.pending.is_empty())
         })
     }
 
     /// The earliest linger deadline among shards that could send now.
     fn next_deadline(&self) -> Option<Instant> {
+        let max_in_flight = self.config.max_in_flight_per_shard;
         self.shards
             .iter()
-            .filter(|(_, shard)| shard.in_flight.is_none())
+            .filter(|(_, shard)| shard.can_send(max_in_flight))
             .filter(|(&shard_id, _)| !self.blocked(shard_id))
             .filter_map(|(_, shard)| shard.pending.front())
             .map(|front| front.enqueued + self.config.linger)
+            .chain(self.shards.values().filter_map(|shard| shard.resume_at))
             .min()
     }
 
-    /// Re-routes what waits on shards no longer open, then cuts and sends a
-    /// batch for every idle shard that is full, lingered out, or draining.
+    /// Whether a shard has room in its window and a batch worth cutting:
+    /// full, lingered out, or draining.
+    fn ready(&self, shard_id: u32, now: Instant) -> bool {
+        let Some(shard) = self.shards.get(&shard_id) else {
+            return false;
+        };
+        // A sealed shard's window drains first; then what waits is re-routed.
+        shard.can_send(self.config.max_in_flight_per_shard)
+            && self.router.is_open(shard_id)
+            && !self.blocked(shard_id)
+            && shard.pending.front().is_some_and(|front| {
+                self.draining
+                    || shard.pending_bytes + BATCH_HEADER_BYTES >= self.config.max_batch_bytes
+                    || front.enqueued + self.config.linger <= now
+            })
+    }
+
+    /// Re-routes what waits on shards no longer open, then cuts and sends
+    /// batches for every shard that is ready, while its window has room.
     fn dispatch(&mut self, now: Instant) {
         self.reroute_closed_shards();
-        let ready: Vec<u32> = self
+        let resuming: Vec<u32> = self
             .shards
             .iter()
-            .filter(|(_, shard)| shard.in_flight.is_none())
-            .filter(|(&shard_id, _)| !self.blocked(shard_id))
-            .filter(|(_, shard)| {
-                shard.pending.front().is_some_and(|front| {
-                    self.draining
-                        || shard.pending_bytes + BATCH_HEADER_BYTES >= self.config.max_batch_bytes
-                        || front.enqueued + self.config.linger <= now
-                })
-            })
+            .filter(|(_, shard)| shard.resume_at.is_some_and(|at| at <= now))
             .map(|(&shard_id, _)| shard_id)
             .collect();
-        for shard_id in ready {
-            self.cut(shard_id);
+        for shard_id in resuming {
+            self.resume(shard_id);
+        }
+        let shard_ids: Vec<u32> = self
+            .shards
+            .iter()
+            .filter(|(_, shard)| !shard.pending.is_empty())
+            .map(|(&shard_id, _)| shard_id)
+            .collect();
+        for shard_id in shard_ids {
+            // Bounded by the window: each cut fills one place of it.
+            while self.ready(shard_id, now) {
+                self.cut(shard_id);
+            }
         }
     }
 
@@ -248,7 +260,7 @@ impl ProducerTask {
             .shards
             .iter()
             .filter(|(shard_id, shard)| {
-                shard.in_flight.is_none()
+                shard.window.is_empty()
                     && !shard.pending.is_empty()
                     && !self.router.is_open(**shard_id)
             })
@@ -293,10 +305,11 @@ impl ProducerTask {
             return;
         };
         let base_sequence = shard.next_sequence;
+        let producer_id = shard.fresh_producer_id.unwrap_or(self.producer_id);
         // Room for all that waits, up to a full batch: the buffer never grows.
         let capacity = (shard.pending_bytes + BATCH_HEADER_BYTES).min(max_batch_bytes);
         let mut builder =
-            BatchBuilder::with_capacity(shard_id, self.producer_id, base_sequence, capacity);
+            BatchBuilder::with_capacity(shard_id, producer_id, base_sequence, capacity);
         let mut events = Vec::new();
         let mut first_ms = None;
         while let Some(front) = shard.pending.front() {
@@ -319,89 +332,18 @@ impl ProducerTask {
             events.push(queued);
         }
         shard.next_sequence += events.len() as u64;
-        shard.in_flight = Some(InFlight {
+        let id = self.next_batch_id;
+        self.next_batch_id += 1;
+        shard.window.push_back(InFlight {
+            id,
             base_sequence,
+            batch: builder.finish(),
             events,
+            state: State::Sending,
+            resends: 0,
         });
         self.router.batch_cut(shard_id);
-        let job = BatchJob {
-            client: self.client.clone(),
-            stream: self.stream.clone(),
-            shard_id,
-            batch: builder.finish(),
-            acks: self.config.acks,
-            timeout: self.config.request_timeout,
-            retries: self.config.retries,
-            retry_backoff: self.config.retry_backoff,
-        };
-        self.sending
-            .push(Box::pin(async move { (shard_id, send_batch(job).await) }));
-    }
-
-    async fn on_verdict(&mut self, shard_id: u32, verdict: Verdict) {
-        let Some(batch) = self
-            .shards
-            .get_mut(&shard_id)
-            .and_then(|shard| shard.in_flight.take())
-        else {
-            return;
-        };
-        match verdict {
-            Verdict::Acked { acks, epoch } => {
-                assert_eq!(
-                    acks.len(),
-                    batch.events.len(),
-                    "the sender checked one ack per record"
-                );
-                for (queued, ack) in batch.events.into_iter().zip(acks) {
-                    self.settle(queued, Ok(ack));
-                }
-                if epoch > self.router.epoch() {
-                    self.refresh().await;
-                }
-            }
-            Verdict::Reroute(error) => {
-                self.requeue_rerouted(shard_id, batch, &error);
-                self.refresh().await;
-            }
-            Verdict::Failed(error) => {
-                // A broker rejection stored nothing; after an ambiguous failure
-                // (timeouts, disconnects) the sequence stays used.
-                if error.code().is_some() {
-                    if let Some(shard) = self.shards.get_mut(&shard_id) {
-                        shard.next_sequence = batch.base_sequence;
-                    }
-                }
-                for queued in batch.events {
-                    self.settle(queued, Err(error.clone()));
-                }
-            }
-        }
-    }
-
-    /// Puts a batch the broker did not store back at the front of its
-    /// shard's queue, failing events re-routed too often already.
-    fn requeue_rerouted(&mut self, shard_id: u32, batch: InFlight, error: &ClientError) {
-        let mut requeued = VecDeque::with_capacity(batch.events.len());
-        for queued in batch.events {
-            if queued.reroutes >= REROUTES_MAX {
-                self.settle(queued, Err(error.clone()));
-                continue;
-            }
-            requeued.push_back(Queued {
-                reroutes: queued.reroutes + 1,
-                ..queued
-            });
-        }
-        let Some(shard) = self.shards.get_mut(&shard_id) else {
-            return;
-        };
-        // Not stored: the sequence is free again for the re-routed batch.
-        shard.next_sequence = batch.base_sequence;
-        for queued in requeued.into_iter().rev() {
-            shard.pending_bytes += queued.size;
-            shard.pending.push_front(queued);
-        }
+        self.start_send(shard_id, id);
     }
 
     async fn refresh(&mut self) {
@@ -419,7 +361,7 @@ impl ProducerTask {
         let idle = self
             .shards
             .values()
-            .all(|shard| shard.pending.is_empty() && shard.in_flight.is_none());
+            .all(|shard| shard.pending.is_empty() && shard.window.is_empty());
         if idle && self.draining {
             self.draining = false;
             for waiter in self.flush_waiters.drain(..) {
@@ -434,7 +376,7 @@ impl ProducerTask {
         self.sending.clear();
         let mut abandoned = Vec::new();
         for shard in self.shards.values_mut() {
-            let in_flight = shard.in_flight.take().into_iter().flat_map(|b| b.events);
+            let in_flight = shard.window.drain(..).flat_map(|batch| batch.events);
             abandoned.extend(in_flight.chain(shard.pending.drain(..)));
         }
         for queued in abandoned {

@@ -54,6 +54,8 @@ pub struct FakeShard {
     /// Sealed by `split`: appends are forwarded to the children per key.
     pub forwards: bool,
     dedup: HashMap<(u64, u64), u64>,
+    /// Per producer: the sequence after its last stored batch.
+    next_sequence: HashMap<u64, u64>,
     /// Placements of forwarded batches, for retries.
     forwarded: HashMap<(u64, u64), Vec<RecordPlacement>>,
 }
@@ -68,12 +70,30 @@ impl FakeShard {
             }
         }
         let base = self.next_offset;
+        self.next_sequence.insert(
+            header.producer_id,
+            header.base_sequence + u64::from(header.record_count),
+        );
         let mut stored = BytesMut::from(&raw[..]);
         batch::set_base_offset(&mut stored, base);
         self.batches.push(stored.freeze());
         self.next_offset += u64::from(header.record_count);
         self.dedup.insert(id, base);
         (base, false)
+    }
+
+    /// Whether a batch would leave a gap in its producer's sequences: the
+    /// broker refuses those as out of order (not duplicates, which `append`
+    /// answers first). A producer the shard never stored accepts any.
+    fn leaves_gap(&self, raw: &Bytes) -> bool {
+        let header = batch::read_header(raw);
+        let id = (header.producer_id, header.base_sequence);
+        header.producer_id != 0
+            && !self.dedup.contains_key(&id)
+            && self
+                .next_sequence
+                .get(&header.producer_id)
+                .is_some_and(|next| *next != header.base_sequence)
     }
 
     pub fn records(&self) -> Vec<batch::Record> {
@@ -111,6 +131,15 @@ pub struct FakeState {
     pub log: Vec<String>,
     /// Produce parts forwarded from a split shard to its children.
     pub forwarded_batches: u32,
+    /// Refuse produce parts that would leave a sequence gap with
+    /// `OutOfOrderSequence`, as the broker does.
+    pub check_sequences: bool,
+    /// Answer the next produce parts with these codes, in order, storing
+    /// nothing.
+    pub refuse_parts: Vec<ErrorCode>,
+    /// Per produce part as received: shard, producer id, base sequence and
+    /// the code it was answered with.
+    pub produced: Vec<(u32, u64, u64, ErrorCode)>,
     /// Per group: the generation and the shards last assigned.
     assigned: BTreeMap<String, (u64, Vec<u32>)>,
     pub committed: BTreeMap<String, BTreeMap<u32, u64>>,
@@ -435,6 +464,28 @@ fn produce(state: &mut FakeState, id: u32, body: Bytes) -> Option<Vec<Bytes>> {
             });
             continue;
         }
+        let header = batch::read_header(&part.batch);
+        let refused = if !state.refuse_parts.is_empty() {
+            state.refuse_parts.remove(0)
+        } else if state.check_sequences
+            && state.shards[part.shard_id as usize].leaves_gap(&part.batch)
+        {
+            ErrorCode::OutOfOrderSequence
+        } else {
+            ErrorCode::None
+        };
+        let (shard_id, producer_id) = (part.shard_id, header.producer_id);
+        state
+            .produced
+            .push((shard_id, producer_id, header.base_sequence, refused));
+        if !refused.is_ok() {
+            parts.push(ProducePartResponse {
+                shard_id,
+                error: refused,
+                ..ProducePartResponse::default()
+            });
+            continue;
+        }
         let (base_offset, duplicate) = state.shards[part.shard_id as usize].append(&part.batch);
         parts.push(ProducePartResponse {
             shard_id: part.shard_id,
@@ -449,8 +500,13 @@ fn produce(state: &mut FakeState, id: u32, body: Bytes) -> Option<Vec<Bytes>> {
         return None;
     }
     let mut w = Writer::new();
+    let error = parts
+        .iter()
+        .map(|part| part.error)
+        .find(|code| !code.is_ok())
+        .unwrap_or(ErrorCode::None);
     ProduceResponse {
-        error: ErrorCode::None,
+        error,
         epoch: state.epoch,
         parts,
     }

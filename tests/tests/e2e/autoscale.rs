@@ -70,6 +70,7 @@ fn load(stream: &str, scenario: Scenario, duration_ms: u64) -> RunConfig {
         },
         batch_bytes: 16 << 10,
         linger_ms: 5,
+        batches_in_flight: 4,
         scenario,
         duration_ms,
         count: None,
