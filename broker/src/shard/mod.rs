@@ -142,7 +142,9 @@ impl Shard {
         Shard::start(id, dir, log, settings, appended)
     }
 
-    fn start(
+    /// Starts the owner thread of a shard whose log the caller opened (a
+    /// successor adopted from the pool, see `ShardLog::adopt`).
+    pub(crate) fn start(
         id: u32,
         dir: &Path,
         log: ShardLog,

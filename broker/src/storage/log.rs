@@ -89,6 +89,19 @@ impl ShardLog {
         std::fs::create_dir_all(dir)
             .map_err(|source| StorageError::io("create dir", dir, source))?;
         let recovered = recovery::recover(dir, &config)?;
+        let report = recovered.report.clone();
+        let mut log = ShardLog::from_recovered(dir, config, io, recovered);
+        log.rebuild_producers()?;
+        Ok((log, report))
+    }
+
+    /// The log recovery (or adoption) left, with an empty producer table.
+    fn from_recovered(
+        dir: &Path,
+        config: LogConfig,
+        io: Arc<IoBackend>,
+        recovered: recovery::Recovered,
+    ) -> ShardLog {
         let active_segment = recovered.segments.last().expect("recovery keeps a segment");
         let active = ActiveFile {
             file: recovered.active_file,
@@ -111,8 +124,31 @@ impl ShardLog {
             flushed_offset: 0,
         };
         log.flushed_offset = log.written_offset();
-        log.rebuild_producers()?;
-        Ok((log, recovered.report))
+        log
+    }
+
+    /// Takes the pooled log in `dir` (see `pooled`) as a successor's log
+    /// whose producer table is `inherited` (what `ProducerState::inherited`
+    /// made of its parents). Nothing is synced: the caller's commit record
+    /// holds `inherited` until `persist_inherited` has made it durable here.
+    pub fn adopt(
+        dir: &Path,
+        config: LogConfig,
+        io: Arc<IoBackend>,
+        inherited: &ProducerState,
+    ) -> Result<ShardLog, StorageError> {
+        let recovered = super::pooled::adopt(dir)?;
+        let mut log = ShardLog::from_recovered(dir, config.normalized(), io, recovered);
+        log.producers = ProducerTable::inherit(std::slice::from_ref(inherited));
+        Ok(log)
+    }
+
+    /// Makes a successor's inherited producer table durable in its
+    /// directory (a snapshot at offset 0; any newer one the shard wrote
+    /// meanwhile stays, and `open` prefers it).
+    pub fn persist_inherited(dir: &Path, inherited: &ProducerState) -> Result<(), StorageError> {
+        ProducerTable::inherit(std::slice::from_ref(inherited)).persist_initial(dir)?;
+        files::sync_dir(dir)
     }
 
     /// Creates the new, empty log (base offset 0) of a successor shard in

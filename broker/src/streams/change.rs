@@ -3,35 +3,35 @@
 //! 1. plan it against the current metadata (pure, `topology::plan`);
 //! 2. seal the affected shards in their owners' queue order, so every
 //!    append queued before the seal is in the parent and none after;
-//! 3. create the successors' directories, then side by side: their logs,
-//!    inheriting their parents' producer state; the fsync of the
-//!    directories holding them; and the new metadata in a temp file. All
-//!    durable before step 4;
-//! 4. rename the metadata into place and fsync its directory: the commit
-//!    point;
-//! 5. publish the new view, waking appends that found a shard sealed.
+//! 3. take the successors' directories from the pool (`claim`), each an
+//!    empty, durable log renamed into place, holding the inherited
+//!    producer state in memory only; with the pool empty, create them
+//!    durably instead;
+//! 4. append the change's record to the stream's topology journal and
+//!    fdatasync it: the commit point, and with pooled successors the only
+//!    fsync between seal and publish;
+//! 5. publish the new view, waking appends that found a shard sealed;
+//! 6. settle: make the renames and the inherited state durable outside
+//!    the journal, compact the journal when it is half full, and refill
+//!    the pool in the background. Appends do not wait for any of it.
 //!
 //! A crash before step 4 recovers the old topology (the successors'
-//! directories are orphans removed at start, the temp metadata is ignored
-//! and overwritten by the next change, the parents were only sealed in
-//! memory); after it, the new one. A failure before step 4 unseals the
-//! parents and removes the successors.
-//!
-//! Why step 3 overlaps: a change's time is mostly fsyncs. Independent ones
-//! issued together share the file system's journal commits, so the change
-//! waits for a few journal commits (a successor's own files, then the
-//! commit) instead of a dozen in a row.
+//! directories are orphans removed at start, the parents were only sealed
+//! in memory); after it, the new one (loading replays the record and
+//! settles it). A failure before step 4 unseals the parents and removes
+//! the successors; a failed step 4 does the same once the record is
+//! overwritten with zeros, and otherwise, not knowing whether the record
+//! survives a crash, keeps the parents sealed until a restart decides.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use surge_protocol::ErrorCode;
 
-use super::{create_dir, fsync, remove_dir, Stream, Streams, View};
-use crate::error::BrokerError;
-use crate::shard::{SealInfo, Shard};
-use crate::topology::{self, Change, Plan, StreamMeta};
+use super::claim::{ChangeError, Successor};
+use super::{Stream, Streams, View};
+use crate::shard::SealInfo;
+use crate::storage::ProducerState;
+use crate::topology::{self, AppendError, Change, Plan, Record};
 
 /// What a committed change did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +41,6 @@ pub struct ChangeDone {
     pub created: Vec<u32>,
     pub took_us: u64,
 }
-
-type ChangeError = (ErrorCode, String);
 
 impl Streams {
     /// The split point for `shard` when none is given: the weighted median
@@ -73,7 +71,7 @@ impl Streams {
         let view = stream.view();
         let plan = topology::plan(&view.meta, &change, self.dirs())
             .map_err(|message| (ErrorCode::InvalidRequest, message))?;
-        let _no_forwarding = stream.exclusive_change().await;
+        let no_forwarding = stream.exclusive_change().await;
         let seals = seal_all(&stream, &view, &plan).await?;
         let sealed_us = started.elapsed().as_micros() as u64;
         crate::failpoint::hit("change.sealed");
@@ -85,52 +83,52 @@ impl Streams {
                 stream.name
             );
         }
-        // The new metadata is written beside the old one while the
-        // successors are created: neither depends on the other, and the
-        // commit below waits for both.
-        let prepared = {
-            let (next, dir) = (next.clone(), stream.dir.clone());
-            tokio::task::spawn_blocking(move || next.prepare(&dir))
-        };
-        let created = self.create_successors(&stream, &view, &plan, &seals);
-        let (prepared, created) = tokio::join!(prepared, created);
-        let created = match (created, flatten(prepared)) {
-            (Ok(created), Ok(())) => created,
-            (Ok(created), Err(reason)) => {
-                self.discard(&stream, &plan, created).await;
-                unseal_all(&stream, &view, &plan);
-                return Err((
-                    ErrorCode::Storage,
-                    format!("writing the new topology failed: {reason}"),
-                ));
-            }
-            (Err(err), _) => {
-                unseal_all(&stream, &view, &plan);
-                return Err(err);
-            }
-        };
-        let created_us = started.elapsed().as_micros() as u64;
+        let parents: Vec<ProducerState> =
+            seals.into_iter().map(|(_, info)| info.producers).collect();
+        let inherited = ProducerState::inherited(&parents);
+        let made = self
+            .claim_successors(&stream, &view, &plan, inherited.clone())
+            .await;
+        let made = made.inspect_err(|_| unseal_all(&stream, &view, &plan))?;
+        let claimed_us = started.elapsed().as_micros() as u64;
         crate::failpoint::hit("change.successors");
-        let dir = stream.dir.clone();
-        let committed = tokio::task::spawn_blocking(move || StreamMeta::commit(&dir)).await;
-        if let Err(reason) = flatten(committed) {
-            self.discard(&stream, &plan, created).await;
-            unseal_all(&stream, &view, &plan);
-            return Err((
-                ErrorCode::Storage,
-                format!("writing the new topology failed: {reason}"),
-            ));
+        let record = Record {
+            epoch: next.epoch,
+            sealed: ends,
+            created: made
+                .iter()
+                .map(|successor| successor.claim.clone())
+                .collect(),
+            producers: inherited,
+        };
+        let committed = {
+            let (stream, record) = (stream.clone(), record.clone());
+            tokio::task::spawn_blocking(move || stream.journal.lock().append(&record)).await
+        };
+        if let Err(failure) = committed_or(committed) {
+            return Err(self.abandon(&stream, &view, &plan, made, failure).await);
         }
+        let committed_us = started.elapsed().as_micros() as u64;
         crate::failpoint::hit("change.committed");
         let epoch = next.epoch;
         let mut shards = view.shards.clone();
-        shards.extend(created);
-        stream.publish(View { meta: next, shards });
+        shards.extend(
+            made.iter()
+                .map(|successor| (successor.shard.id, successor.shard.clone())),
+        );
+        stream.publish(View {
+            meta: next.clone(),
+            shards,
+        });
+        drop(no_forwarding);
         self.changes_committed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let took_us = started.elapsed().as_micros() as u64;
+        crate::failpoint::hit("change.published");
+        let settled_us = self.settle_change(&stream, &record, next).await;
+        self.refill_pools();
         // Cumulative phase ends, to see where a slow change spent its time.
-        tracing::info!(stream = %stream.name, ?change, epoch, took_us, sealed_us, created_us, "topology changed");
+        tracing::info!(stream = %stream.name, ?change, epoch, took_us, sealed_us, claimed_us, committed_us, settled_us, "topology changed");
         Ok(ChangeDone {
             epoch,
             sealed: plan.sealed.clone(),
@@ -139,153 +137,64 @@ impl Streams {
         })
     }
 
-    /// Creates every successor at once: their directories first (cheap),
-    /// then each log on its own blocking thread while the stream
-    /// directories holding them are fsynced, so all those fsyncs overlap.
-    /// All are durable before the caller commits. On a failure the
-    /// successors made are closed and removed.
-    async fn create_successors(
+    /// Undoes a change whose commit failed, as far as it is safe to: see
+    /// the module doc.
+    async fn abandon(
         &self,
         stream: &Stream,
         view: &View,
         plan: &Plan,
-        seals: &[(u32, SealInfo)],
-    ) -> Result<HashMap<u32, Arc<Shard>>, ChangeError> {
-        let made = self.make_dirs(&stream.name, plan).await;
-        let (created, failure) = match made {
-            Ok(()) => {
-                let logs = self.create_logs(stream, view, plan, seals);
-                let syncs = self.sync_stream_dirs(&stream.name, plan);
-                let ((created, failure), synced) = tokio::join!(logs, syncs);
-                (created, failure.or(synced.err()))
-            }
-            Err(reason) => (HashMap::new(), Some(reason)),
-        };
+        made: Vec<Successor>,
+        failure: AppendError,
+    ) -> ChangeError {
         match failure {
-            None => Ok(created),
-            Some(reason) => {
-                self.discard(stream, plan, created).await;
-                Err((
+            AppendError::NotWritten(reason) => {
+                self.discard(stream, plan, made, true).await;
+                unseal_all(stream, view, plan);
+                (
                     ErrorCode::Storage,
-                    format!("creating successors failed: {reason}"),
-                ))
+                    format!("writing the new topology failed: {reason}"),
+                )
+            }
+            AppendError::Unknown(reason) => {
+                tracing::error!(stream = %stream.name, reason, "a topology commit failed and may survive a crash: its parents stay sealed until a restart");
+                self.discard(stream, plan, made, false).await;
+                (
+                    ErrorCode::Storage,
+                    format!("writing the new topology failed, its outcome is unknown until a restart: {reason}"),
+                )
             }
         }
     }
 
-    /// Creates the successors' (empty) directories, removing leftovers of
-    /// an earlier attempt, and the stream's directory in a data directory
-    /// it had no shard in yet (made durable at once: it is rare).
-    async fn make_dirs(&self, stream: &str, plan: &Plan) -> Result<(), String> {
-        let dirs: Vec<_> = plan
-            .created
-            .iter()
-            .map(|child| self.shard_dir(stream, child))
-            .collect();
-        let made = tokio::task::spawn_blocking(move || -> Result<(), BrokerError> {
-            for dir in dirs {
-                let stream_dir = dir.parent().expect("a shard directory has a parent");
-                if !stream_dir.exists() {
-                    create_dir(stream_dir)?;
-                    fsync(
-                        stream_dir
-                            .parent()
-                            .expect("a stream directory has a parent"),
-                    )?;
-                }
-                if dir.exists() {
-                    remove_dir(&dir)?;
-                }
-                create_dir(&dir)?;
+    /// Settles a committed change and compacts the journal when it is due
+    /// (see `claim`). A failure leaves the record in the journal, which
+    /// then is not compacted until a restart settles it. Returns when the
+    /// settling ended, from the change's start.
+    async fn settle_change(
+        &self,
+        stream: &std::sync::Arc<Stream>,
+        record: &Record,
+        meta: topology::StreamMeta,
+    ) -> u64 {
+        let (settling, stream_arc) = (self.settling(&stream.name, record), stream.clone());
+        let started = Instant::now();
+        let settled = tokio::task::spawn_blocking(move || {
+            let settled = settling.run();
+            let mut journal = stream_arc.journal.lock();
+            journal.settled(settled.is_ok());
+            settled?;
+            if journal.wants_compaction() {
+                meta.store(&stream_arc.dir)?;
+                journal.compacted();
             }
-            Ok(())
+            Ok::<(), crate::error::BrokerError>(())
         })
         .await;
-        flatten(made)
-    }
-
-    /// Creates each successor's log on its own blocking thread. Returns the
-    /// shards made and the first failure.
-    async fn create_logs(
-        &self,
-        stream: &Stream,
-        view: &View,
-        plan: &Plan,
-        seals: &[(u32, SealInfo)],
-    ) -> (HashMap<u32, Arc<Shard>>, Option<String>) {
-        let inherited: Arc<Vec<_>> = Arc::new(
-            seals
-                .iter()
-                .map(|(_, info)| info.producers.clone())
-                .collect(),
-        );
-        let jobs: Vec<_> = plan
-            .created
-            .iter()
-            .map(|child| {
-                let dir = self.shard_dir(&stream.name, child);
-                let log_config = self.log_config(&view.meta);
-                let settings = self.shard_settings(&view.meta, child);
-                let (io, appended) = (self.io.clone(), self.appended.clone());
-                let inherited = inherited.clone();
-                let id = child.id;
-                tokio::task::spawn_blocking(move || {
-                    Shard::create_successor(
-                        id, &dir, log_config, io, settings, appended, &inherited,
-                    )
-                    .map(|shard| (id, shard))
-                })
-            })
-            .collect();
-        let mut created = HashMap::new();
-        let mut failure = None;
-        for job in jobs {
-            match flatten(job.await) {
-                Ok((id, shard)) => {
-                    created.insert(id, shard);
-                }
-                Err(reason) => failure = failure.or(Some(reason)),
-            }
+        if let Err(reason) = flatten(settled) {
+            tracing::warn!(stream = %stream.name, reason, "settling a topology change failed; the next start does it");
         }
-        (created, failure)
-    }
-
-    /// Makes the successors' directory entries durable: one fsync per data
-    /// directory they live in, side by side.
-    async fn sync_stream_dirs(&self, stream: &str, plan: &Plan) -> Result<(), String> {
-        let mut dirs: Vec<u32> = plan.created.iter().map(|child| child.dir).collect();
-        dirs.sort_unstable();
-        dirs.dedup();
-        let syncs: Vec<_> = dirs
-            .into_iter()
-            .map(|index| {
-                let dir = self.roots[index as usize].join(stream);
-                tokio::task::spawn_blocking(move || fsync(&dir))
-            })
-            .collect();
-        let mut failure = None;
-        for sync in syncs {
-            if let Err(reason) = flatten(sync.await) {
-                failure = failure.or(Some(reason));
-            }
-        }
-        failure.map_or(Ok(()), Err)
-    }
-
-    /// Closes and removes successors of a change that did not commit.
-    async fn discard(&self, stream: &Stream, plan: &Plan, created: HashMap<u32, Arc<Shard>>) {
-        for shard in created.values() {
-            shard.close().await.ok();
-        }
-        for child in &plan.created {
-            let dir = self.shard_dir(&stream.name, child);
-            if !dir.exists() {
-                continue;
-            }
-            if let Err(err) = remove_dir(&dir) {
-                tracing::warn!(error = %err, "removing an uncommitted successor failed; it is removed at start");
-            }
-        }
+        started.elapsed().as_micros() as u64
     }
 }
 
@@ -322,7 +231,15 @@ fn unseal_all(stream: &Stream, view: &View, plan: &Plan) {
     stream.nudge();
 }
 
-fn flatten<T, E: std::fmt::Display>(
+/// The journal append's outcome; a lost task is a failure of unknown
+/// outcome.
+fn committed_or(
+    joined: Result<Result<(), AppendError>, tokio::task::JoinError>,
+) -> Result<(), AppendError> {
+    joined.unwrap_or_else(|err| Err(AppendError::Unknown(format!("task failed: {err}"))))
+}
+
+pub(super) fn flatten<T, E: std::fmt::Display>(
     joined: Result<Result<T, E>, tokio::task::JoinError>,
 ) -> Result<T, String> {
     match joined {

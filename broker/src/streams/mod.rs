@@ -3,15 +3,21 @@
 //!
 //! On disk, per data directory `i` (0 is `data_dir`, then
 //! `extra_data_dirs`): `<root_i>/streams/<stream>/<shard_id>/` holds one
-//! shard's log; `<root_0>/streams/<stream>/stream.meta` describes the
-//! stream and is the commit point of every create and change. A stream
-//! directory without metadata, or a shard directory the metadata does not
+//! shard's log, and `<root_i>/pool/` the successor pool (`pool`);
+//! `<root_0>/streams/<stream>/stream.meta` describes the stream and is the
+//! commit point of its create, and `topology.journal` beside it the commit
+//! point of each change after it (`topology::journal`). A stream directory
+//! without metadata, or a shard directory the metadata and journal do not
 //! name, is the remains of a create or change that crashed, and is removed
 //! at start. A delete first renames the stream directory to
 //! `.deleted-<name>-<nanos>` (atomic), then removes it.
 
 mod change;
+mod claim;
+mod pool;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +36,8 @@ use crate::error::BrokerError;
 use crate::fsutil;
 use crate::shard::{Shard, ShardSettings};
 use crate::storage::{IoBackend, LogConfig};
-use crate::topology::{self, ShardMeta, StreamMeta};
+use crate::topology::{self, Journal, ShardMeta, StreamMeta};
+use pool::Pool;
 
 const DELETED_PREFIX: &str = ".deleted-";
 
@@ -45,6 +52,8 @@ pub struct Streams {
     /// Serialises creates and deletes (rare, and they touch the disk).
     admin: Mutex<()>,
     changes_committed: std::sync::atomic::AtomicU64,
+    /// The successor pool of every data directory, in `roots` order.
+    pools: Vec<Arc<Pool>>,
 }
 
 impl Streams {
@@ -53,6 +62,17 @@ impl Streams {
         config: &BrokerConfig,
         io: Arc<IoBackend>,
         appended: watch::Sender<u64>,
+    ) -> Result<Streams, BrokerError> {
+        Streams::open_with_pool(config, io, appended, pool::POOL_SLOTS)
+    }
+
+    /// `open` with `pool_slots` per data directory (0: every successor is
+    /// created inline).
+    fn open_with_pool(
+        config: &BrokerConfig,
+        io: Arc<IoBackend>,
+        appended: watch::Sender<u64>,
+        pool_slots: usize,
     ) -> Result<Streams, BrokerError> {
         let roots: Vec<PathBuf> = std::iter::once(&config.data_dir)
             .chain(&config.extra_data_dirs)
@@ -65,6 +85,13 @@ impl Streams {
                 source,
             })?;
         }
+        // Opened before the streams only to name slots: recovery finishes
+        // committed claims first, then the pools are checked and refilled.
+        let pools = roots
+            .iter()
+            .map(|root| Pool::new(pool_dir(root), pool_slots))
+            .map(Arc::new)
+            .collect();
         let streams = Streams {
             roots,
             config: config.clone(),
@@ -73,12 +100,33 @@ impl Streams {
             map: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
             changes_committed: std::sync::atomic::AtomicU64::new(0),
+            pools,
         };
         for entry in list_dir(&streams.roots[0])? {
             streams.open_entry(&entry)?;
         }
         streams.remove_orphans()?;
+        for pool in &streams.pools {
+            pool.load()?;
+            if let Err(err) = pool.refill() {
+                tracing::warn!(dir = %pool.dir().display(), error = %err, "filling the successor pool failed; changes create successors inline");
+            }
+        }
         Ok(streams)
+    }
+
+    /// Refills every pool that changes drew from, on blocking threads.
+    fn refill_pools(&self) {
+        for pool in &self.pools {
+            if pool.needs_refill() {
+                let pool = pool.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(err) = pool.refill() {
+                        tracing::warn!(dir = %pool.dir().display(), error = %err, "refilling the successor pool failed");
+                    }
+                });
+            }
+        }
     }
 
     fn open_entry(&self, dir: &Path) -> Result<(), BrokerError> {
@@ -92,11 +140,64 @@ impl Streams {
             remove_dir(dir)?;
             return fsync(&self.roots[0]);
         }
-        let meta = StreamMeta::load(dir)?;
+        let (meta, journal) = self.load_meta(dir)?;
         let shards = self.open_shards(&meta, &dir.join(topology::META_FILE))?;
-        let stream = Stream::new(dir.to_owned(), View { meta, shards });
+        let stream = Stream::new(dir.to_owned(), View { meta, shards }, journal);
         self.map.write().insert(name, Arc::new(stream));
         Ok(())
+    }
+
+    /// The stream's topology: its metadata plus its journal's records,
+    /// which are settled and compacted into the metadata here. A v1 or v2
+    /// stream gets its journal, and its metadata is rewritten as v3 first.
+    fn load_meta(&self, dir: &Path) -> Result<(StreamMeta, Journal), BrokerError> {
+        let (meta, version) = StreamMeta::load_versioned(dir)?;
+        // An upgrade that crashed before the rewrite left a zeroed journal,
+        // which replays as empty.
+        if version < topology::META_VERSION && !dir.join(topology::JOURNAL_FILE).exists() {
+            let journal = Journal::create(dir)?;
+            meta.store(dir)?;
+            tracing::info!(stream = %meta.name, version, "stream metadata upgraded");
+            return Ok((meta, journal));
+        }
+        let (mut journal, records, meta) = Journal::open(dir, meta)?;
+        if records.is_empty() {
+            if version < topology::META_VERSION {
+                meta.store(dir)?;
+            }
+            return Ok((meta, journal));
+        }
+        for record in &records {
+            for claim in &record.created {
+                self.check_dir_index(&meta, dir, claim.shard.id, claim.shard.dir)?;
+            }
+            self.settling(&meta.name, record).run()?;
+        }
+        meta.store(dir)?;
+        journal.settled(true);
+        journal.compacted();
+        tracing::info!(stream = %meta.name, changes = records.len(), epoch = meta.epoch, "topology journal replayed");
+        Ok((meta, journal))
+    }
+
+    fn check_dir_index(
+        &self,
+        meta: &StreamMeta,
+        meta_dir: &Path,
+        shard: u32,
+        dir: u32,
+    ) -> Result<(), BrokerError> {
+        if dir < self.dirs() {
+            return Ok(());
+        }
+        Err(BrokerError::CorruptMetadata {
+            path: meta_dir.join(topology::META_FILE),
+            reason: format!(
+                "shard {shard} of {} lives in data directory {dir}, but only {} are configured (data_dir and extra_data_dirs)",
+                meta.name,
+                self.dirs()
+            ),
+        })
     }
 
     /// Opens (recovering) every shard `meta` names. `meta_path` is named in
@@ -108,17 +209,8 @@ impl Streams {
     ) -> Result<HashMap<u32, Arc<Shard>>, BrokerError> {
         let mut shards = HashMap::with_capacity(meta.shards.len());
         for shard in &meta.shards {
-            if shard.dir >= self.dirs() {
-                return Err(BrokerError::CorruptMetadata {
-                    path: meta_path.to_owned(),
-                    reason: format!(
-                        "shard {} lives in data directory {}, but only {} are configured (data_dir and extra_data_dirs)",
-                        shard.id,
-                        shard.dir,
-                        self.dirs()
-                    ),
-                });
-            }
+            let meta_dir = meta_path.parent().expect("a metadata file has a directory");
+            self.check_dir_index(meta, meta_dir, shard.id, shard.dir)?;
             let opened = Shard::open(
                 shard.id,
                 &self.shard_dir(&meta.name, shard),
@@ -265,8 +357,10 @@ impl Streams {
         })?;
         fsync(&self.roots[0])?;
         let shards = self.open_shards(&meta, &dir.join(topology::META_FILE))?;
+        // The metadata's commit fsyncs the directory, the journal's entry too.
+        let journal = Journal::create(&dir)?;
         meta.store(&dir)?;
-        Ok(Stream::new(dir, View { meta, shards }))
+        Ok(Stream::new(dir, View { meta, shards }, journal))
     }
 
     /// Deletes a stream: closes its shards, then removes its files.
@@ -336,6 +430,13 @@ impl Streams {
             }
         }
     }
+}
+
+/// `<data_dir>/pool` for the data directory whose streams are in `root`.
+fn pool_dir(root: &Path) -> PathBuf {
+    root.parent()
+        .expect("a streams directory has a parent")
+        .join(pool::POOL_DIR)
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, BrokerError> {
