@@ -127,20 +127,30 @@ impl ShardLog {
         log
     }
 
-    /// Takes the pooled log in `dir` (see `pooled`) as a successor's log
-    /// whose producer table is `inherited` (what `ProducerState::inherited`
-    /// made of its parents). Nothing is synced: the caller's commit record
-    /// holds `inherited` until `persist_inherited` has made it durable here.
+    /// Takes the pooled log in `dir` (see `pooled`) for a successor,
+    /// without reading or syncing anything. Its producer table is empty
+    /// until `inherit`, which the caller calls once the parents are sealed.
     pub fn adopt(
         dir: &Path,
         config: LogConfig,
         io: Arc<IoBackend>,
-        inherited: &ProducerState,
     ) -> Result<ShardLog, StorageError> {
         let recovered = super::pooled::adopt(dir)?;
-        let mut log = ShardLog::from_recovered(dir, config.normalized(), io, recovered);
-        log.producers = ProducerTable::inherit(std::slice::from_ref(inherited));
-        Ok(log)
+        Ok(ShardLog::from_recovered(
+            dir,
+            config.normalized(),
+            io,
+            recovered,
+        ))
+    }
+
+    /// Gives an adopted, still empty successor the table its parents leave
+    /// it (`ProducerState::inherited`). Kept in memory only: the caller's
+    /// commit record holds it until `persist_inherited` has made it durable
+    /// in the log's directory.
+    pub fn inherit(&mut self, inherited: &ProducerState) {
+        assert_eq!(self.written_offset(), 0, "only an empty log inherits");
+        self.producers = ProducerTable::inherit(std::slice::from_ref(inherited));
     }
 
     /// Makes a successor's inherited producer table durable in its

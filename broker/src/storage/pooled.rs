@@ -19,7 +19,8 @@ use super::segment::Segment;
 
 /// Creates a pooled log in `dir` (which must not exist): segment 0 of
 /// `preallocate_bytes`, the file and `dir` fsynced. The caller makes
-/// `dir`'s own entry durable.
+/// `dir`'s own entry durable. A successor the pool could not supply is
+/// made this way in its shard directory.
 pub fn create_pooled(dir: &Path, preallocate_bytes: u64) -> Result<(), StorageError> {
     std::fs::create_dir(dir).map_err(|source| StorageError::io("create dir", dir, source))?;
     let file = recovery::create_segment_file(dir, 0, preallocate_bytes.max(1))?;

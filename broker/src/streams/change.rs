@@ -1,37 +1,39 @@
 //! Applying a topology change to a live stream, seal-and-succeed:
 //!
 //! 1. plan it against the current metadata (pure, `topology::plan`);
-//! 2. seal the affected shards in their owners' queue order, so every
-//!    append queued before the seal is in the parent and none after;
-//! 3. take the successors' directories from the pool (`claim`), each an
-//!    empty, durable log renamed into place, holding the inherited
-//!    producer state in memory only; with the pool empty, create them
-//!    durably instead;
-//! 4. append the change's record to the stream's topology journal and
-//!    fdatasync it: the commit point, and with pooled successors the only
-//!    fsync between seal and publish;
-//! 5. publish the new view, waking appends that found a shard sealed;
-//! 6. settle: make the renames and the inherited state durable outside
+//! 2. side by side: seal the affected shards, each in its owner's queue
+//!    order (so every append queued before the seal is in the parent and
+//!    none after), all at once; and prepare the successors (`claim`): each
+//!    an empty, durable log taken from the pool by a rename, or with the
+//!    pool empty made in place with fsyncs;
+//! 3. give the successors the producer state their parents leave, in
+//!    memory, and start them, while the change's record is appended to the
+//!    stream's topology journal and fdatasynced: the commit point, and
+//!    with pooled successors the only fsync between seal and publish;
+//! 4. publish the new view, waking appends that found a shard sealed;
+//! 5. settle: make the renames and the inherited state durable outside
 //!    the journal, compact the journal when it is half full, and refill
 //!    the pool in the background. Appends do not wait for any of it.
 //!
-//! A crash before step 4 recovers the old topology (the successors'
-//! directories are orphans removed at start, the parents were only sealed
-//! in memory); after it, the new one (loading replays the record and
-//! settles it). A failure before step 4 unseals the parents and removes
-//! the successors; a failed step 4 does the same once the record is
-//! overwritten with zeros, and otherwise, not knowing whether the record
-//! survives a crash, keeps the parents sealed until a restart decides.
+//! A crash before the record is durable recovers the old topology (the
+//! successors' directories are orphans removed at start, the parents were
+//! only sealed in memory); after it, the new one (loading replays the
+//! record and settles it). A failure before the commit unseals the parents
+//! and removes the successors; so does a failure after it once the record
+//! is overwritten with zeros, and otherwise, not knowing whether the record
+//! survives a crash, the change keeps the parents sealed until a restart
+//! decides.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use surge_protocol::ErrorCode;
 
-use super::claim::{ChangeError, Successor};
+use super::claim::ChangeError;
 use super::{Stream, Streams, View};
-use crate::shard::SealInfo;
-use crate::storage::ProducerState;
-use crate::topology::{self, AppendError, Change, Plan, Record};
+use crate::shard::{SealInfo, Shard};
+use crate::storage::{ProducerState, ShardLog};
+use crate::topology::{self, AppendError, Change, Plan, Record, ShardMeta};
 
 /// What a committed change did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,9 +73,29 @@ impl Streams {
         let view = stream.view();
         let plan = topology::plan(&view.meta, &change, self.dirs())
             .map_err(|message| (ErrorCode::InvalidRequest, message))?;
-        let no_forwarding = stream.exclusive_change().await;
-        let seals = seal_all(&stream, &view, &plan).await?;
-        let sealed_us = started.elapsed().as_micros() as u64;
+        let prepared = self.prepare_successors(&stream.name, &plan, self.log_config(&view.meta));
+        let sealed = async {
+            let no_forwarding = stream.exclusive_change().await;
+            let seals = seal_all(&view, &plan).await;
+            (no_forwarding, seals, started.elapsed().as_micros() as u64)
+        };
+        let (prepared, (no_forwarding, seals, sealed_us)) = tokio::join!(prepared, sealed);
+        let (prepared, seals) = match (prepared, seals) {
+            (Ok(prepared), Ok(seals)) => (prepared, seals),
+            (prepared, seals) => {
+                let failure = match (&prepared, &seals) {
+                    (Err(failure), _) | (_, Err(failure)) => failure.clone(),
+                    (Ok(_), Ok(_)) => unreachable!("both succeeded"),
+                };
+                if let Ok(prepared) = prepared {
+                    drop(prepared);
+                    self.discard(&stream.name, &plan, Vec::new(), true).await;
+                }
+                unseal_all(&stream, &view, &plan);
+                return Err(failure);
+            }
+        };
+        let prepared_us = started.elapsed().as_micros() as u64;
         crate::failpoint::hit("change.sealed");
         let ends: Vec<(u32, u64)> = seals.iter().map(|(id, info)| (*id, info.end)).collect();
         let next = topology::apply(&view.meta, &plan, &ends);
@@ -85,37 +107,40 @@ impl Streams {
         }
         let parents: Vec<ProducerState> =
             seals.into_iter().map(|(_, info)| info.producers).collect();
-        let inherited = ProducerState::inherited(&parents);
-        let made = self
-            .claim_successors(&stream, &view, &plan, inherited.clone())
-            .await;
-        let made = made.inspect_err(|_| unseal_all(&stream, &view, &plan))?;
-        let claimed_us = started.elapsed().as_micros() as u64;
-        crate::failpoint::hit("change.successors");
         let record = Record {
             epoch: next.epoch,
             sealed: ends,
-            created: made
-                .iter()
-                .map(|successor| successor.claim.clone())
-                .collect(),
-            producers: inherited,
+            created: prepared.claims,
+            producers: ProducerState::inherited(&parents),
         };
-        let committed = {
+        crate::failpoint::hit("change.successors");
+        let committing = {
             let (stream, record) = (stream.clone(), record.clone());
-            tokio::task::spawn_blocking(move || stream.journal.lock().append(&record)).await
+            tokio::task::spawn_blocking(move || stream.journal.lock().append(&record))
         };
-        if let Err(failure) = committed_or(committed) {
-            return Err(self.abandon(&stream, &view, &plan, made, failure).await);
+        // Started while the record is synced: each start spawns a thread.
+        let (successors, start_failure) = self.start_all(&view, prepared.logs, &record.producers);
+        let committed = match committing.await {
+            Ok(appended) => appended.map_err(Failure::Commit),
+            Err(err) => Err(Failure::Commit(AppendError::Unknown(format!(
+                "task failed: {err}"
+            )))),
+        };
+        let committed = match (committed, start_failure) {
+            (Ok(()), None) => Ok(()),
+            (Ok(()), Some(reason)) => Err(self.retract(&stream, reason).await),
+            (Err(failure), _) => Err(failure),
+        };
+        if let Err(failure) = committed {
+            return Err(self
+                .abandon(&stream, &view, &plan, successors, failure)
+                .await);
         }
         let committed_us = started.elapsed().as_micros() as u64;
         crate::failpoint::hit("change.committed");
         let epoch = next.epoch;
         let mut shards = view.shards.clone();
-        shards.extend(
-            made.iter()
-                .map(|successor| (successor.shard.id, successor.shard.clone())),
-        );
+        shards.extend(successors.into_iter().map(|shard| (shard.id, shard)));
         stream.publish(View {
             meta: next.clone(),
             shards,
@@ -128,7 +153,7 @@ impl Streams {
         let settled_us = self.settle_change(&stream, &record, next).await;
         self.refill_pools();
         // Cumulative phase ends, to see where a slow change spent its time.
-        tracing::info!(stream = %stream.name, ?change, epoch, took_us, sealed_us, claimed_us, committed_us, settled_us, "topology changed");
+        tracing::info!(stream = %stream.name, ?change, epoch, took_us, sealed_us, prepared_us, committed_us, settled_us, "topology changed");
         Ok(ChangeDone {
             epoch,
             sealed: plan.sealed.clone(),
@@ -137,34 +162,69 @@ impl Streams {
         })
     }
 
-    /// Undoes a change whose commit failed, as far as it is safe to: see
+    /// Gives every prepared successor its inherited producer state and
+    /// starts its owner thread. Returns those started and the first failure.
+    fn start_all(
+        &self,
+        view: &View,
+        logs: Vec<(ShardMeta, ShardLog)>,
+        inherited: &ProducerState,
+    ) -> (Vec<Arc<Shard>>, Option<String>) {
+        let mut started = Vec::with_capacity(logs.len());
+        let mut failure = None;
+        for (child, mut log) in logs {
+            log.inherit(inherited);
+            let dir = self.shard_dir(&view.meta.name, &child);
+            let settings = self.shard_settings(&view.meta, &child);
+            match Shard::start(child.id, &dir, log, settings, self.appended.clone()) {
+                Ok(shard) => started.push(shard),
+                Err(err) => failure = failure.or(Some(err.to_string())),
+            }
+        }
+        (started, failure)
+    }
+
+    /// Takes back a committed record whose successors could not all start.
+    async fn retract(&self, stream: &Arc<Stream>, reason: String) -> Failure {
+        let retracting = {
+            let stream = stream.clone();
+            tokio::task::spawn_blocking(move || stream.journal.lock().retract_last())
+        };
+        match flatten(retracting.await) {
+            Ok(()) => Failure::Start(reason),
+            Err(retract) => {
+                Failure::Commit(AppendError::Unknown(format!("{reason}; then {retract}")))
+            }
+        }
+    }
+
+    /// Undoes a change that did not commit, as far as it is safe to: see
     /// the module doc.
     async fn abandon(
         &self,
         stream: &Stream,
         view: &View,
         plan: &Plan,
-        made: Vec<Successor>,
-        failure: AppendError,
+        started: Vec<Arc<Shard>>,
+        failure: Failure,
     ) -> ChangeError {
-        match failure {
-            AppendError::NotWritten(reason) => {
-                self.discard(stream, plan, made, true).await;
-                unseal_all(stream, view, plan);
-                (
-                    ErrorCode::Storage,
-                    format!("writing the new topology failed: {reason}"),
-                )
+        let (remove, message) = match failure {
+            Failure::Start(reason) => (true, format!("starting successors failed: {reason}")),
+            Failure::Commit(AppendError::NotWritten(reason)) => {
+                (true, format!("writing the new topology failed: {reason}"))
             }
-            AppendError::Unknown(reason) => {
+            Failure::Commit(AppendError::Unknown(reason)) => {
                 tracing::error!(stream = %stream.name, reason, "a topology commit failed and may survive a crash: its parents stay sealed until a restart");
-                self.discard(stream, plan, made, false).await;
-                (
+                self.discard(&stream.name, plan, started, false).await;
+                return (
                     ErrorCode::Storage,
                     format!("writing the new topology failed, its outcome is unknown until a restart: {reason}"),
-                )
+                );
             }
-        }
+        };
+        self.discard(&stream.name, plan, started, remove).await;
+        unseal_all(stream, view, plan);
+        (ErrorCode::Storage, message)
     }
 
     /// Settles a committed change and compacts the journal when it is due
@@ -173,7 +233,7 @@ impl Streams {
     /// settling ended, from the change's start.
     async fn settle_change(
         &self,
-        stream: &std::sync::Arc<Stream>,
+        stream: &Arc<Stream>,
         record: &Record,
         meta: topology::StreamMeta,
     ) -> u64 {
@@ -198,30 +258,43 @@ impl Streams {
     }
 }
 
-/// Seals the planned shards in order; on failure unseals those sealed.
-async fn seal_all(
-    stream: &Stream,
-    view: &View,
-    plan: &Plan,
-) -> Result<Vec<(u32, SealInfo)>, ChangeError> {
-    let mut seals = Vec::with_capacity(plan.sealed.len());
-    for id in &plan.sealed {
-        let shard = view.shards.get(id).expect("planned shards are in the view");
-        match shard.seal().await {
-            Ok(info) => seals.push((*id, info)),
-            Err(reason) => {
-                for (sealed, _) in &seals {
-                    view.shards[sealed].unseal();
-                }
-                stream.nudge();
-                return Err((
-                    ErrorCode::Storage,
-                    format!("sealing shard {id} failed: {reason}"),
-                ));
+/// Why a change did not commit after its successors were prepared.
+enum Failure {
+    /// A successor did not start; the record was taken back.
+    Start(String),
+    Commit(AppendError),
+}
+
+/// Seals the planned shards side by side: each seal waits for the appends
+/// queued before it (an fdatasync may be in flight), so one after another
+/// they would add up. The caller unseals every planned shard on a failure.
+async fn seal_all(view: &View, plan: &Plan) -> Result<Vec<(u32, SealInfo)>, ChangeError> {
+    let pending: Vec<_> = plan
+        .sealed
+        .iter()
+        .map(|id| {
+            let shard = view.shards.get(id).expect("planned shards are in the view");
+            let shard = shard.clone();
+            (*id, tokio::spawn(async move { shard.seal().await }))
+        })
+        .collect();
+    let mut seals = Vec::with_capacity(pending.len());
+    let mut failure = None;
+    for (id, sealing) in pending {
+        match sealing.await {
+            Ok(Ok(info)) => seals.push((id, info)),
+            Ok(Err(reason)) => {
+                failure.get_or_insert(format!("sealing shard {id} failed: {reason}"));
+            }
+            Err(err) => {
+                failure.get_or_insert(format!("sealing shard {id} failed: {err}"));
             }
         }
     }
-    Ok(seals)
+    match failure {
+        None => Ok(seals),
+        Some(reason) => Err((ErrorCode::Storage, reason)),
+    }
 }
 
 fn unseal_all(stream: &Stream, view: &View, plan: &Plan) {
@@ -229,14 +302,6 @@ fn unseal_all(stream: &Stream, view: &View, plan: &Plan) {
         view.shards[id].unseal();
     }
     stream.nudge();
-}
-
-/// The journal append's outcome; a lost task is a failure of unknown
-/// outcome.
-fn committed_or(
-    joined: Result<Result<(), AppendError>, tokio::task::JoinError>,
-) -> Result<(), AppendError> {
-    joined.unwrap_or_else(|err| Err(AppendError::Unknown(format!("task failed: {err}"))))
 }
 
 pub(super) fn flatten<T, E: std::fmt::Display>(

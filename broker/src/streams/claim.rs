@@ -1,80 +1,88 @@
 //! A change's successors on disk: taking each one's directory from the
-//! pool of its data directory (or, with the pool empty, creating it the
-//! slow way: its files and directory entries fsynced before the commit),
-//! settling them after the commit, and discarding them when it failed.
+//! pool of its data directory (or, with the pool empty, making it in place
+//! the slow way: the same empty log, its files and directory entries
+//! fsynced), settling them after the commit, and discarding them when the
+//! change failed.
 //!
-//! Settling makes durable outside the journal what only the journal record
-//! held: the rename out of the pool (fsync of both directories) and the
-//! inherited producer state (a snapshot in the shard's directory). Loading
-//! a stream settles the records it replays the same way, so a crash at any
-//! point after the commit recovers the same successors.
+//! Successors are prepared while the parents are being sealed: nothing in
+//! them depends on the seal but their producer table, which the change
+//! sets in memory afterwards (`ShardLog::inherit`) and its journal record
+//! holds durably. Settling makes durable outside the journal what only the
+//! record held: the rename out of the pool (fsync of both directories) and
+//! the inherited producer state (a snapshot in the shard's directory).
+//! Loading a stream settles the records it replays the same way, so a
+//! crash at any point after the commit recovers the same successors.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use surge_protocol::ErrorCode;
 
-use super::{create_dir, fsync, remove_dir, Stream, Streams, View};
+use super::{create_dir, fsync, remove_dir, Streams};
 use crate::error::BrokerError;
 use crate::shard::Shard;
-use crate::storage::{ProducerState, ShardLog};
+use crate::storage::{self, LogConfig, ProducerState, ShardLog};
 use crate::topology::{Claim, Plan, Record, ShardMeta};
-
-/// A successor made for a change that has not committed yet.
-#[derive(Debug)]
-pub(super) struct Successor {
-    pub(super) shard: Arc<Shard>,
-    pub(super) claim: Claim,
-}
 
 pub(super) type ChangeError = (ErrorCode, String);
 
+/// A change's successors before its commit: each one's log, empty and
+/// durable in its shard directory (not yet started), and its claim.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    pub(super) logs: Vec<(ShardMeta, ShardLog)>,
+    pub(super) claims: Vec<Claim>,
+}
+
 impl Streams {
-    /// Makes every successor of `plan`: pooled ones together on one
-    /// blocking thread (no fsync), the others each on its own (several
-    /// fsyncs, overlapping), then the directories holding those fsynced.
-    /// On a failure the successors made are discarded.
-    pub(super) async fn claim_successors(
+    /// Prepares every successor of `plan`: the pooled ones together on one
+    /// blocking thread (renames, no fsync), the others each on its own
+    /// (several fsyncs, overlapping), then the directories holding those
+    /// fsynced. On a failure the directories made are removed and the
+    /// slots not taken are returned.
+    pub(super) async fn prepare_successors(
         &self,
-        stream: &Stream,
-        view: &View,
+        stream: &str,
         plan: &Plan,
-        inherited: ProducerState,
-    ) -> Result<Vec<Successor>, ChangeError> {
-        let inherited = Arc::new(inherited);
+        log_config: LogConfig,
+    ) -> Result<Prepared, ChangeError> {
+        let mut claims = Vec::with_capacity(plan.created.len());
         let mut pooled = Vec::new();
         let mut inline = Vec::new();
         for child in &plan.created {
-            match self.pools[child.dir as usize].take() {
-                Some(slot) => pooled.push((child.clone(), slot)),
-                None => inline.push(child.clone()),
+            let slot = self.pools[child.dir as usize].take();
+            claims.push(Claim {
+                shard: child.clone(),
+                slot: slot.clone(),
+            });
+            let job = self.successor_job(stream, child, slot, log_config.clone());
+            match claims.last().and_then(|claim| claim.slot.as_ref()) {
+                Some(_) => pooled.push(job),
+                None => inline.push(job),
             }
         }
-        let mut jobs = Vec::new();
+        let inline_dirs: Vec<u32> = claims
+            .iter()
+            .filter(|claim| claim.slot.is_none())
+            .map(|claim| claim.shard.dir)
+            .collect();
+        let mut jobs = Vec::with_capacity(inline.len() + 1);
         if !pooled.is_empty() {
-            let made: Vec<_> = pooled
-                .into_iter()
-                .map(|(child, slot)| {
-                    self.successor_job(&stream.name, view, child, Some(slot), &inherited)
-                })
-                .collect();
             jobs.push(tokio::task::spawn_blocking(move || {
-                made.into_iter().map(|job| job()).collect::<Vec<_>>()
+                pooled.into_iter().map(|job| job()).collect::<Vec<_>>()
             }));
         }
-        let inline_dirs: Vec<u32> = inline.iter().map(|child| child.dir).collect();
-        for child in inline {
-            let job = self.successor_job(&stream.name, view, child, None, &inherited);
+        for job in inline {
             jobs.push(tokio::task::spawn_blocking(move || vec![job()]));
         }
-        let mut made = Vec::new();
+        let mut logs = Vec::with_capacity(claims.len());
         let mut failure = None;
         for job in jobs {
             match job.await {
                 Ok(results) => {
                     for result in results {
                         match result {
-                            Ok(successor) => made.push(successor),
+                            Ok(made) => logs.push(made),
                             Err(reason) => failure = failure.or(Some(reason)),
                         }
                     }
@@ -83,39 +91,38 @@ impl Streams {
             }
         }
         if failure.is_none() {
-            failure = self.sync_stream_dirs(&stream.name, inline_dirs).await.err();
+            failure = self.sync_stream_dirs(stream, inline_dirs).await.err();
         }
         match failure {
-            None => Ok(made),
+            None => Ok(Prepared { logs, claims }),
             Some(reason) => {
-                self.discard(stream, plan, made, true).await;
+                drop(logs);
+                self.discard(stream, plan, Vec::new(), true).await;
                 Err((
                     ErrorCode::Storage,
-                    format!("creating successors failed: {reason}"),
+                    format!("preparing successors failed: {reason}"),
                 ))
             }
         }
     }
 
-    /// The blocking work of making one successor, from `slot` of its data
-    /// directory's pool or (`None`) from nothing.
+    /// The blocking work of preparing one successor: renaming `slot` of its
+    /// data directory's pool into place, or (`None`) making the same empty
+    /// log there; then opening it.
     fn successor_job(
         &self,
         stream: &str,
-        view: &View,
-        child: ShardMeta,
+        child: &ShardMeta,
         slot: Option<String>,
-        inherited: &Arc<ProducerState>,
-    ) -> impl FnOnce() -> Result<Successor, String> + Send + 'static {
-        let dir = self.shard_dir(stream, &child);
+        log_config: LogConfig,
+    ) -> impl FnOnce() -> Result<(ShardMeta, ShardLog), String> + Send + 'static {
+        let dir = self.shard_dir(stream, child);
         let pool = self.pools[child.dir as usize].clone();
-        let log_config = self.log_config(&view.meta);
-        let settings = self.shard_settings(&view.meta, &child);
-        let (io, appended) = (self.io.clone(), self.appended.clone());
-        let inherited = inherited.clone();
+        let io = self.io.clone();
+        let child = child.clone();
         move || {
             let made = prepare_shard_dir(&dir).map_err(|err| err.to_string());
-            let log = match (made, &slot) {
+            let placed = match (made, &slot) {
                 (Err(reason), Some(slot)) => {
                     pool.put_back(slot.clone());
                     return Err(reason);
@@ -123,26 +130,17 @@ impl Streams {
                 (Err(reason), None) => return Err(reason),
                 (Ok(()), Some(slot)) => {
                     let from = pool.slot_path(slot);
-                    if let Err(source) = std::fs::rename(&from, &dir) {
+                    std::fs::rename(&from, &dir).map_err(|source| {
                         pool.put_back(slot.clone());
-                        return Err(format!("taking pool slot {}: {source}", from.display()));
-                    }
-                    ShardLog::adopt(&dir, log_config, io, &inherited)
+                        format!("taking pool slot {}: {source}", from.display())
+                    })
                 }
-                (Ok(()), None) => ShardLog::create_successor(
-                    &dir,
-                    log_config,
-                    io,
-                    std::slice::from_ref(inherited.as_ref()),
-                ),
+                (Ok(()), None) => storage::create_pooled(&dir, log_config.preallocate_bytes)
+                    .map_err(|err| err.to_string()),
             };
-            let log = log.map_err(|err| err.to_string())?;
-            let shard = Shard::start(child.id, &dir, log, settings, appended)
-                .map_err(|err| err.to_string())?;
-            Ok(Successor {
-                shard,
-                claim: Claim { shard: child, slot },
-            })
+            placed?;
+            let log = ShardLog::adopt(&dir, log_config, io).map_err(|err| err.to_string())?;
+            Ok((child, log))
         }
     }
 
@@ -173,19 +171,19 @@ impl Streams {
     /// replaces them).
     pub(super) async fn discard(
         &self,
-        stream: &Stream,
+        stream: &str,
         plan: &Plan,
-        made: Vec<Successor>,
+        started: Vec<Arc<Shard>>,
         remove: bool,
     ) {
-        for successor in &made {
-            successor.shard.close().await.ok();
+        for shard in &started {
+            shard.close().await.ok();
         }
         if !remove {
             return;
         }
         for child in &plan.created {
-            let dir = self.shard_dir(&stream.name, child);
+            let dir = self.shard_dir(stream, child);
             if !dir.exists() {
                 continue;
             }
@@ -198,40 +196,39 @@ impl Streams {
     /// What settling `record` (see the module doc) touches, owned, so it
     /// can run on a blocking thread.
     pub(super) fn settling(&self, stream: &str, record: &Record) -> Settling {
-        let moves = record
+        let steps = record
             .created
             .iter()
-            .filter_map(|claim| {
-                let slot = claim.slot.as_ref()?;
+            .map(|claim| {
                 let pool = &self.pools[claim.shard.dir as usize];
-                Some(Move {
+                Step {
                     id: claim.shard.id,
                     dir: self.shard_dir(stream, &claim.shard),
-                    slot: pool.slot_path(slot),
+                    slot: claim.slot.as_ref().map(|slot| pool.slot_path(slot)),
                     pool_dir: pool.dir().to_owned(),
-                })
+                }
             })
             .collect();
         Settling {
-            moves,
+            steps,
             inherited: record.producers.clone(),
         }
     }
 }
 
-/// One pooled successor's way from its slot to its shard directory.
+/// One successor's way from its pool slot (if any) to its shard directory.
 #[derive(Debug)]
-struct Move {
+struct Step {
     id: u32,
     dir: PathBuf,
-    slot: PathBuf,
+    slot: Option<PathBuf>,
     pool_dir: PathBuf,
 }
 
 /// Settling one committed record.
 #[derive(Debug)]
 pub(super) struct Settling {
-    moves: Vec<Move>,
+    steps: Vec<Step>,
     inherited: ProducerState,
 }
 
@@ -239,28 +236,30 @@ impl Settling {
     /// Finishes a rename out of the pool a crash undid, writes the
     /// inherited producer snapshot, fsyncs the directories. Idempotent.
     pub(super) fn run(&self) -> Result<(), BrokerError> {
-        for step in &self.moves {
+        for step in &self.steps {
+            let from = step.slot.as_ref().filter(|slot| slot.exists());
             if !step.dir.exists() {
-                if !step.slot.exists() {
+                let Some(from) = from else {
                     return Err(BrokerError::CorruptMetadata {
                         path: step.dir.clone(),
                         reason: format!(
-                            "committed shard {} has neither its directory nor its pool slot {}",
-                            step.id,
-                            step.slot.display()
+                            "committed shard {} has neither its directory nor its pool slot",
+                            step.id
                         ),
                     });
-                }
-                tracing::warn!(shard = step.id, slot = %step.slot.display(), "finishing a claim a crash undid");
-                std::fs::rename(&step.slot, &step.dir).map_err(|source| BrokerError::Io {
+                };
+                tracing::warn!(shard = step.id, slot = %from.display(), "finishing a claim a crash undid");
+                std::fs::rename(from, &step.dir).map_err(|source| BrokerError::Io {
                     op: "take pool slot",
-                    path: step.slot.clone(),
+                    path: from.clone(),
                     source,
                 })?;
             }
             ShardLog::persist_inherited(&step.dir, &self.inherited)?;
             fsync(step.dir.parent().expect("a shard directory has a parent"))?;
-            fsync(&step.pool_dir)?;
+            if step.slot.is_some() {
+                fsync(&step.pool_dir)?;
+            }
         }
         Ok(())
     }

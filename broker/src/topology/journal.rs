@@ -215,6 +215,8 @@ pub struct Journal {
     path: PathBuf,
     /// Where the next record goes.
     position: u64,
+    /// The length of the record appended last, while it may be retracted.
+    last_len: u64,
     /// Every record since the last compaction was settled (its successors'
     /// state made durable outside the journal), so compaction may drop them.
     settled: bool,
@@ -244,6 +246,7 @@ impl Journal {
             file,
             path,
             position: 0,
+            last_len: 0,
             settled: true,
         })
     }
@@ -293,6 +296,7 @@ impl Journal {
             file,
             path,
             position: position as u64,
+            last_len: 0,
             settled: records.is_empty(),
         };
         Ok((journal, records, meta))
@@ -326,8 +330,25 @@ impl Journal {
                 Err(_) => AppendError::Unknown(reason),
             });
         }
+        self.last_len = bytes.len() as u64;
         self.position = end;
         self.settled = false;
+        Ok(())
+    }
+
+    /// Takes back the record just appended, whose change could not be put
+    /// in force after all: overwrites it with zeros and fdatasyncs. On an
+    /// error the record may survive a crash.
+    pub fn retract_last(&mut self) -> Result<(), String> {
+        assert!(self.last_len > 0, "a record to retract was appended");
+        let at = self.position - self.last_len;
+        let zeros = vec![0; self.last_len as usize];
+        self.file
+            .write_all_at(&zeros, at)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|err| format!("retracting from {}: {err}", self.path.display()))?;
+        self.position = at;
+        self.last_len = 0;
         Ok(())
     }
 
@@ -345,6 +366,7 @@ impl Journal {
     pub fn compacted(&mut self) {
         assert!(self.settled, "only settled records are compacted away");
         self.position = 0;
+        self.last_len = 0;
     }
 
     pub fn position(&self) -> u64 {
