@@ -494,4 +494,21 @@ mod tests {
         let (_, records, _) = Journal::open(dir.path(), third_meta).unwrap();
         assert_eq!(records, vec![fourth]);
     }
+
+    #[test]
+    fn a_retracted_record_is_not_replayed_and_its_place_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = StreamMeta::new("s", test_settings(), 1);
+        let mut journal = Journal::create(dir.path()).unwrap();
+        let record = split_record(&meta, 0, 5);
+        journal.append(&record).unwrap();
+        journal.retract_last().unwrap();
+        assert_eq!(journal.position(), 0);
+        let (_, records, replayed) = Journal::open(dir.path(), meta.clone()).unwrap();
+        assert!(records.is_empty());
+        assert_eq!(replayed, meta);
+        journal.append(&record).unwrap();
+        let (_, records, _) = Journal::open(dir.path(), meta).unwrap();
+        assert_eq!(records, vec![record]);
+    }
 }
