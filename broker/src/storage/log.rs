@@ -161,39 +161,6 @@ impl ShardLog {
         files::sync_dir(dir)
     }
 
-    /// Creates the new, empty log (base offset 0) of a successor shard in
-    /// `dir`, whose producer table is the union of its parents' states
-    /// (highest last sequence per key, no last batch). The table and the
-    /// first segment are durable in `dir` before this returns (a snapshot
-    /// covering offset 0 written crash-safely; `open` fsyncs `dir` after
-    /// creating the segment, which covers the snapshot's entry too), so a
-    /// reopen after a crash at any later point rebuilds it from that
-    /// snapshot plus the headers after it. `dir`'s own entry in its parent
-    /// is not fsynced here: the caller creates several successors at once
-    /// and fsyncs their parent directory once, before anything names them.
-    /// Fails with `NotEmpty` if `dir` holds segments: the caller removes
-    /// leftovers of an earlier attempt first.
-    pub fn create_successor(
-        dir: &Path,
-        config: LogConfig,
-        io: Arc<IoBackend>,
-        inherited: &[ProducerState],
-    ) -> Result<ShardLog, StorageError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StorageError::io("create dir", dir, source))?;
-        let segments = files::list_offsets(dir, files::LOG_SUFFIX)?;
-        if !segments.is_empty() {
-            return Err(StorageError::NotEmpty {
-                path: dir.to_owned(),
-                segments: segments.len(),
-            });
-        }
-        ProducerTable::inherit(inherited).persist(dir, 0)?;
-        let (log, _) = ShardLog::open(dir, config, io)?;
-        assert_eq!(log.written_offset(), 0, "a successor starts empty");
-        Ok(log)
-    }
-
     /// The newest producer snapshot plus the headers stored after it.
     fn rebuild_producers(&mut self) -> Result<(), StorageError> {
         let written_offset = self.written_offset();
