@@ -98,7 +98,7 @@ lines = [
     f"CHANGE_EVERY_S={every}): 1 KiB events, 2 producers, 4 shards, durability `fsync`, "
     "broker and load generator on this machine.",
     "",
-    "Time for a change to take effect inside the broker (seal, successors created, metadata fsynced, new epoch published); "
+    "Time for a change to take effect inside the broker (parents sealed, successors taken from the pool, journal record fdatasynced, new epoch published); "
     "isolate and fold seal and succeed all 4 default shards:",
     "",
     "| change | count | median ms | max ms |",

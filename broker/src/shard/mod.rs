@@ -135,22 +135,9 @@ impl Shard {
         Shard::start(id, dir, log, settings, appended)
     }
 
-    /// Creates the empty log of a successor shard that inherits its
-    /// parents' producer state, and starts its owner thread.
-    pub fn create_successor(
-        id: u32,
-        dir: &Path,
-        log_config: LogConfig,
-        io: Arc<IoBackend>,
-        settings: ShardSettings,
-        appended: watch::Sender<u64>,
-        inherited: &[ProducerState],
-    ) -> Result<Arc<Shard>, BrokerError> {
-        let log = ShardLog::create_successor(dir, log_config, io, inherited)?;
-        Shard::start(id, dir, log, settings, appended)
-    }
-
-    fn start(
+    /// Starts the owner thread of a shard whose log the caller opened (a
+    /// successor adopted from the pool, see `ShardLog::adopt`).
+    pub(crate) fn start(
         id: u32,
         dir: &Path,
         log: ShardLog,

@@ -33,8 +33,6 @@ pub enum StorageError {
         #[source]
         source: DecodeError,
     },
-    #[error("{path} already holds {segments} segments")]
-    NotEmpty { path: PathBuf, segments: usize },
     #[error("io_uring is unavailable: {source}")]
     UringUnavailable {
         #[source]

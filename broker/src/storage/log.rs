@@ -89,6 +89,19 @@ impl ShardLog {
         std::fs::create_dir_all(dir)
             .map_err(|source| StorageError::io("create dir", dir, source))?;
         let recovered = recovery::recover(dir, &config)?;
+        let report = recovered.report.clone();
+        let mut log = ShardLog::from_recovered(dir, config, io, recovered);
+        log.rebuild_producers()?;
+        Ok((log, report))
+    }
+
+    /// The log recovery (or adoption) left, with an empty producer table.
+    fn from_recovered(
+        dir: &Path,
+        config: LogConfig,
+        io: Arc<IoBackend>,
+        recovered: recovery::Recovered,
+    ) -> ShardLog {
         let active_segment = recovered.segments.last().expect("recovery keeps a segment");
         let active = ActiveFile {
             file: recovered.active_file,
@@ -111,41 +124,41 @@ impl ShardLog {
             flushed_offset: 0,
         };
         log.flushed_offset = log.written_offset();
-        log.rebuild_producers()?;
-        Ok((log, recovered.report))
+        log
     }
 
-    /// Creates the new, empty log (base offset 0) of a successor shard in
-    /// `dir`, whose producer table is the union of its parents' states
-    /// (highest last sequence per key, no last batch). The table and the
-    /// first segment are durable in `dir` before this returns (a snapshot
-    /// covering offset 0 written crash-safely; `open` fsyncs `dir` after
-    /// creating the segment, which covers the snapshot's entry too), so a
-    /// reopen after a crash at any later point rebuilds it from that
-    /// snapshot plus the headers after it. `dir`'s own entry in its parent
-    /// is not fsynced here: the caller creates several successors at once
-    /// and fsyncs their parent directory once, before anything names them.
-    /// Fails with `NotEmpty` if `dir` holds segments: the caller removes
-    /// leftovers of an earlier attempt first.
-    pub fn create_successor(
+    /// Takes the pooled log in `dir` (see `pooled`) for a successor,
+    /// without reading or syncing anything. Its producer table is empty
+    /// until `inherit`, which the caller calls once the parents are sealed.
+    pub fn adopt(
         dir: &Path,
         config: LogConfig,
         io: Arc<IoBackend>,
-        inherited: &[ProducerState],
     ) -> Result<ShardLog, StorageError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StorageError::io("create dir", dir, source))?;
-        let segments = files::list_offsets(dir, files::LOG_SUFFIX)?;
-        if !segments.is_empty() {
-            return Err(StorageError::NotEmpty {
-                path: dir.to_owned(),
-                segments: segments.len(),
-            });
-        }
-        ProducerTable::inherit(inherited).persist(dir, 0)?;
-        let (log, _) = ShardLog::open(dir, config, io)?;
-        assert_eq!(log.written_offset(), 0, "a successor starts empty");
-        Ok(log)
+        let recovered = super::pooled::adopt(dir)?;
+        Ok(ShardLog::from_recovered(
+            dir,
+            config.normalized(),
+            io,
+            recovered,
+        ))
+    }
+
+    /// Gives an adopted, still empty successor the table its parents leave
+    /// it (`ProducerState::inherited`). Kept in memory only: the caller's
+    /// commit record holds it until `persist_inherited` has made it durable
+    /// in the log's directory.
+    pub fn inherit(&mut self, inherited: &ProducerState) {
+        assert_eq!(self.written_offset(), 0, "only an empty log inherits");
+        self.producers = ProducerTable::inherit(std::slice::from_ref(inherited));
+    }
+
+    /// Makes a successor's inherited producer table durable in its
+    /// directory (a snapshot at offset 0; any newer one the shard wrote
+    /// meanwhile stays, and `open` prefers it).
+    pub fn persist_inherited(dir: &Path, inherited: &ProducerState) -> Result<(), StorageError> {
+        ProducerTable::inherit(std::slice::from_ref(inherited)).persist_initial(dir)?;
+        files::sync_dir(dir)
     }
 
     /// The newest producer snapshot plus the headers stored after it.

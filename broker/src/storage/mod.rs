@@ -14,6 +14,7 @@
 //! - `index`: the sparse offset and time index files.
 //! - `producers`: the idempotent-producer table keyed by (producer, origin
 //!   shard), what successors inherit (`ProducerState`), its snapshot file.
+//! - `pooled`: empty logs made durable ahead of time for successors.
 //! - `files`: file naming and crash-safe file writes.
 //! - `mmap`, `sys`: the only `unsafe` (mmap; fallocate and io_uring).
 
@@ -24,6 +25,7 @@ mod index;
 mod io;
 mod log;
 mod mmap;
+mod pooled;
 mod producers;
 mod reader;
 mod recovery;
@@ -37,6 +39,7 @@ pub use config::{IoChoice, LogConfig, MAX_PRODUCERS_PER_SHARD, MAX_SEGMENTS_PER_
 pub use error::StorageError;
 pub use io::IoBackend;
 pub use log::{AppendOutcome, RecoveryReport, ShardLog};
+pub use pooled::{check_pooled, create_pooled};
 pub use producers::{ProducerKey, ProducerState};
 pub use reader::{LogReader, ReadChunk};
 pub use recovery::Truncation;

@@ -115,6 +115,61 @@ impl ProducerState {
     }
 }
 
+/// Bytes of one `ProducerState` entry in `ProducerState::encode`.
+pub const STATE_ENTRY_BYTES: usize = 8 + 4 + 8;
+
+impl ProducerState {
+    /// The state a successor's table holds after inheriting `parents`:
+    /// their union, bounded like the table (so at most
+    /// `MAX_PRODUCERS_PER_SHARD` entries).
+    pub fn inherited(parents: &[ProducerState]) -> ProducerState {
+        ProducerTable::inherit(parents).state()
+    }
+
+    /// Appends `u32 count`, then per entry in key order `u64 producer_id,
+    /// u32 origin_shard, u64 last_sequence` (little-endian).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        assert!(
+            self.len() <= MAX_PRODUCERS_PER_SHARD,
+            "an encoded producer state is bounded"
+        );
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        for (key, last_sequence) in self.iter() {
+            out.extend_from_slice(&key.producer_id.to_le_bytes());
+            out.extend_from_slice(&key.origin_shard.to_le_bytes());
+            out.extend_from_slice(&last_sequence.to_le_bytes());
+        }
+    }
+
+    /// Decodes what `encode` wrote, which must fill `bytes` exactly.
+    pub fn decode(bytes: &[u8]) -> Result<ProducerState, &'static str> {
+        let count_bytes: [u8; 4] = bytes
+            .get(..4)
+            .ok_or("no entry count")?
+            .try_into()
+            .expect("4 bytes");
+        let count = u32::from_le_bytes(count_bytes) as usize;
+        if count > MAX_PRODUCERS_PER_SHARD {
+            return Err("entry count over its bound");
+        }
+        if bytes.len() != 4 + count * STATE_ENTRY_BYTES {
+            return Err("entry count does not match the length");
+        }
+        let mut state = ProducerState::default();
+        for entry in bytes[4..].chunks_exact(STATE_ENTRY_BYTES) {
+            let key = ProducerKey {
+                producer_id: u64::from_le_bytes(entry[0..8].try_into().expect("8 bytes")),
+                origin_shard: u32::from_le_bytes(entry[8..12].try_into().expect("4 bytes")),
+            };
+            let last_sequence = u64::from_le_bytes(entry[12..20].try_into().expect("8 bytes"));
+            if state.last_sequences.insert(key, last_sequence).is_some() {
+                return Err("a key appears twice");
+            }
+        }
+        Ok(state)
+    }
+}
+
 impl FromIterator<(ProducerKey, u64)> for ProducerState {
     fn from_iter<T: IntoIterator<Item = (ProducerKey, u64)>>(iter: T) -> ProducerState {
         ProducerState {
@@ -383,6 +438,15 @@ impl ProducerTable {
         Ok(())
     }
 
+    /// Writes the snapshot for offset 0 crash-safely without removing
+    /// others: a successor's inherited table, written after the shard may
+    /// have persisted a newer snapshot of its own (which `load` prefers).
+    /// The caller fsyncs the directory.
+    pub(crate) fn persist_initial(&self, dir: &Path) -> Result<(), StorageError> {
+        let path = files::offset_path(dir, 0, files::PRODUCERS_SUFFIX);
+        files::write_atomic(&path, &self.encode(0))
+    }
+
     /// The newest valid snapshot covering at most `written_offset`; newer
     /// (stale after a truncation) and invalid snapshots are deleted.
     pub(crate) fn load(
@@ -583,6 +647,33 @@ mod tests {
         stored.origin_shard = 1;
         table.record(ProducerKey::of(&stored), Entry::of(&stored));
         table
+    }
+
+    #[test]
+    fn state_encoding_round_trips_and_rejects_bad_lengths() {
+        let state: ProducerState = [(key(7, 1), 9), (key(8, 2), u64::MAX)]
+            .into_iter()
+            .collect();
+        let mut bytes = Vec::new();
+        state.encode(&mut bytes);
+        assert_eq!(bytes.len(), 4 + 2 * STATE_ENTRY_BYTES);
+        assert_eq!(ProducerState::decode(&bytes).unwrap(), state);
+        assert!(ProducerState::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(ProducerState::decode(&[]).is_err());
+        let mut twice = Vec::new();
+        [(key(7, 1), 9)]
+            .into_iter()
+            .collect::<ProducerState>()
+            .encode(&mut twice);
+        twice[0] = 2;
+        let first = twice[4..].to_vec();
+        twice.extend_from_slice(&first);
+        assert_eq!(ProducerState::decode(&twice), Err("a key appears twice"));
+        let mut huge = ((MAX_PRODUCERS_PER_SHARD + 1) as u32)
+            .to_le_bytes()
+            .to_vec();
+        huge.resize(4 + (MAX_PRODUCERS_PER_SHARD + 1) * STATE_ENTRY_BYTES, 0);
+        assert!(ProducerState::decode(&huge).is_err());
     }
 
     #[test]

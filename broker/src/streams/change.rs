@@ -1,37 +1,39 @@
 //! Applying a topology change to a live stream, seal-and-succeed:
 //!
 //! 1. plan it against the current metadata (pure, `topology::plan`);
-//! 2. seal the affected shards in their owners' queue order, so every
-//!    append queued before the seal is in the parent and none after;
-//! 3. create the successors' directories, then side by side: their logs,
-//!    inheriting their parents' producer state; the fsync of the
-//!    directories holding them; and the new metadata in a temp file. All
-//!    durable before step 4;
-//! 4. rename the metadata into place and fsync its directory: the commit
-//!    point;
-//! 5. publish the new view, waking appends that found a shard sealed.
+//! 2. side by side: seal the affected shards, each in its owner's queue
+//!    order (so every append queued before the seal is in the parent and
+//!    none after), all at once; and prepare the successors (`claim`): each
+//!    an empty, durable log taken from the pool by a rename, or with the
+//!    pool empty made in place with fsyncs;
+//! 3. give the successors the producer state their parents leave, in
+//!    memory, and start them, while the change's record is appended to the
+//!    stream's topology journal and fdatasynced: the commit point, and
+//!    with pooled successors the only fsync between seal and publish;
+//! 4. publish the new view, waking appends that found a shard sealed;
+//! 5. settle: make the renames and the inherited state durable outside
+//!    the journal, compact the journal when it is half full, and refill
+//!    the pool in the background. Appends do not wait for any of it.
 //!
-//! A crash before step 4 recovers the old topology (the successors'
-//! directories are orphans removed at start, the temp metadata is ignored
-//! and overwritten by the next change, the parents were only sealed in
-//! memory); after it, the new one. A failure before step 4 unseals the
-//! parents and removes the successors.
-//!
-//! Why step 3 overlaps: a change's time is mostly fsyncs. Independent ones
-//! issued together share the file system's journal commits, so the change
-//! waits for a few journal commits (a successor's own files, then the
-//! commit) instead of a dozen in a row.
+//! A crash before the record is durable recovers the old topology (the
+//! successors' directories are orphans removed at start, the parents were
+//! only sealed in memory); after it, the new one (loading replays the
+//! record and settles it). A failure before the commit unseals the parents
+//! and removes the successors; so does a failure after it once the record
+//! is overwritten with zeros, and otherwise, not knowing whether the record
+//! survives a crash, the change keeps the parents sealed until a restart
+//! decides.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use surge_protocol::ErrorCode;
 
-use super::{create_dir, fsync, remove_dir, Stream, Streams, View};
-use crate::error::BrokerError;
+use super::claim::ChangeError;
+use super::{Stream, Streams, View};
 use crate::shard::{SealInfo, Shard};
-use crate::topology::{self, Change, Plan, StreamMeta};
+use crate::storage::{ProducerState, ShardLog};
+use crate::topology::{self, AppendError, Change, Plan, Record, ShardMeta};
 
 /// What a committed change did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +43,6 @@ pub struct ChangeDone {
     pub created: Vec<u32>,
     pub took_us: u64,
 }
-
-type ChangeError = (ErrorCode, String);
 
 impl Streams {
     /// The split point for `shard` when none is given: the weighted median
@@ -73,9 +73,29 @@ impl Streams {
         let view = stream.view();
         let plan = topology::plan(&view.meta, &change, self.dirs())
             .map_err(|message| (ErrorCode::InvalidRequest, message))?;
-        let _no_forwarding = stream.exclusive_change().await;
-        let seals = seal_all(&stream, &view, &plan).await?;
-        let sealed_us = started.elapsed().as_micros() as u64;
+        let prepared = self.prepare_successors(&stream.name, &plan, self.log_config(&view.meta));
+        let sealed = async {
+            let no_forwarding = stream.exclusive_change().await;
+            let seals = seal_all(&view, &plan).await;
+            (no_forwarding, seals, started.elapsed().as_micros() as u64)
+        };
+        let (prepared, (no_forwarding, seals, sealed_us)) = tokio::join!(prepared, sealed);
+        let (prepared, seals) = match (prepared, seals) {
+            (Ok(prepared), Ok(seals)) => (prepared, seals),
+            (prepared, seals) => {
+                let failure = match (&prepared, &seals) {
+                    (Err(failure), _) | (_, Err(failure)) => failure.clone(),
+                    (Ok(_), Ok(_)) => unreachable!("both succeeded"),
+                };
+                if let Ok(prepared) = prepared {
+                    drop(prepared);
+                    self.discard(&stream.name, &plan, Vec::new(), true).await;
+                }
+                unseal_all(&stream, &view, &plan);
+                return Err(failure);
+            }
+        };
+        let prepared_us = started.elapsed().as_micros() as u64;
         crate::failpoint::hit("change.sealed");
         let ends: Vec<(u32, u64)> = seals.iter().map(|(id, info)| (*id, info.end)).collect();
         let next = topology::apply(&view.meta, &plan, &ends);
@@ -85,52 +105,55 @@ impl Streams {
                 stream.name
             );
         }
-        // The new metadata is written beside the old one while the
-        // successors are created: neither depends on the other, and the
-        // commit below waits for both.
-        let prepared = {
-            let (next, dir) = (next.clone(), stream.dir.clone());
-            tokio::task::spawn_blocking(move || next.prepare(&dir))
+        let parents: Vec<ProducerState> =
+            seals.into_iter().map(|(_, info)| info.producers).collect();
+        let record = Record {
+            epoch: next.epoch,
+            sealed: ends,
+            created: prepared.claims,
+            producers: ProducerState::inherited(&parents),
         };
-        let created = self.create_successors(&stream, &view, &plan, &seals);
-        let (prepared, created) = tokio::join!(prepared, created);
-        let created = match (created, flatten(prepared)) {
-            (Ok(created), Ok(())) => created,
-            (Ok(created), Err(reason)) => {
-                self.discard(&stream, &plan, created).await;
-                unseal_all(&stream, &view, &plan);
-                return Err((
-                    ErrorCode::Storage,
-                    format!("writing the new topology failed: {reason}"),
-                ));
-            }
-            (Err(err), _) => {
-                unseal_all(&stream, &view, &plan);
-                return Err(err);
-            }
-        };
-        let created_us = started.elapsed().as_micros() as u64;
         crate::failpoint::hit("change.successors");
-        let dir = stream.dir.clone();
-        let committed = tokio::task::spawn_blocking(move || StreamMeta::commit(&dir)).await;
-        if let Err(reason) = flatten(committed) {
-            self.discard(&stream, &plan, created).await;
-            unseal_all(&stream, &view, &plan);
-            return Err((
-                ErrorCode::Storage,
-                format!("writing the new topology failed: {reason}"),
-            ));
+        let committing = {
+            let (stream, record) = (stream.clone(), record.clone());
+            tokio::task::spawn_blocking(move || stream.journal.lock().append(&record))
+        };
+        // Started while the record is synced: each start spawns a thread.
+        let (successors, start_failure) = self.start_all(&view, prepared.logs, &record.producers);
+        let committed = match committing.await {
+            Ok(appended) => appended.map_err(Failure::Commit),
+            Err(err) => Err(Failure::Commit(AppendError::Unknown(format!(
+                "task failed: {err}"
+            )))),
+        };
+        let committed = match (committed, start_failure) {
+            (Ok(()), None) => Ok(()),
+            (Ok(()), Some(reason)) => Err(self.retract(&stream, reason).await),
+            (Err(failure), _) => Err(failure),
+        };
+        if let Err(failure) = committed {
+            return Err(self
+                .abandon(&stream, &view, &plan, successors, failure)
+                .await);
         }
+        let committed_us = started.elapsed().as_micros() as u64;
         crate::failpoint::hit("change.committed");
         let epoch = next.epoch;
         let mut shards = view.shards.clone();
-        shards.extend(created);
-        stream.publish(View { meta: next, shards });
+        shards.extend(successors.into_iter().map(|shard| (shard.id, shard)));
+        stream.publish(View {
+            meta: next.clone(),
+            shards,
+        });
+        drop(no_forwarding);
         self.changes_committed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let took_us = started.elapsed().as_micros() as u64;
+        crate::failpoint::hit("change.published");
+        let settled_us = self.settle_change(&stream, &record, next).await;
+        self.refill_pools();
         // Cumulative phase ends, to see where a slow change spent its time.
-        tracing::info!(stream = %stream.name, ?change, epoch, took_us, sealed_us, created_us, "topology changed");
+        tracing::info!(stream = %stream.name, ?change, epoch, took_us, sealed_us, prepared_us, committed_us, settled_us, "topology changed");
         Ok(ChangeDone {
             epoch,
             sealed: plan.sealed.clone(),
@@ -139,180 +162,139 @@ impl Streams {
         })
     }
 
-    /// Creates every successor at once: their directories first (cheap),
-    /// then each log on its own blocking thread while the stream
-    /// directories holding them are fsynced, so all those fsyncs overlap.
-    /// All are durable before the caller commits. On a failure the
-    /// successors made are closed and removed.
-    async fn create_successors(
+    /// Gives every prepared successor its inherited producer state and
+    /// starts its owner thread. Returns those started and the first failure.
+    fn start_all(
         &self,
-        stream: &Stream,
         view: &View,
-        plan: &Plan,
-        seals: &[(u32, SealInfo)],
-    ) -> Result<HashMap<u32, Arc<Shard>>, ChangeError> {
-        let made = self.make_dirs(&stream.name, plan).await;
-        let (created, failure) = match made {
-            Ok(()) => {
-                let logs = self.create_logs(stream, view, plan, seals);
-                let syncs = self.sync_stream_dirs(&stream.name, plan);
-                let ((created, failure), synced) = tokio::join!(logs, syncs);
-                (created, failure.or(synced.err()))
+        logs: Vec<(ShardMeta, ShardLog)>,
+        inherited: &ProducerState,
+    ) -> (Vec<Arc<Shard>>, Option<String>) {
+        let mut started = Vec::with_capacity(logs.len());
+        let mut failure = None;
+        for (child, mut log) in logs {
+            log.inherit(inherited);
+            let dir = self.shard_dir(&view.meta.name, &child);
+            let settings = self.shard_settings(&view.meta, &child);
+            match Shard::start(child.id, &dir, log, settings, self.appended.clone()) {
+                Ok(shard) => started.push(shard),
+                Err(err) => failure = failure.or(Some(err.to_string())),
             }
-            Err(reason) => (HashMap::new(), Some(reason)),
+        }
+        (started, failure)
+    }
+
+    /// Takes back a committed record whose successors could not all start.
+    async fn retract(&self, stream: &Arc<Stream>, reason: String) -> Failure {
+        let retracting = {
+            let stream = stream.clone();
+            tokio::task::spawn_blocking(move || stream.journal.lock().retract_last())
         };
-        match failure {
-            None => Ok(created),
-            Some(reason) => {
-                self.discard(stream, plan, created).await;
-                Err((
-                    ErrorCode::Storage,
-                    format!("creating successors failed: {reason}"),
-                ))
+        match flatten(retracting.await) {
+            Ok(()) => Failure::Start(reason),
+            Err(retract) => {
+                Failure::Commit(AppendError::Unknown(format!("{reason}; then {retract}")))
             }
         }
     }
 
-    /// Creates the successors' (empty) directories, removing leftovers of
-    /// an earlier attempt, and the stream's directory in a data directory
-    /// it had no shard in yet (made durable at once: it is rare).
-    async fn make_dirs(&self, stream: &str, plan: &Plan) -> Result<(), String> {
-        let dirs: Vec<_> = plan
-            .created
-            .iter()
-            .map(|child| self.shard_dir(stream, child))
-            .collect();
-        let made = tokio::task::spawn_blocking(move || -> Result<(), BrokerError> {
-            for dir in dirs {
-                let stream_dir = dir.parent().expect("a shard directory has a parent");
-                if !stream_dir.exists() {
-                    create_dir(stream_dir)?;
-                    fsync(
-                        stream_dir
-                            .parent()
-                            .expect("a stream directory has a parent"),
-                    )?;
-                }
-                if dir.exists() {
-                    remove_dir(&dir)?;
-                }
-                create_dir(&dir)?;
+    /// Undoes a change that did not commit, as far as it is safe to: see
+    /// the module doc.
+    async fn abandon(
+        &self,
+        stream: &Stream,
+        view: &View,
+        plan: &Plan,
+        started: Vec<Arc<Shard>>,
+        failure: Failure,
+    ) -> ChangeError {
+        let (remove, message) = match failure {
+            Failure::Start(reason) => (true, format!("starting successors failed: {reason}")),
+            Failure::Commit(AppendError::NotWritten(reason)) => {
+                (true, format!("writing the new topology failed: {reason}"))
             }
-            Ok(())
+            Failure::Commit(AppendError::Unknown(reason)) => {
+                tracing::error!(stream = %stream.name, reason, "a topology commit failed and may survive a crash: its parents stay sealed until a restart");
+                self.discard(&stream.name, plan, started, false).await;
+                return (
+                    ErrorCode::Storage,
+                    format!("writing the new topology failed, its outcome is unknown until a restart: {reason}"),
+                );
+            }
+        };
+        self.discard(&stream.name, plan, started, remove).await;
+        unseal_all(stream, view, plan);
+        (ErrorCode::Storage, message)
+    }
+
+    /// Settles a committed change and compacts the journal when it is due
+    /// (see `claim`). A failure leaves the record in the journal, which
+    /// then is not compacted until a restart settles it. Returns when the
+    /// settling ended, from the change's start.
+    async fn settle_change(
+        &self,
+        stream: &Arc<Stream>,
+        record: &Record,
+        meta: topology::StreamMeta,
+    ) -> u64 {
+        let (settling, stream_arc) = (self.settling(&stream.name, record), stream.clone());
+        let started = Instant::now();
+        let settled = tokio::task::spawn_blocking(move || {
+            let settled = settling.run();
+            let mut journal = stream_arc.journal.lock();
+            journal.settled(settled.is_ok());
+            settled?;
+            if journal.wants_compaction() {
+                meta.store(&stream_arc.dir)?;
+                journal.compacted();
+            }
+            Ok::<(), crate::error::BrokerError>(())
         })
         .await;
-        flatten(made)
-    }
-
-    /// Creates each successor's log on its own blocking thread. Returns the
-    /// shards made and the first failure.
-    async fn create_logs(
-        &self,
-        stream: &Stream,
-        view: &View,
-        plan: &Plan,
-        seals: &[(u32, SealInfo)],
-    ) -> (HashMap<u32, Arc<Shard>>, Option<String>) {
-        let inherited: Arc<Vec<_>> = Arc::new(
-            seals
-                .iter()
-                .map(|(_, info)| info.producers.clone())
-                .collect(),
-        );
-        let jobs: Vec<_> = plan
-            .created
-            .iter()
-            .map(|child| {
-                let dir = self.shard_dir(&stream.name, child);
-                let log_config = self.log_config(&view.meta);
-                let settings = self.shard_settings(&view.meta, child);
-                let (io, appended) = (self.io.clone(), self.appended.clone());
-                let inherited = inherited.clone();
-                let id = child.id;
-                tokio::task::spawn_blocking(move || {
-                    Shard::create_successor(
-                        id, &dir, log_config, io, settings, appended, &inherited,
-                    )
-                    .map(|shard| (id, shard))
-                })
-            })
-            .collect();
-        let mut created = HashMap::new();
-        let mut failure = None;
-        for job in jobs {
-            match flatten(job.await) {
-                Ok((id, shard)) => {
-                    created.insert(id, shard);
-                }
-                Err(reason) => failure = failure.or(Some(reason)),
-            }
+        if let Err(reason) = flatten(settled) {
+            tracing::warn!(stream = %stream.name, reason, "settling a topology change failed; the next start does it");
         }
-        (created, failure)
-    }
-
-    /// Makes the successors' directory entries durable: one fsync per data
-    /// directory they live in, side by side.
-    async fn sync_stream_dirs(&self, stream: &str, plan: &Plan) -> Result<(), String> {
-        let mut dirs: Vec<u32> = plan.created.iter().map(|child| child.dir).collect();
-        dirs.sort_unstable();
-        dirs.dedup();
-        let syncs: Vec<_> = dirs
-            .into_iter()
-            .map(|index| {
-                let dir = self.roots[index as usize].join(stream);
-                tokio::task::spawn_blocking(move || fsync(&dir))
-            })
-            .collect();
-        let mut failure = None;
-        for sync in syncs {
-            if let Err(reason) = flatten(sync.await) {
-                failure = failure.or(Some(reason));
-            }
-        }
-        failure.map_or(Ok(()), Err)
-    }
-
-    /// Closes and removes successors of a change that did not commit.
-    async fn discard(&self, stream: &Stream, plan: &Plan, created: HashMap<u32, Arc<Shard>>) {
-        for shard in created.values() {
-            shard.close().await.ok();
-        }
-        for child in &plan.created {
-            let dir = self.shard_dir(&stream.name, child);
-            if !dir.exists() {
-                continue;
-            }
-            if let Err(err) = remove_dir(&dir) {
-                tracing::warn!(error = %err, "removing an uncommitted successor failed; it is removed at start");
-            }
-        }
+        started.elapsed().as_micros() as u64
     }
 }
 
-/// Seals the planned shards in order; on failure unseals those sealed.
-async fn seal_all(
-    stream: &Stream,
-    view: &View,
-    plan: &Plan,
-) -> Result<Vec<(u32, SealInfo)>, ChangeError> {
-    let mut seals = Vec::with_capacity(plan.sealed.len());
-    for id in &plan.sealed {
-        let shard = view.shards.get(id).expect("planned shards are in the view");
-        match shard.seal().await {
-            Ok(info) => seals.push((*id, info)),
-            Err(reason) => {
-                for (sealed, _) in &seals {
-                    view.shards[sealed].unseal();
-                }
-                stream.nudge();
-                return Err((
-                    ErrorCode::Storage,
-                    format!("sealing shard {id} failed: {reason}"),
-                ));
+/// Why a change did not commit after its successors were prepared.
+enum Failure {
+    /// A successor did not start; the record was taken back.
+    Start(String),
+    Commit(AppendError),
+}
+
+/// Seals the planned shards side by side: each seal waits for the appends
+/// queued before it (an fdatasync may be in flight), so one after another
+/// they would add up. The caller unseals every planned shard on a failure.
+async fn seal_all(view: &View, plan: &Plan) -> Result<Vec<(u32, SealInfo)>, ChangeError> {
+    let pending: Vec<_> = plan
+        .sealed
+        .iter()
+        .map(|id| {
+            let shard = view.shards.get(id).expect("planned shards are in the view");
+            let shard = shard.clone();
+            (*id, tokio::spawn(async move { shard.seal().await }))
+        })
+        .collect();
+    let mut seals = Vec::with_capacity(pending.len());
+    let mut failure = None;
+    for (id, sealing) in pending {
+        match sealing.await {
+            Ok(Ok(info)) => seals.push((id, info)),
+            Ok(Err(reason)) => {
+                failure.get_or_insert(format!("sealing shard {id} failed: {reason}"));
+            }
+            Err(err) => {
+                failure.get_or_insert(format!("sealing shard {id} failed: {err}"));
             }
         }
     }
-    Ok(seals)
+    match failure {
+        None => Ok(seals),
+        Some(reason) => Err((ErrorCode::Storage, reason)),
+    }
 }
 
 fn unseal_all(stream: &Stream, view: &View, plan: &Plan) {
@@ -322,7 +304,7 @@ fn unseal_all(stream: &Stream, view: &View, plan: &Plan) {
     stream.nudge();
 }
 
-fn flatten<T, E: std::fmt::Display>(
+pub(super) fn flatten<T, E: std::fmt::Display>(
     joined: Result<Result<T, E>, tokio::task::JoinError>,
 ) -> Result<T, String> {
     match joined {

@@ -3,15 +3,22 @@
 //!
 //! On disk, per data directory `i` (0 is `data_dir`, then
 //! `extra_data_dirs`): `<root_i>/streams/<stream>/<shard_id>/` holds one
-//! shard's log; `<root_0>/streams/<stream>/stream.meta` describes the
-//! stream and is the commit point of every create and change. A stream
-//! directory without metadata, or a shard directory the metadata does not
+//! shard's log, and `<root_i>/pool/` the successor pool (`pool`);
+//! `<root_0>/streams/<stream>/stream.meta` describes the stream and is the
+//! commit point of its create, and `topology.journal` beside it the commit
+//! point of each change after it (`topology::journal`). A stream directory
+//! without metadata, or a shard directory the metadata and journal do not
 //! name, is the remains of a create or change that crashed, and is removed
 //! at start. A delete first renames the stream directory to
 //! `.deleted-<name>-<nanos>` (atomic), then removes it.
 
 mod change;
+mod claim;
+mod load;
+mod pool;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,9 +35,10 @@ pub use stream::{Stream, View};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::fsutil;
-use crate::shard::{Shard, ShardSettings};
+use crate::shard::ShardSettings;
 use crate::storage::{IoBackend, LogConfig};
-use crate::topology::{self, ShardMeta, StreamMeta};
+use crate::topology::{self, Journal, ShardMeta, StreamMeta};
+use pool::Pool;
 
 const DELETED_PREFIX: &str = ".deleted-";
 
@@ -45,6 +53,8 @@ pub struct Streams {
     /// Serialises creates and deletes (rare, and they touch the disk).
     admin: Mutex<()>,
     changes_committed: std::sync::atomic::AtomicU64,
+    /// The successor pool of every data directory, in `roots` order.
+    pools: Vec<Arc<Pool>>,
 }
 
 impl Streams {
@@ -53,6 +63,17 @@ impl Streams {
         config: &BrokerConfig,
         io: Arc<IoBackend>,
         appended: watch::Sender<u64>,
+    ) -> Result<Streams, BrokerError> {
+        Streams::open_with_pool(config, io, appended, pool::POOL_SLOTS)
+    }
+
+    /// `open` with `pool_slots` per data directory (0: every successor is
+    /// created inline).
+    fn open_with_pool(
+        config: &BrokerConfig,
+        io: Arc<IoBackend>,
+        appended: watch::Sender<u64>,
+        pool_slots: usize,
     ) -> Result<Streams, BrokerError> {
         let roots: Vec<PathBuf> = std::iter::once(&config.data_dir)
             .chain(&config.extra_data_dirs)
@@ -65,6 +86,13 @@ impl Streams {
                 source,
             })?;
         }
+        // Opened before the streams only to name slots: recovery finishes
+        // committed claims first, then the pools are checked and refilled.
+        let pools = roots
+            .iter()
+            .map(|root| Pool::new(pool_dir(root), pool_slots))
+            .map(Arc::new)
+            .collect();
         let streams = Streams {
             roots,
             config: config.clone(),
@@ -73,104 +101,33 @@ impl Streams {
             map: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
             changes_committed: std::sync::atomic::AtomicU64::new(0),
+            pools,
         };
         for entry in list_dir(&streams.roots[0])? {
             streams.open_entry(&entry)?;
         }
         streams.remove_orphans()?;
+        for pool in &streams.pools {
+            pool.load()?;
+            if let Err(err) = pool.refill() {
+                tracing::warn!(dir = %pool.dir().display(), error = %err, "filling the successor pool failed; changes create successors inline");
+            }
+        }
         Ok(streams)
     }
 
-    fn open_entry(&self, dir: &Path) -> Result<(), BrokerError> {
-        let name = dir
-            .file_name()
-            .and_then(|name| name.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        if name.starts_with(DELETED_PREFIX) || !dir.join(topology::META_FILE).exists() {
-            tracing::warn!(dir = %dir.display(), "removing remains of an unfinished create or delete");
-            remove_dir(dir)?;
-            return fsync(&self.roots[0]);
-        }
-        let meta = StreamMeta::load(dir)?;
-        let shards = self.open_shards(&meta, &dir.join(topology::META_FILE))?;
-        let stream = Stream::new(dir.to_owned(), View { meta, shards });
-        self.map.write().insert(name, Arc::new(stream));
-        Ok(())
-    }
-
-    /// Opens (recovering) every shard `meta` names. `meta_path` is named in
-    /// the error when a shard lives in a data directory not configured.
-    fn open_shards(
-        &self,
-        meta: &StreamMeta,
-        meta_path: &Path,
-    ) -> Result<HashMap<u32, Arc<Shard>>, BrokerError> {
-        let mut shards = HashMap::with_capacity(meta.shards.len());
-        for shard in &meta.shards {
-            if shard.dir >= self.dirs() {
-                return Err(BrokerError::CorruptMetadata {
-                    path: meta_path.to_owned(),
-                    reason: format!(
-                        "shard {} lives in data directory {}, but only {} are configured (data_dir and extra_data_dirs)",
-                        shard.id,
-                        shard.dir,
-                        self.dirs()
-                    ),
+    /// Refills every pool that changes drew from, on blocking threads.
+    fn refill_pools(&self) {
+        for pool in &self.pools {
+            if pool.needs_refill() {
+                let pool = pool.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(err) = pool.refill() {
+                        tracing::warn!(dir = %pool.dir().display(), error = %err, "refilling the successor pool failed");
+                    }
                 });
             }
-            let opened = Shard::open(
-                shard.id,
-                &self.shard_dir(&meta.name, shard),
-                self.log_config(meta),
-                self.io.clone(),
-                self.shard_settings(meta, shard),
-                self.appended.clone(),
-            )?;
-            shards.insert(shard.id, opened);
         }
-        Ok(shards)
-    }
-
-    /// Removes shard directories no stream's metadata names: successors of
-    /// a change that crashed before its commit point, or streams deleted
-    /// while a secondary data directory was unavailable.
-    fn remove_orphans(&self) -> Result<(), BrokerError> {
-        let map = self.map.read();
-        for (index, root) in self.roots.iter().enumerate() {
-            for stream_dir in list_dir(root)? {
-                let name = stream_dir
-                    .file_name()
-                    .and_then(|name| name.to_str())
-                    .unwrap_or_default();
-                let Some(stream) = map.get(name) else {
-                    if index > 0 {
-                        tracing::warn!(dir = %stream_dir.display(), "removing shards of an unknown stream");
-                        remove_dir(&stream_dir)?;
-                        fsync(root)?;
-                    }
-                    continue;
-                };
-                let view = stream.view();
-                for shard_dir in list_dir(&stream_dir)? {
-                    let id = shard_dir
-                        .file_name()
-                        .and_then(|name| name.to_str()?.parse::<u32>().ok());
-                    let known = id.is_some_and(|id| {
-                        view.meta
-                            .shards
-                            .iter()
-                            .any(|shard| shard.id == id && shard.dir as usize == index)
-                    });
-                    if !known {
-                        tracing::warn!(dir = %shard_dir.display(), "removing a shard no metadata names");
-                        remove_dir(&shard_dir)?;
-                        fsync(&stream_dir)?;
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     pub(crate) fn dirs(&self) -> u32 {
@@ -265,8 +222,10 @@ impl Streams {
         })?;
         fsync(&self.roots[0])?;
         let shards = self.open_shards(&meta, &dir.join(topology::META_FILE))?;
+        // The metadata's commit fsyncs the directory, the journal's entry too.
+        let journal = Journal::create(&dir)?;
         meta.store(&dir)?;
-        Ok(Stream::new(dir, View { meta, shards }))
+        Ok(Stream::new(dir, View { meta, shards }, journal))
     }
 
     /// Deletes a stream: closes its shards, then removes its files.
@@ -336,6 +295,13 @@ impl Streams {
             }
         }
     }
+}
+
+/// `<data_dir>/pool` for the data directory whose streams are in `root`.
+fn pool_dir(root: &Path) -> PathBuf {
+    root.parent()
+        .expect("a streams directory has a parent")
+        .join(pool::POOL_DIR)
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, BrokerError> {

@@ -11,7 +11,7 @@ use surge_protocol::stream::{ShardInfo, ShardState};
 use tokio::sync::watch;
 
 use crate::shard::Shard;
-use crate::topology::StreamMeta;
+use crate::topology::{Journal, StreamMeta};
 
 /// One epoch of a stream.
 #[derive(Debug)]
@@ -57,10 +57,12 @@ pub struct Stream {
     /// merged away) after a sibling piece was stored, where it would be taken
     /// for a duplicate of that sibling.
     forwarding: tokio::sync::RwLock<()>,
+    /// The commit point of changes; a change holds `changing` around it.
+    pub(super) journal: parking_lot::Mutex<Journal>,
 }
 
 impl Stream {
-    pub(super) fn new(dir: PathBuf, view: View) -> Stream {
+    pub(super) fn new(dir: PathBuf, view: View, journal: Journal) -> Stream {
         let (changed, _) = watch::channel(view.meta.epoch);
         Stream {
             name: view.meta.name.clone(),
@@ -69,6 +71,7 @@ impl Stream {
             changed,
             changing: tokio::sync::Mutex::new(()),
             forwarding: tokio::sync::RwLock::new(()),
+            journal: parking_lot::Mutex::new(journal),
         }
     }
 

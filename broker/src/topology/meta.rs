@@ -8,10 +8,17 @@
 //! ```
 //!
 //! The header line lets a reader reject a torn or foreign file before
-//! parsing; an unknown version is refused, never guessed at. v2 added each
+//! parsing; an unknown version is refused, never guessed at. From v3 the
+//! checksum covers the header's first fields too (`SURGE-STREAM v3
+//! len=<bytes>` and the space after it, then the JSON), so no flipped
+//! version digit passes as an older version; v1 and v2 checksummed the
+//! JSON only. v2 added each
 //! shard's isolation `group`; a v1 file loads with every shard in the
-//! default group (which is what v1 meant), and is rewritten as v2 by the
-//! next change.
+//! default group (which is what v1 meant). v3 changed no field: it says
+//! that the stream's topology journal (`journal`) continues this file, so a
+//! build that knows no journal refuses the stream instead of silently
+//! loading an older topology. Opening a v1 or v2 stream creates its journal
+//! and rewrites the file as v3 before any change is journaled.
 
 use std::path::Path;
 
@@ -23,9 +30,9 @@ use crate::fsutil;
 
 pub const META_FILE: &str = "stream.meta";
 const META_MAGIC: &str = "SURGE-STREAM";
-const META_VERSION: u32 = 2;
+pub const META_VERSION: u32 = 3;
 /// Versions this build reads: every one it ever wrote.
-const META_VERSIONS_READ: [u32; 2] = [1, 2];
+const META_VERSIONS_READ: [u32; 3] = [1, 2, 3];
 /// A stream's metadata is small; anything larger is not ours.
 const META_MAX_BYTES: usize = 16 << 20;
 
@@ -160,17 +167,19 @@ impl StreamMeta {
 
     pub fn encode(&self) -> Vec<u8> {
         let json = serde_json::to_vec_pretty(self).expect("stream metadata serializes");
-        let crc = crc32c::crc32c(&json);
-        let mut out = format!(
-            "{META_MAGIC} v{META_VERSION} len={} crc32c={crc:08x}\n",
-            json.len()
-        )
-        .into_bytes();
+        let covered = format!("{META_MAGIC} v{META_VERSION} len={} ", json.len());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(covered.as_bytes()), &json);
+        let mut out = format!("{covered}crc32c={crc:08x}\n").into_bytes();
         out.extend_from_slice(&json);
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<StreamMeta, String> {
+        StreamMeta::decode_versioned(bytes).map(|(meta, _)| meta)
+    }
+
+    /// Decodes a metadata file and says which version it was.
+    pub fn decode_versioned(bytes: &[u8]) -> Result<(StreamMeta, u32), String> {
         if bytes.len() > META_MAX_BYTES {
             return Err(format!("{} bytes exceed {META_MAX_BYTES}", bytes.len()));
         }
@@ -187,13 +196,11 @@ impl StreamMeta {
         if magic != META_MAGIC {
             return Err(format!("bad magic {magic:?}"));
         }
-        let known = version
+        let version_number = version
             .strip_prefix('v')
             .and_then(|number| number.parse::<u32>().ok())
-            .is_some_and(|number| META_VERSIONS_READ.contains(&number));
-        if !known {
-            return Err(format!("unsupported version {version}"));
-        }
+            .filter(|number| META_VERSIONS_READ.contains(number))
+            .ok_or_else(|| format!("unsupported version {version}"))?;
         let len: usize = len
             .strip_prefix("len=")
             .and_then(|value| value.parse().ok())
@@ -205,11 +212,17 @@ impl StreamMeta {
         if body.len() != len {
             return Err(format!("body is {} bytes, header says {len}", body.len()));
         }
-        let computed = crc32c::crc32c(body);
+        let computed = if version_number >= 3 {
+            let covered = format!("{magic} {version} {} ", fields[2]);
+            crc32c::crc32c_append(crc32c::crc32c(covered.as_bytes()), body)
+        } else {
+            crc32c::crc32c(body)
+        };
         if computed != crc {
             return Err(format!("checksum {computed:08x} != stored {crc:08x}"));
         }
-        serde_json::from_slice(body).map_err(|err| err.to_string())
+        let meta = serde_json::from_slice(body).map_err(|err| err.to_string())?;
+        Ok((meta, version_number))
     }
 
     pub fn store(&self, dir: &Path) -> Result<(), BrokerError> {
@@ -238,13 +251,19 @@ impl StreamMeta {
     }
 
     pub fn load(dir: &Path) -> Result<StreamMeta, BrokerError> {
+        StreamMeta::load_versioned(dir).map(|(meta, _)| meta)
+    }
+
+    /// Loads the metadata and the version of the file it came from.
+    pub fn load_versioned(dir: &Path) -> Result<(StreamMeta, u32), BrokerError> {
         let path = dir.join(META_FILE);
         let bytes = std::fs::read(&path).map_err(|source| BrokerError::Io {
             op: "read stream metadata",
             path: path.clone(),
             source,
         })?;
-        StreamMeta::decode(&bytes).map_err(|reason| BrokerError::CorruptMetadata { path, reason })
+        StreamMeta::decode_versioned(&bytes)
+            .map_err(|reason| BrokerError::CorruptMetadata { path, reason })
     }
 }
 
@@ -307,11 +326,30 @@ mod tests {
         assert!(meta.shards.iter().all(|shard| shard.group.is_empty()));
         assert_eq!(meta.shards[2].dir, 1);
         assert!(meta.isolated_types().is_empty());
-        assert!(meta.encode().starts_with(b"SURGE-STREAM v2 "));
+        assert!(meta.encode().starts_with(b"SURGE-STREAM v3 "));
         let mut future = file.clone();
         future[14] = b'9';
         let err = StreamMeta::decode(&future).unwrap_err();
         assert!(err.contains("unsupported version v9"), "{err}");
+    }
+
+    #[test]
+    fn a_version_2_file_loads_and_says_so() {
+        // Written by the build before the topology journal: same fields.
+        let json = br#"{"name":"v2","settings":{"durability":"fsync","retention_bytes":0,"retention_ms":0,"segment_bytes":1048576,"segment_ms":0,"flush_interval_ms":1000,"routing_header":"type"},"epoch":2,"next_shard_id":2,"shards":[{"id":0,"hash_start":0,"hash_end":18446744073709551615,"sealed_at":4,"parents":[],"dir":0},{"id":1,"hash_start":0,"hash_end":18446744073709551615,"sealed_at":null,"parents":[0],"dir":0,"group":"hot"}]}"#;
+        let mut file = format!(
+            "SURGE-STREAM v2 len={} crc32c={:08x}\n",
+            json.len(),
+            crc32c::crc32c(json)
+        )
+        .into_bytes();
+        file.extend_from_slice(json);
+        let (meta, version) = StreamMeta::decode_versioned(&file).unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(meta.shards[1].group, "hot");
+        assert_eq!(meta.settings.routing_header, "type");
+        let (again, version) = StreamMeta::decode_versioned(&meta.encode()).unwrap();
+        assert_eq!((again, version), (meta, META_VERSION));
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! Streams and shards as metadata: settings, hash ranges, shard groups
-//! (event-type isolation), lineage, epochs, and how a create request's
-//! settings are resolved against the broker's defaults and limits.
+//! (event-type isolation), lineage, epochs, the journal that commits each
+//! change, and how a create request's settings are resolved against the
+//! broker's defaults and limits.
 
 mod change;
 mod isolate;
+mod journal;
 mod meta;
 #[cfg(test)]
 mod model;
 
 pub use change::{apply, check_coverage, plan, Change, Plan, MAX_SHARDS_EVER_PER_STREAM};
-pub use meta::{ShardMeta, StreamMeta, StreamSettings, META_FILE};
+pub use journal::{AppendError, Claim, Journal, Record, JOURNAL_FILE};
+pub use meta::{ShardMeta, StreamMeta, StreamSettings, META_FILE, META_VERSION};
 
 use surge_protocol::stream::{Durability, StreamConfig};
 

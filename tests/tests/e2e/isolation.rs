@@ -337,8 +337,8 @@ fn a_v0_metadata_request_is_refused_with_unsupported_version() {
 }
 
 /// A crash at each phase of an isolate (after the seal, after the
-/// successors and the prepared metadata, after the commit) recovers the
-/// old topology (no rule) for the first two and the new one for the last,
+/// successors are taken, after the commit, after the publish) recovers the
+/// old topology (no rule) for the first two and the new one for the others,
 /// never a mix; every acknowledged event is still there once, and new hot
 /// events go where the recovered rules say.
 #[test]
@@ -347,6 +347,7 @@ fn a_crash_at_each_phase_of_an_isolate_recovers_old_or_new_rules() {
         ("change.sealed", false),
         ("change.successors", false),
         ("change.committed", true),
+        ("change.published", true),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");

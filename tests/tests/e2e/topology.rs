@@ -347,15 +347,18 @@ fn kills_during_changes_recover_one_topology_and_lose_no_ack() {
 }
 
 /// A crash at each phase of a split (after the seal, after the successors
-/// are created, after the metadata is committed) recovers to the old
-/// topology for the first two and the new one for the last, never a mix;
-/// every acknowledged event is still there and the stream takes writes.
+/// are taken from the pool, after the journal record is committed, after
+/// the new epoch is published but before the successors are settled)
+/// recovers to the old topology for the first two and the new one for the
+/// others, never a mix; every acknowledged event is still there and the
+/// stream takes writes.
 #[test]
 fn a_crash_at_each_phase_of_a_split_recovers_old_or_new_topology() {
     for (phase, committed) in [
         ("change.sealed", false),
         ("change.successors", false),
         ("change.committed", true),
+        ("change.published", true),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");

@@ -17,14 +17,19 @@ fn appended(base_offset: u64) -> AppendOutcome {
 
 const UNKNOWN_DUPLICATE: AppendOutcome = AppendOutcome::Duplicate { base_offset: None };
 
+/// A successor as a topology change makes one: an empty pooled log
+/// adopted, given its parents' state, and settled (the state persisted).
 fn successor(dir: &Path, inherited: &[ProducerState]) -> ShardLog {
-    ShardLog::create_successor(
-        dir,
-        config(),
-        IoBackend::new(IoChoice::Pwrite).unwrap(),
-        inherited,
-    )
-    .unwrap()
+    if dir.exists() {
+        std::fs::remove_dir(dir).unwrap(); // An empty temporary directory.
+    }
+    super::super::create_pooled(dir, 1 << 20).unwrap();
+    let mut log =
+        ShardLog::adopt(dir, config(), IoBackend::new(IoChoice::Pwrite).unwrap()).unwrap();
+    let inherited = ProducerState::inherited(inherited);
+    log.inherit(&inherited);
+    ShardLog::persist_inherited(dir, &inherited).unwrap();
+    log
 }
 
 /// A sealed parent (origin 1) where producer 7 stored sequences 0..=9.
@@ -190,13 +195,12 @@ fn successor_table_survives_crashes() {
         vec![appended(end), UNKNOWN_DUPLICATE]
     );
     assert!(matches!(
-        ShardLog::create_successor(
+        ShardLog::adopt(
             dir.path(),
             config(),
-            IoBackend::new(IoChoice::Pwrite).unwrap(),
-            &[]
+            IoBackend::new(IoChoice::Pwrite).unwrap()
         ),
-        Err(StorageError::NotEmpty { .. })
+        Err(StorageError::Corrupt { .. })
     ));
 }
 
