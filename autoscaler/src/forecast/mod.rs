@@ -7,8 +7,9 @@
 //! the mean comes from that model's own recent errors (log ratios of actual
 //! to forecast), so it is as wide as the model has earned. Measurements
 //! outside the band for several ticks in a row re-level the forecast at
-//! once (see `nowcast`): a burst that lasts, or a drop after a peak the
-//! last fit learned from, is the new level until a refit says otherwise.
+//! once (see `nowcast`): a burst that lasts, or (for a model fitted on
+//! less than a day) a drop after a peak the fit learned from, is the new
+//! level until a refit says otherwise.
 
 pub mod models;
 mod nowcast;
@@ -303,7 +304,12 @@ impl Forecaster {
             side
         };
         self.nowcast.observe(at_ms, actual, now.mean, near.mean);
-        if self.band_exits.unsigned_abs() >= BAND_EXITS_RELEVEL {
+        // Downwards only while the model is young: a seasoned model has a
+        // backtested shape, and following a dip at once leaves it low when
+        // the load comes back; a young one may hold a peak it was fitted on.
+        let relevel = self.band_exits.unsigned_abs() >= BAND_EXITS_RELEVEL
+            && (self.band_exits > 0 || !self.nowcast.seasoned());
+        if relevel {
             self.nowcast.relevel(actual, now.mean);
             self.band_exits = 0;
         }

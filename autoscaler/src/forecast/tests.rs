@@ -94,6 +94,32 @@ fn a_level_the_band_misses_for_three_measurements_is_taken_at_once() {
     assert!((mean_at(&forecaster, after + 3_600_000) - 10.0).abs() < 1.0);
 }
 
+/// A seasoned model (a day of history or more) that measurements dip
+/// below is not re-levelled down: following a dip at once left it low when
+/// the load came back (ec2 in the simulator). Above its band it still is.
+#[test]
+fn a_seasoned_model_is_re_levelled_upwards_only() {
+    let history = Series::new(0, 60_000, vec![1000.0; 26 * 60]);
+    let now = history.end_ms();
+    let mean_at = |f: &Forecaster, at| f.band_at(at).expect("band").mean;
+    let run = |then: f64| {
+        let mut forecaster = Forecaster::new(ForecastConfig::default());
+        forecaster.refit(&history);
+        let measured = [1000.0; 10].into_iter().chain([then; 4]);
+        for (i, actual) in measured.enumerate() {
+            forecaster.observe(now + i as u64 * 10_000, actual);
+        }
+        mean_at(&forecaster, now + 130_000)
+    };
+    let held = run(10.0);
+    assert!(
+        held > 700.0,
+        "a seasoned model followed a dip at once: {held}"
+    );
+    let raised = run(3000.0);
+    assert!((raised - 3000.0).abs() < 10.0, "{raised}");
+}
+
 #[test]
 fn no_band_before_a_fit() {
     let forecaster = Forecaster::new(ForecastConfig::default());
