@@ -93,6 +93,9 @@ cargo build --release -q -p surge-broker -p surge-loadgen
 SURGE=$TARGET_DIR/release/surge
 LOADGEN=$TARGET_DIR/release/surge-loadgen
 [[ -x $SURGE && -x $LOADGEN ]] || die "no $SURGE or $LOADGEN after the build"
+# A fresh build leaves up to a GB of dirty pages; their writeback would
+# share the disk with fio's fdatasyncs and halve the measured limit.
+sync
 
 # --- scratch space and cleanup -----------------------------------------------
 DATA_PARENT=${E2E_DATA_DIR:-$OUT}
