@@ -222,6 +222,10 @@ run_loadgen() {
     local label="${kind}-${size}-p${producers}-${durability}"
     local stream="e2e-$$-$RUN_SEQ-$label"
     log "run $RUN_SEQ: $label $*"
+    # Each run starts with the disk settled: the gigabytes an earlier `max`
+    # run left in the page cache would otherwise be written back under this
+    # run's fdatasyncs (stalls of 100-200 ms in a 5,000/s fsync run).
+    sync
     local profiled=0 wrapper=()
     if [[ $PERF_OK == 1 && $label == "$PERF_LABEL" ]]; then
         profiled=1
