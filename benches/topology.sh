@@ -33,6 +33,9 @@ export SURGE_BROKER
 SURGE_BROKER=$(sed -n 's/^surge listening on //p' "$OUT/serve.out")
 
 loadgen() { # name
+  # Start with the disk settled, so earlier writes' writeback (a build, the
+  # previous run) does not land under this run's fdatasyncs.
+  sync
   "$SURGE" loadgen --create-stream --stream "$1" --shards 4 --producers 2 \
     --rate "$RATE" --duration "${DURATION_S}s" --warmup 2s --event-size 1KiB \
     --keys 10000 --quiet --json "$OUT/$1.json"
