@@ -65,6 +65,24 @@ pub(crate) fn positive(field: &str, value: f64) -> Result<(), AutoscalerError> {
     }
 }
 
+/// Rejects a headroom outside 0..=10 or a sizing quantile outside 0.5..1
+/// (shared by the loop and the simulator, which size capacity alike).
+pub(crate) fn sizing(headroom: f64, quantile: f64) -> Result<(), AutoscalerError> {
+    if !(0.0..=10.0).contains(&headroom) {
+        return Err(AutoscalerError::invalid(
+            "headroom",
+            "must be within 0..=10",
+        ));
+    }
+    if !(0.5..1.0).contains(&quantile) {
+        return Err(AutoscalerError::invalid(
+            "quantile",
+            "must be within 0.5..1",
+        ));
+    }
+    Ok(())
+}
+
 impl AutoscalerConfig {
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -96,18 +114,7 @@ impl AutoscalerConfig {
         positive("interval", self.interval.as_secs_f64())?;
         positive("horizon", self.horizon.as_secs_f64())?;
         positive("refit_interval", self.refit_interval.as_secs_f64())?;
-        if !(0.0..=10.0).contains(&self.headroom) {
-            return Err(AutoscalerError::invalid(
-                "headroom",
-                "must be within 0..=10",
-            ));
-        }
-        if !(0.5..1.0).contains(&self.quantile) {
-            return Err(AutoscalerError::invalid(
-                "quantile",
-                "must be within 0.5..1",
-            ));
-        }
+        sizing(self.headroom, self.quantile)?;
         if self.min_shards == 0 || self.min_shards > self.max_shards {
             return Err(AutoscalerError::invalid(
                 "min_shards",

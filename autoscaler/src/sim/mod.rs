@@ -22,7 +22,7 @@ pub use plot::write_svg;
 pub use run::{simulate, Timeline};
 pub use trace::Trace;
 
-use crate::config::positive;
+use crate::config::{positive, sizing};
 use crate::error::AutoscalerError;
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,18 +85,7 @@ impl SimConfig {
         positive("interval", self.interval_ms as f64)?;
         positive("refit", self.refit_ms as f64)?;
         positive("capacity_per_shard_eps", self.capacity_per_shard_eps)?;
-        if !(0.0..=10.0).contains(&self.headroom) {
-            return Err(AutoscalerError::invalid(
-                "headroom",
-                "must be within 0..=10",
-            ));
-        }
-        if !(0.5..1.0).contains(&self.quantile) {
-            return Err(AutoscalerError::invalid(
-                "quantile",
-                "must be within 0.5..1",
-            ));
-        }
+        sizing(self.headroom, self.quantile)?;
         let reactive_ok = 0.0 < self.reactive_low
             && self.reactive_low < self.reactive_target
             && self.reactive_target < self.reactive_high;

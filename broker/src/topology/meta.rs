@@ -310,17 +310,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_version_1_file_loads_into_the_default_group() {
-        // Written by the build before isolation existed (no `group` field).
-        let json = br#"{"name":"old","settings":{"durability":"fsync","retention_bytes":0,"retention_ms":0,"segment_bytes":1048576,"segment_ms":0,"flush_interval_ms":1000},"epoch":3,"next_shard_id":3,"shards":[{"id":0,"hash_start":0,"hash_end":18446744073709551615,"sealed_at":7,"parents":[]},{"id":1,"hash_start":0,"hash_end":9223372036854775807,"sealed_at":null,"parents":[0]},{"id":2,"hash_start":9223372036854775808,"hash_end":18446744073709551615,"sealed_at":null,"parents":[0],"dir":1}]}"#;
+    /// A metadata file as a build that wrote `version` did: the JSON body
+    /// under a header whose checksum covers the body only.
+    fn legacy_file(version: u32, json: &[u8]) -> Vec<u8> {
         let mut file = format!(
-            "SURGE-STREAM v1 len={} crc32c={:08x}\n",
+            "SURGE-STREAM v{version} len={} crc32c={:08x}\n",
             json.len(),
             crc32c::crc32c(json)
         )
         .into_bytes();
         file.extend_from_slice(json);
+        file
+    }
+
+    #[test]
+    fn a_version_1_file_loads_into_the_default_group() {
+        // Written by the build before isolation existed (no `group` field).
+        let json = br#"{"name":"old","settings":{"durability":"fsync","retention_bytes":0,"retention_ms":0,"segment_bytes":1048576,"segment_ms":0,"flush_interval_ms":1000},"epoch":3,"next_shard_id":3,"shards":[{"id":0,"hash_start":0,"hash_end":18446744073709551615,"sealed_at":7,"parents":[]},{"id":1,"hash_start":0,"hash_end":9223372036854775807,"sealed_at":null,"parents":[0]},{"id":2,"hash_start":9223372036854775808,"hash_end":18446744073709551615,"sealed_at":null,"parents":[0],"dir":1}]}"#;
+        let file = legacy_file(1, json);
         let meta = StreamMeta::decode(&file).unwrap();
         assert_eq!(meta.shards.len(), 3);
         assert!(meta.shards.iter().all(|shard| shard.group.is_empty()));
@@ -337,13 +344,7 @@ mod tests {
     fn a_version_2_file_loads_and_says_so() {
         // Written by the build before the topology journal: same fields.
         let json = br#"{"name":"v2","settings":{"durability":"fsync","retention_bytes":0,"retention_ms":0,"segment_bytes":1048576,"segment_ms":0,"flush_interval_ms":1000,"routing_header":"type"},"epoch":2,"next_shard_id":2,"shards":[{"id":0,"hash_start":0,"hash_end":18446744073709551615,"sealed_at":4,"parents":[],"dir":0},{"id":1,"hash_start":0,"hash_end":18446744073709551615,"sealed_at":null,"parents":[0],"dir":0,"group":"hot"}]}"#;
-        let mut file = format!(
-            "SURGE-STREAM v2 len={} crc32c={:08x}\n",
-            json.len(),
-            crc32c::crc32c(json)
-        )
-        .into_bytes();
-        file.extend_from_slice(json);
+        let file = legacy_file(2, json);
         let (meta, version) = StreamMeta::decode_versioned(&file).unwrap();
         assert_eq!(version, 2);
         assert_eq!(meta.shards[1].group, "hot");
