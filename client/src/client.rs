@@ -17,6 +17,7 @@ use surge_protocol::stream::{
 };
 use surge_protocol::topology::{ChangeTopologyRequest, ChangeTopologyResponse};
 use surge_protocol::{ApiKey, Request, Wire, Writer};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClientConfig;
@@ -118,13 +119,24 @@ impl Client {
         req: &R,
         timeout: Duration,
     ) -> Result<R::Response, ClientError> {
+        self.request_written(req, timeout, None).await
+    }
+
+    /// `request_within`, telling `written` once the request frame is queued
+    /// on the connection (see `Connection::call`).
+    pub(crate) async fn request_written<R: Request>(
+        &self,
+        req: &R,
+        timeout: Duration,
+        written: Option<oneshot::Sender<()>>,
+    ) -> Result<R::Response, ClientError> {
         let version = self.version_of(R::API_KEY)?;
         let connection = self.connection().await?;
         let mut body = Writer::new();
         req.encode(&mut body);
         let send_limit = self.inner.session.max_frame_bytes;
         let raw = connection
-            .call(R::API_KEY, version, body, send_limit, timeout)
+            .call(R::API_KEY, version, body, send_limit, timeout, written)
             .await?;
         decode_response::<R>(raw)
     }
@@ -293,6 +305,7 @@ async fn open_session(
             body,
             config.max_frame_bytes,
             config.request_timeout,
+            None,
         )
         .await?;
     let resp = decode_response::<HandshakeRequest>(raw)?;

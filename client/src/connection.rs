@@ -107,6 +107,8 @@ impl Connection {
 
     /// Sends one request frame and waits for its response, at most `timeout`
     /// in all (queueing included). `send_limit` bounds the request frame.
+    /// `written` is told once the frame is queued for the writer, behind
+    /// every frame queued before it: on the wire in that order.
     pub(crate) async fn call(
         &self,
         api_key: ApiKey,
@@ -114,6 +116,7 @@ impl Connection {
         body: Writer,
         send_limit: usize,
         timeout: Duration,
+        written: Option<oneshot::Sender<()>>,
     ) -> Result<RawResponse, ClientError> {
         let frame_len = frame::LENGTH_PREFIX_BYTES + frame::REQUEST_HEADER_BYTES + body.len();
         let max = send_limit.min(self.max_frame_bytes);
@@ -124,7 +127,7 @@ impl Connection {
             });
         }
         let mut correlation_id = None;
-        let exchange = self.exchange(api_key, api_version, body, &mut correlation_id);
+        let exchange = self.exchange(api_key, api_version, body, &mut correlation_id, written);
         let outcome = tokio::time::timeout(timeout, exchange).await;
         match outcome {
             Ok(result) => result,
@@ -145,6 +148,7 @@ impl Connection {
         api_version: u16,
         body: Writer,
         registered: &mut Option<u32>,
+        written: Option<oneshot::Sender<()>>,
     ) -> Result<RawResponse, ClientError> {
         let _permit = self
             .in_flight
@@ -174,6 +178,9 @@ impl Connection {
         {
             self.pending.lock().waiters.remove(&correlation_id);
             return Err(ClientError::Disconnected);
+        }
+        if let Some(written) = written {
+            written.send(()).ok();
         }
         response.await.map_err(|_| ClientError::Disconnected)
     }

@@ -6,6 +6,12 @@
 //! sequence and stored once. A batch that reached a sealed shard may have
 //! been forwarded by the broker to its successors; then each record has its
 //! own placement, and the acks come from those.
+//!
+//! A shard's batches must also reach the broker in sequence order, or the
+//! shard refuses the later one as out of order and the window goes again:
+//! concurrent sends can pass each other on the way to the connection's
+//! writer. So each send of a shard waits until the one before it is queued
+//! there (`WireOrder`), and is not sent at all if that one never got there.
 
 use std::time::Duration;
 
@@ -15,6 +21,7 @@ use surge_protocol::produce::{
     Acks, ProducePart, ProducePartResponse, ProduceRequest, ProduceResponse,
 };
 use surge_protocol::ErrorCode;
+use tokio::sync::oneshot;
 
 use crate::client::Client;
 use crate::config::wire_ms;
@@ -25,7 +32,7 @@ use crate::producer::Ack;
 const TIMEOUT_SLACK: Duration = Duration::from_millis(500);
 
 /// Everything the sending task needs; owned so the task is `'static`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct BatchJob {
     pub(crate) client: Client,
     pub(crate) stream: String,
@@ -33,6 +40,37 @@ pub(crate) struct BatchJob {
     pub(crate) batch: Bytes,
     pub(crate) acks: Acks,
     pub(crate) timeout: Duration,
+    pub(crate) order: WireOrder,
+}
+
+/// A send's place in its shard's series: told by the send before it once
+/// that one is on its way (`None`: nothing before it is in flight), and
+/// telling the one after.
+#[derive(Debug)]
+pub(crate) struct WireOrder {
+    pub(crate) after: Option<oneshot::Receiver<()>>,
+    pub(crate) written: oneshot::Sender<()>,
+}
+
+impl WireOrder {
+    /// The next place in a series whose last send holds `tail`; `tail`
+    /// becomes this send's.
+    pub(crate) fn next(tail: &mut Option<oneshot::Receiver<()>>) -> WireOrder {
+        let (written, receiver) = oneshot::channel();
+        WireOrder {
+            after: tail.replace(receiver),
+            written,
+        }
+    }
+
+    /// Waits until the send before this one is on its way: `false` if it
+    /// never will be (it failed first, or was dropped).
+    async fn turn(&mut self) -> bool {
+        match self.after.take() {
+            Some(after) => after.await.is_ok(),
+            None => true,
+        }
+    }
 }
 
 /// How a batch ended.
@@ -42,12 +80,18 @@ pub(crate) enum Verdict {
     Acked { acks: Vec<Ack>, epoch: u64 },
     /// The shard is sealed or unknown: refresh the routing and re-route.
     Reroute(ClientError),
+    /// Not sent: the batch before it never reached the connection, so this
+    /// one would have arrived with a gap before it.
+    Unsent,
     /// Anything else; `ClientError::is_retriable` tells whether the broker
     /// may have stored it.
     Failed(ClientError),
 }
 
-pub(crate) async fn send_batch(job: BatchJob) -> Verdict {
+pub(crate) async fn send_batch(mut job: BatchJob) -> Verdict {
+    if !job.order.turn().await {
+        return Verdict::Unsent;
+    }
     let req = ProduceRequest {
         stream: job.stream.clone(),
         acks: job.acks,
@@ -60,7 +104,7 @@ pub(crate) async fn send_batch(job: BatchJob) -> Verdict {
     let record_count = batch::read_header(&job.batch).record_count;
     let result = job
         .client
-        .request_within(&req, job.timeout + TIMEOUT_SLACK)
+        .request_written(&req, job.timeout + TIMEOUT_SLACK, Some(job.order.written))
         .await;
     judge(result, job.shard_id, record_count).unwrap_or_else(Verdict::Failed)
 }
@@ -186,6 +230,28 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_send_waits_until_the_one_before_it_is_written() {
+        let mut tail = None;
+        let first = WireOrder::next(&mut tail);
+        let mut second = WireOrder::next(&mut tail);
+        let waiting = tokio::spawn(async move { second.turn().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "went before the first was written");
+        first.written.send(()).unwrap();
+        assert!(waiting.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_send_behind_one_that_never_went_out_is_not_sent() {
+        let mut tail = None;
+        let mut first = WireOrder::next(&mut tail);
+        let mut second = WireOrder::next(&mut tail);
+        assert!(first.turn().await, "nothing before the first");
+        drop(first);
+        assert!(!second.turn().await);
     }
 
     #[test]

@@ -281,10 +281,25 @@ async fn forward_sealed(
             }
             // No turn only for a job queued ahead of any seal of its shard,
             // which is never answered sealed.
-            if let Some(turn) = &turn {
-                turn.wait().await;
+            let Some(turn) = &turn else {
+                parts[index] = forwarded(forwarding, *shard_id, batch).await;
+                continue;
+            };
+            turn.wait().await;
+            let header = batch::read_header(batch);
+            if let Err(expected_sequence) = turn.admit(&header) {
+                tracing::debug!(
+                    shard = shard_id,
+                    expected_sequence,
+                    "forward refused: a gap before the batch"
+                );
+                parts[index].error = ErrorCode::OutOfOrderSequence;
+                continue;
             }
             parts[index] = forwarded(forwarding, *shard_id, batch).await;
+            if parts[index].error.is_ok() {
+                turn.forwarded(&header);
+            }
         }
         drop(turn);
     }

@@ -98,6 +98,8 @@ pub struct ShardSettings {
     pub group_commit_max_bytes: usize,
     /// The shard's hash range, inclusive (for the key histogram).
     pub hash_range: (u64, u64),
+    /// Sealed by a committed change: it never stores another batch.
+    pub sealed: bool,
 }
 
 #[derive(Debug)]
@@ -112,9 +114,10 @@ pub struct Shard {
     /// Recent key hashes, for choosing split points.
     keys: KeyHistogram,
     metrics: Arc<ShardMetrics>,
-    /// Set before the first seal is queued and never cleared (a rolled-back
-    /// shard keeps paying one ticket per produce): appends queued while it
-    /// is clear are ahead of any seal, so they are never forwarded.
+    /// Set before the first seal is queued (or at open, for a shard a
+    /// committed change sealed) and never cleared (a rolled-back shard keeps
+    /// paying one ticket per produce): appends queued while it is clear are
+    /// ahead of any seal, so they are never forwarded.
     sealing: AtomicBool,
     forwards: Arc<ForwardOrder>,
 }
@@ -151,11 +154,14 @@ impl Shard {
         let durability = settings.durability;
         let keys = KeyHistogram::new(settings.hash_range.0, settings.hash_range.1);
         let metrics = Arc::new(ShardMetrics::default());
+        let forwards = Arc::new(ForwardOrder::default());
+        let sealed = settings.sealed;
         let shared = owner::Shared {
             queue: queue.clone(),
             offsets: offsets.clone(),
             metrics: metrics.clone(),
             appended,
+            forwards: forwards.clone(),
         };
         let handle = owner::spawn(id, log, shared, settings).map_err(|source| BrokerError::Io {
             op: "spawn shard owner thread",
@@ -172,8 +178,8 @@ impl Shard {
             closed: AtomicBool::new(false),
             keys,
             metrics,
-            sealing: AtomicBool::new(false),
-            forwards: Arc::new(ForwardOrder::default()),
+            sealing: AtomicBool::new(sealed),
+            forwards,
         }))
     }
 

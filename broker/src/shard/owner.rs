@@ -10,6 +10,7 @@ use surge_protocol::stream::Durability;
 use surge_protocol::ErrorCode;
 use tokio::sync::watch;
 
+use super::forward_order::ForwardOrder;
 use super::{AppendReply, BatchOutcome, Job, JobQueue, SealInfo, ShardOffsets, ShardSettings};
 use crate::metrics::ShardMetrics;
 use crate::storage::{AppendOutcome, ShardLog};
@@ -23,6 +24,7 @@ pub(super) struct Shared {
     pub offsets: Arc<ShardOffsets>,
     pub metrics: Arc<ShardMetrics>,
     pub appended: watch::Sender<u64>,
+    pub forwards: Arc<ForwardOrder>,
 }
 
 pub(super) fn spawn(
@@ -39,11 +41,12 @@ pub(super) fn spawn(
                 log: Some(log),
                 offsets: shared.offsets,
                 metrics: shared.metrics,
-                settings,
                 appended: shared.appended,
+                forwards: shared.forwards,
                 unsynced_since: None,
                 last_retention: Instant::now(),
-                sealed: false,
+                sealed: settings.sealed,
+                settings,
             };
             owner.run(&shared.queue);
         })
@@ -76,6 +79,7 @@ struct Owner {
     metrics: Arc<ShardMetrics>,
     settings: ShardSettings,
     appended: watch::Sender<u64>,
+    forwards: Arc<ForwardOrder>,
     unsynced_since: Option<Instant>,
     last_retention: Instant,
     /// After a seal, appends are judged but never stored.
@@ -156,6 +160,8 @@ impl Owner {
             end: log.written_offset(),
             producers: log.producer_state(),
         };
+        // Before any later job is answered sealed, so its forward sees it.
+        self.forwards.start_from(&info.producers);
         self.published();
         Ok(info)
     }
@@ -182,8 +188,8 @@ impl Owner {
                 .map(|outcome| match outcome {
                     // A sealed log knows only what it stored before the seal:
                     // a producer's batch behind one that was forwarded looks
-                    // like a gap here. The successors, which took the
-                    // forwarded one, judge it.
+                    // like a gap here. Its forward turn judges it against
+                    // what was forwarded (`forward_order`).
                     None | Some(AppendOutcome::OutOfOrder { .. }) => BatchOutcome::Sealed,
                     Some(outcome) => BatchOutcome::Log(outcome),
                 })

@@ -161,6 +161,7 @@ impl Streams {
             retention_check_interval_ms: self.config.retention_check_interval_ms,
             queue_depth: self.config.shard_queue_depth,
             group_commit_max_bytes: (self.config.max_batch_bytes * 4).max(16 << 20),
+            sealed: shard.sealed_at.is_some(),
         }
     }
 

@@ -8,7 +8,8 @@
 //!
 //! - a batch the broker may have stored (a timeout, a disconnect, a
 //!   retriable code) is sent again as the same bytes, and so are later
-//!   batches answered out of order: the gap was the failed batch's. They go
+//!   batches answered out of order or held back unsent: the gap was the
+//!   failed batch's. They go
 //!   out again together, in order, after a backoff; a stored one is
 //!   answered as a duplicate;
 //! - past a gap that nothing will fill (a rejected or re-routed batch, or
@@ -50,6 +51,9 @@ pub(super) struct ShardQueue {
     pub(super) window: VecDeque<InFlight>,
     /// A batch of the window failed: send nothing new until it is recovered.
     pub(super) failed: bool,
+    /// Told when the shard's last send is queued on the connection; the
+    /// next send waits for it (`sender::WireOrder`).
+    pub(super) wire_tail: Option<tokio::sync::oneshot::Receiver<()>>,
     /// When the batches a recovery sends again may go.
     pub(super) resume_at: Option<Instant>,
     /// A batch under the current producer id was acknowledged: the shard
@@ -118,6 +122,9 @@ pub(super) enum Failure {
     Reroute(ClientError),
     /// Refused because an earlier sequence is missing: not stored.
     OutOfOrder(ClientError),
+    /// Held back because the batch before it never reached the connection:
+    /// not sent, so not stored.
+    Unsent,
     /// Retries ran out on a timeout, a disconnect or a retriable code:
     /// maybe stored.
     Ambiguous(ClientError),
@@ -187,6 +194,9 @@ pub(super) fn recover(window: VecDeque<InFlight>, resends_max: u32) -> Recovery 
                 continue;
             }
             Failure::OutOfOrder(error) => (error, false),
+            // Reported only if its resends run out: what kept the batch
+            // before it off the wire is nearly always the connection.
+            Failure::Unsent => (ClientError::Disconnected, false),
             Failure::Ambiguous(error) => (error, true),
         };
         if gap.is_some() {
@@ -348,6 +358,18 @@ mod tests {
         assert_eq!(recovery.failed.len(), 1);
         assert_eq!(tags(&recovery.requeue), vec![1]);
         assert_eq!(recovery.restart, Some(Restart::FreshProducerId));
+    }
+
+    #[test]
+    fn a_batch_held_back_unsent_goes_again_behind_the_one_that_failed() {
+        let states = vec![
+            State::Failed(Failure::of(ClientError::Disconnected)),
+            State::Failed(Failure::Unsent),
+        ];
+        let recovery = recover(window(states), 3);
+        let resent: Vec<u64> = recovery.resend.iter().map(|batch| batch.id).collect();
+        assert_eq!(resent, vec![0, 1]);
+        assert_eq!(recovery.restart, None, "sequences unchanged");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use surge_protocol::batch::BatchBuilder;
 use surge_protocol::produce::{ProducePart, ProduceRequest, ProduceResponse};
 use surge_protocol::routing::key_hash;
 use surge_protocol::topology::{ChangeKind, ChangeTopologyRequest};
-use surge_protocol::{ApiKey, Request, Wire};
+use surge_protocol::{ApiKey, ErrorCode, Request, Wire};
 use surge_tests::raw::RawConn;
 use surge_tests::BrokerProcess;
 
@@ -220,4 +220,62 @@ fn a_failed_piece_then_a_merge_loses_no_acknowledged_record() {
     }
     assert!(acked, "the batch was never acknowledged");
     assert_stored(&stored_values(&broker), &all_keys, "retried batch");
+}
+
+/// Regression: after a restart, sealed shards were opened writable, so a
+/// producer with an old routing table appended to a sealed shard past its
+/// sealed end, where no consumer reads.
+#[test]
+fn a_sealed_shard_forwards_after_a_restart() {
+    let early_keys = keys(false, 2, "z");
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = split_stream(&dir, "", batch(7_004, 0, &early_keys));
+    broker.restart();
+    let later_keys = [keys(true, 2, "f"), keys(false, 2, "f")].concat();
+    let response = RawConn::ready(&broker.addr)
+        .request(&produce(batch(7_004, early_keys.len() as u64, &later_keys)))
+        .expect("produce");
+    assert!(response.error.is_ok(), "{response:?}");
+    assert_eq!(
+        response.parts[0].placements.len(),
+        later_keys.len(),
+        "{response:?}"
+    );
+    assert_stored(&stored_values(&broker), &later_keys, "after the restart");
+}
+
+/// Regression: a producer's batch reached a sealed shard ahead of the one
+/// before it (the earlier one went out later, on the client's side of the
+/// wire). The successor accepts gaps from a forwarded origin, so it stored
+/// the later batch, then took the earlier one for a duplicate:
+/// acknowledged, never stored. The sealed shard now refuses a batch past
+/// the producer's next sequence, as an open shard does.
+#[test]
+fn a_batch_ahead_of_its_predecessor_at_a_sealed_shard_waits_for_it() {
+    let early_keys = keys(true, 2, "z");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = split_stream(&dir, "", batch(7_005, 0, &early_keys));
+    let first_keys = keys(true, 3, "g");
+    let second_keys = keys(true, 3, "h");
+    let first_base = early_keys.len() as u64;
+    let second_base = first_base + first_keys.len() as u64;
+    let first = produce(batch(7_005, first_base, &first_keys));
+    let second = produce(batch(7_005, second_base, &second_keys));
+    let mut conn = RawConn::ready(&broker.addr);
+    let ahead = conn.request(&second).expect("produce");
+    assert_eq!(ahead.error, ErrorCode::OutOfOrderSequence, "{ahead:?}");
+    for (what, request) in [("first", &first), ("second", &second)] {
+        let response = conn.request(request).expect("produce");
+        assert!(response.error.is_ok(), "{what}: {response:?}");
+        let placements = &response.parts[0].placements;
+        assert!(
+            placements
+                .iter()
+                .all(|placement| placement.offset != u64::MAX),
+            "{what} was taken for a duplicate: {placements:?}"
+        );
+    }
+    let stored = stored_values(&broker);
+    assert_stored(&stored, &first_keys, "first batch");
+    assert_stored(&stored, &second_keys, "second batch");
 }

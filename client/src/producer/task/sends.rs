@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::super::window::{self, Failure, Recovery, Restart, State};
 use super::ProducerTask;
-use crate::sender::{send_batch, BatchJob, Verdict};
+use crate::sender::{send_batch, BatchJob, Verdict, WireOrder};
 
 /// The backoff before sending a window again grows to at most this many
 /// times `retry_backoff`.
@@ -16,11 +16,10 @@ impl ProducerTask {
     /// Sends a batch of the window (again, after a recovery). Sends start
     /// in the order of this call, which is the order they go on the wire.
     pub(super) fn start_send(&mut self, shard_id: u32, id: u64) {
-        let Some(batch) = self
-            .shards
-            .get(&shard_id)
-            .and_then(|shard| shard.window.iter().find(|batch| batch.id == id))
-        else {
+        let Some(shard) = self.shards.get_mut(&shard_id) else {
+            return;
+        };
+        let Some(batch) = shard.window.iter().find(|batch| batch.id == id) else {
             return;
         };
         let job = BatchJob {
@@ -30,6 +29,7 @@ impl ProducerTask {
             batch: batch.batch.clone(),
             acks: self.config.acks,
             timeout: self.config.request_timeout,
+            order: WireOrder::next(&mut shard.wire_tail),
         };
         self.sending.push(Box::pin(
             async move { (shard_id, id, send_batch(job).await) },
@@ -65,6 +65,10 @@ impl ProducerTask {
                 batch.state = State::Failed(Failure::of(error));
                 shard.failed = true;
             }
+            Verdict::Unsent => {
+                batch.state = State::Failed(Failure::Unsent);
+                shard.failed = true;
+            }
         }
         shard.pop_acked();
         let recover = shard.failed && shard.answered();
@@ -87,6 +91,8 @@ impl ProducerTask {
             return false;
         };
         shard.failed = false;
+        // Nothing of the shard is in flight: the next send waits for none.
+        shard.wire_tail = None;
         let window = std::mem::take(&mut shard.window);
         let Recovery {
             resend,
