@@ -2,7 +2,8 @@
 //! and a small capacity per shard so a test takes seconds: a replayed
 //! trace with a ramp is met by splits while load rises and merges after
 //! it, with no producer error and every change explained in /decisions;
-//! an announced burst finds its capacity in place when it starts.
+//! an announced burst finds its capacity in place when it starts; busy
+//! shards crowded in one data directory are spread over two.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -326,5 +327,65 @@ fn a_hinted_burst_finds_its_capacity_in_place() {
         let prediction = get(&broker, &format!("/predict_load?stream=burst&from={start_ms}&to={end_ms}&step=1000")).await;
         let points = prediction["points"].as_array().expect("points");
         assert!(points.iter().all(|point| point["hinted"] == true && point["upper_eps"].as_f64() >= Some(burst_eps)), "{prediction}");
+    });
+}
+
+/// Two shards of 110 ev/s each, both in the first of two data directories
+/// (where a stream is created): neither needs a split, together they are
+/// too busy for a merge, and moving one to the idle directory halves the
+/// busiest one's load. The autoscaler moves exactly one, producers see no
+/// error, and every acknowledged event is readable.
+#[test]
+fn busy_shards_in_one_directory_are_spread_over_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let cold = dir.path().join("cold");
+    let mut args = autoscaler_args(4_000);
+    args.extend([
+        "--set".to_owned(),
+        format!("extra_data_dirs=[\"{}\"]", cold.display()),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let broker = BrokerProcess::start(&dir, &args);
+    runtime().block_on(async {
+        let client = broker.client().await;
+        let config = surge_client::StreamConfig {
+            shard_count: 2,
+            durability: surge_client::surge_protocol::stream::Durability::Write,
+            ..surge_client::StreamConfig::default()
+        };
+        crate::support::create_stream(&client, "spread", config).await;
+        let mut load_config = load("spread", Scenario::OpenLoop { rate: 220.0 }, 8_000);
+        load_config.broker = broker.addr.clone();
+        let report = run::run(&load_config, &broker.addr, false)
+            .await
+            .expect("load runs");
+        assert_eq!(
+            (report.counts.errors, report.counts.timeouts),
+            (0, 0),
+            "{:?}",
+            report.error_samples
+        );
+        let decisions = get(&broker, "/decisions?stream=spread&limit=1000").await;
+        let changes = applied_changes(&decisions);
+        let kinds: Vec<&str> = changes.iter().map(|(_, kind)| kind.as_str()).collect();
+        assert_eq!(kinds, ["move"], "{decisions}");
+        let explained = decisions.to_string().contains("busiest directory lowered");
+        assert!(explained, "the move's reason: {decisions}");
+        let topology = get(&broker, "/get_topology?stream=spread").await;
+        let mut dirs: Vec<u64> = topology["streams"][0]["shards"]
+            .as_array()
+            .expect("shards")
+            .iter()
+            .filter(|shard| shard["state"] == "open")
+            .map(|shard| shard["dir"].as_u64().expect("dir"))
+            .collect();
+        dirs.sort_unstable();
+        assert_eq!(dirs, [0, 1], "{topology}");
+        let records = crate::support::read_all(&client, "spread").await;
+        assert_eq!(
+            records.len() as u64,
+            report.counts.acked,
+            "every acked event read"
+        );
     });
 }
