@@ -9,8 +9,10 @@
 //! Per-key order holds: everything queued at the parent before the seal is
 //! in the parent, everything after goes to the child owning the key, and
 //! consumers read children only after their parents. A sealed shard's
-//! batches are forwarded one at a time in arrival order (`produce`), so a
-//! producer's pipelined batches reach the children in sequence order.
+//! batches are forwarded one at a time in arrival order (`produce`), and a
+//! batch that arrives ahead of its producer's next sequence is refused as
+//! out of order (`shard::forward_order`), so a producer's batches reach the
+//! children in sequence order.
 //!
 //! What is guaranteed when a forward fails part-way: a forward does not give
 //! up on a transient cause. It waits for a change's publish as long as it
