@@ -1,4 +1,5 @@
-//! Tests of the group state machine: joins, revocations, expiry, and properties over random event sequences.
+//! Tests of the group state machine: joins, revocations and expiry, and
+//! properties over random sequences of events.
 
 use std::collections::BTreeSet;
 
