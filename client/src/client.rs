@@ -122,16 +122,38 @@ impl Client {
         self.request_written(req, timeout, None).await
     }
 
-    /// `request_within`, telling `written` once the request frame is queued
-    /// on the connection (see `Connection::call`).
-    pub(crate) async fn request_written<R: Request>(
+    /// `request_within` for one of a series that must reach the broker in
+    /// order: it goes out on `after`'s connection (that of the request
+    /// before it), and tells `written` once its frame is queued there (see
+    /// `Connection::call`). If that connection is gone, the request before
+    /// it fails, and this one fails too (`Disconnected`) rather than
+    /// overtake it on a new one.
+    pub(crate) async fn request_in_series<R: Request>(
         &self,
         req: &R,
         timeout: Duration,
-        written: Option<oneshot::Sender<()>>,
+        after: Option<u64>,
+        written: oneshot::Sender<u64>,
+    ) -> Result<R::Response, ClientError> {
+        self.request_written(req, timeout, Some((after, written)))
+            .await
+    }
+
+    async fn request_written<R: Request>(
+        &self,
+        req: &R,
+        timeout: Duration,
+        series: Option<(Option<u64>, oneshot::Sender<u64>)>,
     ) -> Result<R::Response, ClientError> {
         let version = self.version_of(R::API_KEY)?;
         let connection = self.connection().await?;
+        let written = match series {
+            Some((Some(after), _)) if after != connection.id() => {
+                return Err(ClientError::Disconnected)
+            }
+            Some((_, written)) => Some(written),
+            None => None,
+        };
         let mut body = Writer::new();
         req.encode(&mut body);
         let send_limit = self.inner.session.max_frame_bytes;

@@ -8,7 +8,7 @@
 //! later one on this connection; `Client` then opens a new connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,8 +55,12 @@ impl Pending {
     }
 }
 
+/// Tells connections apart within the process.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
 #[derive(Debug)]
 pub(crate) struct Connection {
+    id: u64,
     frames: mpsc::Sender<Vec<Bytes>>,
     pending: Arc<Mutex<Pending>>,
     next_correlation_id: AtomicU32,
@@ -88,6 +92,7 @@ impl Connection {
             config.max_frame_bytes,
         ));
         Ok(Connection {
+            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
             frames,
             pending,
             next_correlation_id: AtomicU32::new(0),
@@ -95,6 +100,10 @@ impl Connection {
             shutdown,
             max_frame_bytes: config.max_frame_bytes,
         })
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     pub(crate) fn is_open(&self) -> bool {
@@ -107,8 +116,9 @@ impl Connection {
 
     /// Sends one request frame and waits for its response, at most `timeout`
     /// in all (queueing included). `send_limit` bounds the request frame.
-    /// `written` is told once the frame is queued for the writer, behind
-    /// every frame queued before it: on the wire in that order.
+    /// `written` is told (this connection's id) once the frame is queued for
+    /// the writer, behind every frame queued before it: on the wire in that
+    /// order.
     pub(crate) async fn call(
         &self,
         api_key: ApiKey,
@@ -116,7 +126,7 @@ impl Connection {
         body: Writer,
         send_limit: usize,
         timeout: Duration,
-        written: Option<oneshot::Sender<()>>,
+        written: Option<oneshot::Sender<u64>>,
     ) -> Result<RawResponse, ClientError> {
         let frame_len = frame::LENGTH_PREFIX_BYTES + frame::REQUEST_HEADER_BYTES + body.len();
         let max = send_limit.min(self.max_frame_bytes);
@@ -148,7 +158,7 @@ impl Connection {
         api_version: u16,
         body: Writer,
         registered: &mut Option<u32>,
-        written: Option<oneshot::Sender<()>>,
+        written: Option<oneshot::Sender<u64>>,
     ) -> Result<RawResponse, ClientError> {
         let _permit = self
             .in_flight
@@ -180,7 +190,7 @@ impl Connection {
             return Err(ClientError::Disconnected);
         }
         if let Some(written) = written {
-            written.send(()).ok();
+            written.send(self.id).ok();
         }
         response.await.map_err(|_| ClientError::Disconnected)
     }

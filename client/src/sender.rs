@@ -11,7 +11,8 @@
 //! shard refuses the later one as out of order and the window goes again:
 //! concurrent sends can pass each other on the way to the connection's
 //! writer. So each send of a shard waits until the one before it is queued
-//! there (`WireOrder`), and is not sent at all if that one never got there.
+//! there (`WireOrder`), goes out on the same connection, and is not sent at
+//! all if that one never got there.
 
 use std::time::Duration;
 
@@ -48,14 +49,14 @@ pub(crate) struct BatchJob {
 /// telling the one after.
 #[derive(Debug)]
 pub(crate) struct WireOrder {
-    pub(crate) after: Option<oneshot::Receiver<()>>,
-    pub(crate) written: oneshot::Sender<()>,
+    pub(crate) after: Option<oneshot::Receiver<u64>>,
+    pub(crate) written: oneshot::Sender<u64>,
 }
 
 impl WireOrder {
     /// The next place in a series whose last send holds `tail`; `tail`
     /// becomes this send's.
-    pub(crate) fn next(tail: &mut Option<oneshot::Receiver<()>>) -> WireOrder {
+    pub(crate) fn next(tail: &mut Option<oneshot::Receiver<u64>>) -> WireOrder {
         let (written, receiver) = oneshot::channel();
         WireOrder {
             after: tail.replace(receiver),
@@ -63,12 +64,13 @@ impl WireOrder {
         }
     }
 
-    /// Waits until the send before this one is on its way: `false` if it
-    /// never will be (it failed first, or was dropped).
-    async fn turn(&mut self) -> bool {
+    /// Waits until the send before this one is on its way: `Err` if it
+    /// never will be (it failed first, or was dropped); else the connection
+    /// it went out on, if there was one before this.
+    async fn turn(&mut self) -> Result<Option<u64>, ()> {
         match self.after.take() {
-            Some(after) => after.await.is_ok(),
-            None => true,
+            Some(after) => after.await.map(Some).map_err(|_| ()),
+            None => Ok(None),
         }
     }
 }
@@ -89,9 +91,9 @@ pub(crate) enum Verdict {
 }
 
 pub(crate) async fn send_batch(mut job: BatchJob) -> Verdict {
-    if !job.order.turn().await {
+    let Ok(after) = job.order.turn().await else {
         return Verdict::Unsent;
-    }
+    };
     let req = ProduceRequest {
         stream: job.stream.clone(),
         acks: job.acks,
@@ -104,7 +106,7 @@ pub(crate) async fn send_batch(mut job: BatchJob) -> Verdict {
     let record_count = batch::read_header(&job.batch).record_count;
     let result = job
         .client
-        .request_written(&req, job.timeout + TIMEOUT_SLACK, Some(job.order.written))
+        .request_in_series(&req, job.timeout + TIMEOUT_SLACK, after, job.order.written)
         .await;
     judge(result, job.shard_id, record_count).unwrap_or_else(Verdict::Failed)
 }
@@ -240,8 +242,12 @@ mod tests {
         let waiting = tokio::spawn(async move { second.turn().await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "went before the first was written");
-        first.written.send(()).unwrap();
-        assert!(waiting.await.unwrap());
+        first.written.send(7).unwrap();
+        assert_eq!(
+            waiting.await.unwrap(),
+            Ok(Some(7)),
+            "on the first's connection"
+        );
     }
 
     #[tokio::test]
@@ -249,9 +255,9 @@ mod tests {
         let mut tail = None;
         let mut first = WireOrder::next(&mut tail);
         let mut second = WireOrder::next(&mut tail);
-        assert!(first.turn().await, "nothing before the first");
+        assert_eq!(first.turn().await, Ok(None), "nothing before the first");
         drop(first);
-        assert!(!second.turn().await);
+        assert_eq!(second.turn().await, Err(()));
     }
 
     #[test]

@@ -521,3 +521,44 @@ async fn after_a_failed_batch_the_window_is_sent_again_in_order() {
         .collect();
     assert_eq!(resent, vec![1, 2, 3, 4], "sent again in sequence order");
 }
+
+/// The connection drops while a window of batches is in flight (two are
+/// stored, their answers lost): every batch goes out again on the new
+/// connection in sequence order, none overtakes one still queued on the
+/// old connection, and each event is stored once, in send order.
+#[tokio::test]
+async fn a_window_in_flight_over_a_dropped_connection_is_stored_once_in_order() {
+    let fake = FakeBroker::start().await;
+    let client = Client::connect(fake.config()).await.unwrap();
+    let key = key_in(&fake, 0, "one");
+    let event = |index: usize| Event::new(format!("{index:03}")).with_key(key.clone());
+    let producer = Producer::new(client, STREAM, one_event_batches(&event(0), 4))
+        .await
+        .unwrap();
+    fake.state.lock().check_sequences = true;
+    producer.send(event(0)).await.unwrap().await.unwrap();
+    fake.state.lock().drop_after_store = 2;
+    let mut acks = Vec::new();
+    for index in 1..=12 {
+        acks.push(producer.send(event(index)).await.unwrap());
+    }
+    for (index, ack) in acks.into_iter().enumerate() {
+        let ack = ack.await.expect("no failure reaches the caller");
+        assert_eq!(ack.offset, index as u64 + 1);
+    }
+    producer.close().await.unwrap();
+    let state = fake.state.lock();
+    let values: Vec<Bytes> = state.shards[0]
+        .records()
+        .into_iter()
+        .map(|record| record.value)
+        .collect();
+    let expected: Vec<Bytes> = (0..=12)
+        .map(|index| Bytes::from(format!("{index:03}")))
+        .collect();
+    assert_eq!(values, expected, "stored once each, in send order");
+    assert!(
+        state.received_batches.len() > expected.len(),
+        "nothing was sent again: the connection never dropped"
+    );
+}

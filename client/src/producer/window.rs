@@ -51,9 +51,10 @@ pub(super) struct ShardQueue {
     pub(super) window: VecDeque<InFlight>,
     /// A batch of the window failed: send nothing new until it is recovered.
     pub(super) failed: bool,
-    /// Told when the shard's last send is queued on the connection; the
-    /// next send waits for it (`sender::WireOrder`).
-    pub(super) wire_tail: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Told, with the connection's id, when the shard's last send is queued
+    /// on it; the next send waits for that and goes out on the same
+    /// connection (`sender::WireOrder`).
+    pub(super) wire_tail: Option<tokio::sync::oneshot::Receiver<u64>>,
     /// When the batches a recovery sends again may go.
     pub(super) resume_at: Option<Instant>,
     /// A batch under the current producer id was acknowledged: the shard
