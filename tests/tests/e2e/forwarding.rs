@@ -93,6 +93,19 @@ fn stored_values(broker: &BrokerProcess) -> Vec<String> {
         .collect()
 }
 
+/// The request succeeded and every record was placed, none taken for a
+/// duplicate (a duplicate's placement has no offset).
+fn assert_forwarded(response: &ProduceResponse, what: &str) {
+    assert!(response.error.is_ok(), "{what}: {response:?}");
+    let placements = &response.parts[0].placements;
+    assert!(
+        placements
+            .iter()
+            .all(|placement| placement.offset != u64::MAX),
+        "{what} was taken for a duplicate: {placements:?}"
+    );
+}
+
 fn assert_stored(stored: &[String], keys: &[String], what: &str) {
     for key in keys {
         assert!(
@@ -132,17 +145,7 @@ fn pipelined_batches_to_a_sealed_shard_are_forwarded_in_order() {
     assert_eq!(responses[0].0, first_id);
     assert_eq!(responses[1].0, second_id);
     for (correlation, response) in &responses {
-        assert!(
-            response.error.is_ok(),
-            "request {correlation}: {response:?}"
-        );
-        let placements = &response.parts[0].placements;
-        assert!(
-            placements
-                .iter()
-                .all(|placement| placement.offset != u64::MAX),
-            "request {correlation} was taken for a duplicate: {placements:?}"
-        );
+        assert_forwarded(response, &format!("request {correlation}"));
     }
     let stored = stored_values(&broker);
     assert_stored(&stored, &first_keys, "first batch");
@@ -266,14 +269,7 @@ fn a_batch_ahead_of_its_predecessor_at_a_sealed_shard_waits_for_it() {
     assert_eq!(ahead.error, ErrorCode::OutOfOrderSequence, "{ahead:?}");
     for (what, request) in [("first", &first), ("second", &second)] {
         let response = conn.request(request).expect("produce");
-        assert!(response.error.is_ok(), "{what}: {response:?}");
-        let placements = &response.parts[0].placements;
-        assert!(
-            placements
-                .iter()
-                .all(|placement| placement.offset != u64::MAX),
-            "{what} was taken for a duplicate: {placements:?}"
-        );
+        assert_forwarded(&response, what);
     }
     let stored = stored_values(&broker);
     assert_stored(&stored, &first_keys, "first batch");
