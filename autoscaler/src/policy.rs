@@ -2,19 +2,21 @@
 //! plan, so the same decisions are made embedded, in the simulator and in
 //! table tests.
 //!
-//! Sizing: the shard count covers the largest of the measured rate, the
-//! measured rate pushed forward by its current growth over the lead time a
-//! change needs, and the forecast's upper band over the horizon (the
-//! forecaster already corrects its level by the latest measurements). The forecast is
+//! Sizing: the shard count covers the largest of the measured rate pushed
+//! forward by its current growth (to the end of what a decision now
+//! serves) and the forecast's upper band over the horizon (the forecaster
+//! already corrects its level by the latest measurements). The forecast is
 //! a floor under reactive scaling, never a replacement: measured load above
-//! it scales at once and ignores the change budget. A growth covers the
-//! longer sizing horizon plus a 10% margin, so a ramp costs one change, not
-//! one per shard boundary. Shrinking needs the
-//! measured rate and the forecast to both allow it, with 20% hysteresis and
-//! at least a tenth of the shards to free,
-//! for `scale_down_stable`, not within `scale_down_cooldown` of a split, and
-//! within the change budget. Moves between directories come from the
-//! placement solver when nothing else changes.
+//! it scales at once, ignores the change budget and does not spend it (a
+//! burst would otherwise hold its shards until the budget's window has
+//! passed it). A growth covers the longer sizing horizon plus a 10%
+//! margin, so a ramp costs one change, not one per shard boundary.
+//! Shrinking needs the measured rate and the forecast to both allow it
+//! with 20% to spare and at least a tenth of the shards to free, for
+//! `scale_down_stable`, not within `scale_down_cooldown` of a split, and
+//! within the change budget; it then shrinks to what they need, not to
+//! the hysteresis (that only decides when). Moves between directories come
+//! from the placement solver when nothing else changes.
 
 use crate::api::ActionKind;
 use crate::config::AutoscalerConfig;
@@ -32,6 +34,8 @@ pub struct PolicyConfig {
     pub headroom: f64,
     /// Time from a decision to the capacity being there.
     pub lead_ms: u64,
+    /// Time between decisions.
+    pub interval_ms: u64,
     pub scale_down_cooldown_ms: u64,
     pub scale_down_stable_ms: u64,
     /// Change rounds (ticks that change the topology) allowed per window.
@@ -55,6 +59,7 @@ impl PolicyConfig {
             capacity_per_shard_eps: config.capacity_per_shard_eps,
             headroom: config.headroom,
             lead_ms: config.interval.as_millis() as u64,
+            interval_ms: config.interval.as_millis() as u64,
             scale_down_cooldown_ms: config.scale_down_cooldown.as_millis() as u64,
             scale_down_stable_ms: config.scale_down_stable.as_millis() as u64,
             change_budget: config.change_budget,
@@ -71,6 +76,14 @@ impl PolicyConfig {
     /// Load one shard is sized for (capacity less headroom).
     pub fn shard_target_eps(&self) -> f64 {
         self.capacity_per_shard_eps / (1.0 + self.headroom)
+    }
+
+    /// How far ahead of the measured rate a decision must size for: the
+    /// measured rate is the mean over the last interval (half an interval
+    /// old), and what is decided now serves from the lead until the next
+    /// decision's change is in place, an interval and a lead later.
+    fn growth_ahead_s(&self) -> f64 {
+        (self.lead_ms as f64 + 1.5 * self.interval_ms as f64) / 1000.0
     }
 
     fn shards_for(&self, events_per_s: f64, per_shard: f64) -> u32 {
@@ -126,6 +139,11 @@ pub struct Plan {
     pub reasons: Vec<String>,
     /// The state's new `low_since_ms`.
     pub low_since_ms: Option<u64>,
+    /// The actions count against the change budget. Growth that measured
+    /// load needs now does not: it ignores the budget, and charging it
+    /// would hold the shards a burst needed until the budget's window has
+    /// passed it.
+    pub spends_budget: bool,
 }
 
 pub fn decide(
@@ -136,16 +154,15 @@ pub fn decide(
 ) -> Plan {
     let shards = state.shards.len() as u32;
     let per_shard = config.shard_target_eps();
-    let lead_s = config.lead_ms as f64 / 1000.0;
-    let reactive = state.measured_eps + state.growth_eps_per_s.max(0.0) * lead_s;
+    let reactive = state.measured_eps + state.growth_eps_per_s.max(0.0) * config.growth_ahead_s();
     let predicted = forecast.peak_upper_eps;
     let long = forecast.peak_upper_long_eps.or(predicted);
     let mut reasons = vec![format!(
-        "measured {:.0} ev/s (growth {:+.1}/s, {:.0} ev/s after the {:.0} s lead), forecast upper {} soon and {} over the sizing horizon ({}), {} shards of {:.0} ev/s at {:.0}% headroom",
+        "measured {:.0} ev/s (growth {:+.1}/s, {:.0} ev/s in {:.0} s), forecast upper {} soon and {} over the sizing horizon ({}), {} shards of {:.0} ev/s at {:.0}% headroom",
         state.measured_eps,
         state.growth_eps_per_s,
         reactive,
-        lead_s,
+        config.growth_ahead_s(),
         predicted.map_or("none".into(), |p| format!("{p:.0} ev/s")),
         long.map_or("none".into(), |p| format!("{p:.0} ev/s")),
         forecast.model,
@@ -182,13 +199,18 @@ pub fn decide(
     // (at least one).
     let step_min = (shards / 10).max(1);
     if target_down + step_min <= shards {
-        return shrink(config, state, now_ms, target_down, reasons);
+        let target = config
+            .shards_for(need_down, per_shard)
+            .max(target_up)
+            .min(shards);
+        return shrink(config, state, now_ms, target, reasons);
     }
     let mut plan = Plan {
         target_shards: shards,
         actions: Vec::new(),
         reasons,
         low_since_ms: None,
+        spends_budget: true,
     };
     if budget_left(config, state, now_ms) > 0 {
         let loads: Vec<ShardLoad> = state
@@ -247,6 +269,7 @@ fn grow(
             actions: Vec::new(),
             reasons,
             low_since_ms: None,
+            spends_budget: true,
         };
     }
     // One split per shard per tick, hottest first.
@@ -279,6 +302,7 @@ fn grow(
         actions,
         reasons,
         low_since_ms: None,
+        spends_budget: urgent == 0,
     }
 }
 
@@ -302,6 +326,7 @@ fn shrink(
         actions: Vec::new(),
         reasons: Vec::new(),
         low_since_ms: Some(low_since),
+        spends_budget: true,
     };
     if stable_ms < config.scale_down_stable_ms {
         hold(

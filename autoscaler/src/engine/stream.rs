@@ -294,10 +294,13 @@ impl StreamEntry {
         anomaly::detect(&self.name, now_ms, measured, &band, sigma)
     }
 
-    pub fn note_change(&mut self, now_ms: u64, split: bool) {
-        self.changes_ms.push_back(now_ms);
-        while self.changes_ms.len() > CHANGES_MAX {
-            self.changes_ms.pop_front();
+    /// An applied change round; `spends_budget` as the plan said.
+    pub fn note_change(&mut self, now_ms: u64, split: bool, spends_budget: bool) {
+        if spends_budget {
+            self.changes_ms.push_back(now_ms);
+            while self.changes_ms.len() > CHANGES_MAX {
+                self.changes_ms.pop_front();
+            }
         }
         if split {
             self.last_split_ms = Some(now_ms);

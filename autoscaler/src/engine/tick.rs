@@ -124,7 +124,7 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
                 .iter()
                 .any(|a| a.applied && matches!(a.kind, ActionKind::Split { .. }));
             if let Some(entry) = shared.streams.get_mut(name) {
-                entry.note_change(now_ms, split);
+                entry.note_change(now_ms, split, plan.spends_budget);
             }
         }
         if apply {

@@ -90,13 +90,15 @@ fn growth_table() {
         ),
         // No forecast yet: measured overload alone scales.
         (vec![1000.0, 900.0], no_forecast(), 0.0, 3, 1),
-        // Growth over the 30 s lead: 1500 + 20*30 = 2100 -> 3 shards.
+        // Growth until what is decided now stops serving (30 s lead + 1.5
+        // x 10 s interval): 1500 + 20*45 = 2400 -> 3 shards, 4 with the
+        // margin. Over the lead alone it would be 2100 and 3.
         (
             vec![750.0, 750.0],
             forecast(1500.0, 1600.0, 1600.0),
             20.0,
-            3,
-            1,
+            4,
+            2,
         ),
         // Measured above the band: measured load sizes, plus the growth margin.
         (
@@ -162,6 +164,15 @@ fn measured_overload_ignores_a_spent_budget_but_forecasts_do_not() {
         2 * MIN_MS,
     );
     assert!(plan.actions.is_empty(), "{:?}", plan.reasons);
+    let mut calm = state(&[600.0, 600.0]);
+    calm.changes_ms = vec![MIN_MS; 11];
+    let plan = decide(
+        &config(),
+        &calm,
+        &forecast(1200.0, 1300.0, 2400.0),
+        2 * MIN_MS,
+    );
+    assert!(!plan.actions.is_empty() && plan.spends_budget, "{plan:?}");
     let mut hot = state(&[1000.0, 1000.0]);
     hot.changes_ms = vec![MIN_MS; 20];
     let plan = decide(
@@ -171,6 +182,25 @@ fn measured_overload_ignores_a_spent_budget_but_forecasts_do_not() {
         2 * MIN_MS,
     );
     assert_eq!(splits(&plan).len(), 1, "{:?}", plan.reasons);
+    // Nor does it spend the budget: a burst would hold its shards until
+    // the budget's window had passed it.
+    assert!(!plan.spends_budget);
+}
+
+#[test]
+fn a_shrink_goes_to_what_is_needed_not_to_the_hysteresis() {
+    // 1500 ev/s over the hour needs 2 shards of 833; the hysteresis
+    // (1500 / 667 -> 3) only decides that a shrink is due.
+    let mut input = state(&[300.0; 4]);
+    input.low_since_ms = Some(0);
+    let plan = decide(
+        &config(),
+        &input,
+        &forecast(1200.0, 1300.0, 1500.0),
+        60 * MIN_MS,
+    );
+    assert_eq!(merge_count(&plan), 2, "{:?}", plan.reasons);
+    assert_eq!(plan.target_shards, 2);
 }
 
 struct ShrinkCase {
@@ -314,8 +344,8 @@ fn merges_stay_inside_one_routing_group() {
 
 #[test]
 fn merged_pairs_must_fit_one_shard_unless_load_is_fluid() {
-    // 6 shards of 450 ev/s: 2800 at 20% merge hysteresis allows 5, but any
-    // merged pair carries 900.
+    // 6 shards of 450 ev/s: 2800 ev/s needs 4, the 20% merge hysteresis
+    // allows a shrink, but any merged pair carries 900.
     let mut input = state(&[450.0; 6]);
     input.low_since_ms = Some(0);
     let view = forecast(2700.0, 2800.0, 2800.0);
@@ -325,7 +355,7 @@ fn merged_pairs_must_fit_one_shard_unless_load_is_fluid() {
     let mut fluid = config();
     fluid.merge_pairs_must_fit = false;
     let plan = decide(&fluid, &input, &view, 60 * MIN_MS);
-    assert_eq!(merge_count(&plan), 1, "{:?}", plan.reasons);
+    assert_eq!(merge_count(&plan), 2, "{:?}", plan.reasons);
 }
 
 #[test]

@@ -79,7 +79,9 @@ impl SurgePolicy {
             if plan.target_shards > shards {
                 self.last_split_ms = Some(now_ms);
             }
-            self.changes_ms.push_back(now_ms);
+            if plan.spends_budget {
+                self.changes_ms.push_back(now_ms);
+            }
             while self
                 .changes_ms
                 .front()
@@ -99,6 +101,7 @@ fn policy_config(config: &SimConfig, lead_ms: u64) -> PolicyConfig {
     engine.headroom = config.headroom;
     let mut policy = PolicyConfig::from_config(&engine);
     policy.lead_ms = lead_ms;
+    policy.interval_ms = config.stretched(config.interval_ms);
     policy.scale_down_cooldown_ms = config.stretched(policy.scale_down_cooldown_ms);
     policy.scale_down_stable_ms = config.stretched(policy.scale_down_stable_ms);
     policy.budget_window_ms = config.stretched(policy.budget_window_ms);
