@@ -13,6 +13,8 @@ use crate::series::Series;
 
 pub const DAY_MS: u64 = 24 * 3_600_000;
 pub const WEEK_MS: u64 = 7 * DAY_MS;
+/// Seasons the seasonal median looks back over.
+const MEDIAN_CYCLES: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -23,6 +25,10 @@ pub enum ModelKind {
     SeasonalDaily,
     /// The value one week earlier.
     SeasonalWeekly,
+    /// The median of the values one to four weeks earlier: one week's
+    /// value is one noisy sample of the slot, a holiday or an outage in
+    /// it is outvoted by the others.
+    WeeklyMedian,
     /// Exponential smoothing without seasonality.
     Ets,
     /// MSTL with daily and weekly periods, ETS on the deseasonalised rest.
@@ -33,9 +39,10 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 6] = [
+    pub const ALL: [ModelKind; 7] = [
         ModelKind::Ensemble,
         ModelKind::Mstl,
+        ModelKind::WeeklyMedian,
         ModelKind::SeasonalWeekly,
         ModelKind::SeasonalDaily,
         ModelKind::Ets,
@@ -47,6 +54,7 @@ impl ModelKind {
             ModelKind::Last => "last_value",
             ModelKind::SeasonalDaily => "seasonal_naive_daily",
             ModelKind::SeasonalWeekly => "seasonal_naive_weekly",
+            ModelKind::WeeklyMedian => "seasonal_median_weekly",
             ModelKind::Ets => "ets",
             ModelKind::Mstl => "mstl_ets",
             ModelKind::Ensemble => "ensemble_median",
@@ -84,6 +92,7 @@ pub fn fit_path(
         }
         ModelKind::SeasonalDaily => seasonal_naive(&history, DAY_MS, horizon_ms)?,
         ModelKind::SeasonalWeekly => seasonal_naive(&history, WEEK_MS, horizon_ms)?,
+        ModelKind::WeeklyMedian => seasonal_median(&history, WEEK_MS, MEDIAN_CYCLES, horizon_ms)?,
         ModelKind::Ets => {
             let coarse = coarsen(&history, settings.model_step_ms, settings.ets_span_ms);
             ets(&coarse, horizon_ms)?
@@ -109,16 +118,21 @@ pub fn median_path(paths: &[&Series], start_ms: u64, horizon_ms: u64) -> Option<
         .map(|i| {
             let at = start_ms + i as u64 * step_ms;
             let mut points: Vec<f64> = paths.iter().filter_map(|p| p.at(at)).collect();
-            points.sort_by(f64::total_cmp);
-            let mid = points.len() / 2;
-            if points.len().is_multiple_of(2) {
-                (points[mid - 1] + points[mid]) / 2.0
-            } else {
-                points[mid]
-            }
+            median(&mut points)
         })
         .collect();
     Some(Series::new(start_ms, step_ms, values))
+}
+
+/// The median (the mean of the middle two for an even count); NaN for none.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => f64::NAN,
+        len if len.is_multiple_of(2) => (values[mid - 1] + values[mid]) / 2.0,
+        _ => values[mid],
+    }
 }
 
 fn horizon_steps(horizon_ms: u64, step_ms: u64) -> usize {
@@ -150,6 +164,35 @@ fn seasonal_naive(history: &Series, period_ms: u64, horizon_ms: u64) -> Option<S
         })
         .collect();
     Some(Series::new(history.end_ms(), history.step_ms, values))
+}
+
+/// The median, per slot, of the last `cycles` whole seasons that precede
+/// it; needs two seasons of history (with one it is the seasonal naive).
+fn seasonal_median(
+    history: &Series,
+    period_ms: u64,
+    cycles: usize,
+    horizon_ms: u64,
+) -> Option<Series> {
+    let period = (period_ms / history.step_ms) as usize;
+    let len = history.values.len();
+    if period == 0 || len < 2 * period {
+        return None;
+    }
+    let mut slot = Vec::with_capacity(cycles);
+    let values = (0..horizon_steps(horizon_ms, history.step_ms))
+        .map(|ahead| {
+            let first = ahead / period + 1;
+            slot.clear();
+            slot.extend(
+                (first..first + cycles)
+                    .filter_map(|cycle| (len + ahead).checked_sub(cycle * period))
+                    .map(|index| history.values[index]),
+            );
+            median(&mut slot)
+        })
+        .collect();
+    finite(Series::new(history.end_ms(), history.step_ms, values))
 }
 
 /// The path after the last sample: `point` lies at steps 1..=h past the
@@ -247,6 +290,37 @@ mod tests {
         assert_eq!(path.values[0], history.values[len - week]);
         assert_eq!(path.values[5], history.values[len - week + 5]);
         assert!(fit_path(ModelKind::SeasonalWeekly, &seasonal(6), DAY_MS, &settings()).is_none());
+    }
+
+    #[test]
+    fn the_weekly_median_outvotes_one_odd_week() {
+        let week = (WEEK_MS / STEP_MS) as usize;
+        let mut history = seasonal(28);
+        let len = history.values.len();
+        // The last week doubled (a holiday, a burst): the naive repeats it.
+        for v in &mut history.values[len - week..] {
+            *v *= 2.0;
+        }
+        let median = fit_path(ModelKind::WeeklyMedian, &history, DAY_MS, &settings())
+            .expect("four weeks of history");
+        let naive = fit_path(ModelKind::SeasonalWeekly, &history, DAY_MS, &settings())
+            .expect("a week of history");
+        let truth = seasonal(29);
+        let error = |path: &Series| {
+            let pairs = (0..48u64).map(|i| {
+                let at = history.end_ms() + i * STEP_MS;
+                (
+                    truth.values[(at / STEP_MS) as usize],
+                    path.at(at).expect("in the path"),
+                )
+            });
+            crate::series::smape(pairs).expect("pairs")
+        };
+        assert!(error(&median) < 1.0, "median sMAPE {}", error(&median));
+        assert!(error(&naive) > 50.0, "naive sMAPE {}", error(&naive));
+        // Needs two weeks; with one it would be the naive.
+        assert!(fit_path(ModelKind::WeeklyMedian, &seasonal(13), DAY_MS, &settings()).is_none());
+        assert!(fit_path(ModelKind::WeeklyMedian, &seasonal(14), DAY_MS, &settings()).is_some());
     }
 
     #[test]
