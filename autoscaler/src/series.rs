@@ -1,5 +1,51 @@
-//! A regular time series (fixed step, NaN for a missing sample) and the
-//! resampling helpers the history, the forecaster and the simulator share.
+//! A regular time series (fixed step, NaN for a missing sample), the
+//! resampling helpers the history, the forecaster and the simulator share,
+//! and the growth of a rate from its last few measurements.
+
+use std::collections::VecDeque;
+
+/// Measurements kept to estimate a rate's growth.
+const RECENT_MAX: usize = 7;
+
+/// The last few measurements of a rate, for its current growth.
+#[derive(Debug, Clone, Default)]
+pub struct Recent {
+    samples: VecDeque<(u64, f64)>,
+}
+
+impl Recent {
+    pub fn push(&mut self, at_ms: u64, value: f64) {
+        self.samples.push_back((at_ms, value));
+        while self.samples.len() > RECENT_MAX {
+            self.samples.pop_front();
+        }
+    }
+
+    pub fn last(&self) -> Option<f64> {
+        self.samples.back().map(|&(_, v)| v)
+    }
+
+    /// Growth per second: the larger of the slope over the window and over
+    /// the last step. The window's alone lags a ramp's onset by most of its
+    /// length, which is when a burst outruns capacity; the last step's alone
+    /// would follow every wobble down as well as up.
+    pub fn growth_per_s(&self) -> f64 {
+        let slope = |(t0, v0): (u64, f64), (t1, v1): (u64, f64)| {
+            (t1 > t0).then(|| (v1 - v0) / ((t1 - t0) as f64 / 1000.0))
+        };
+        let n = self.samples.len();
+        if n < 2 {
+            return 0.0;
+        }
+        let last = self.samples[n - 1];
+        let window = slope(self.samples[0], last);
+        let step = slope(self.samples[n - 2], last);
+        match (window, step) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => a.or(b).unwrap_or(0.0),
+        }
+    }
+}
 
 /// Values at `start_ms + i * step_ms`.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,6 +233,25 @@ pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn growth_catches_a_ramp_at_its_onset_and_ignores_a_wobble() {
+        let mut recent = Recent::default();
+        assert_eq!(recent.growth_per_s(), 0.0);
+        for i in 0..6 {
+            recent.push(i * 10_000, 1000.0);
+        }
+        assert_eq!(recent.growth_per_s(), 0.0);
+        // A ramp of 30/s starts: the window's slope (300 over 60 s = 5/s)
+        // lags it, the last step has it.
+        recent.push(60_000, 1300.0);
+        assert!((recent.growth_per_s() - 30.0).abs() < 1e-9);
+        // One step down inside a rise: the window's slope still holds.
+        recent.push(70_000, 1250.0);
+        let window = (1250.0 - 1000.0) / 60.0;
+        assert!((recent.growth_per_s() - window).abs() < 1e-9);
+        assert_eq!(recent.last(), Some(1250.0));
+    }
 
     #[test]
     fn interpolates_between_samples() {

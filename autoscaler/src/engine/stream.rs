@@ -15,12 +15,10 @@ use crate::forecast::{Band, ForecastConfig, Forecaster, ModelKind};
 use crate::history::History;
 use crate::metrics::StreamSample;
 use crate::policy::ForecastView;
-use crate::series::Series;
+use crate::series::{Recent, Series};
 
 use super::rates;
 
-/// Samples kept to estimate the current growth of the rate.
-const RECENT_MAX: usize = 7;
 /// While the history is shorter than a day, refit at least this often.
 const EARLY_REFIT_MS: u64 = 5 * 60_000;
 /// Change rounds remembered for the budget.
@@ -53,7 +51,7 @@ pub(super) struct StreamEntry {
     forecaster_version: u64,
     last_sample: Option<StreamSample>,
     pub rates: Option<StreamRates>,
-    recent: VecDeque<(u64, f64)>,
+    recent: Recent,
     pub last_split_ms: Option<u64>,
     pub low_since_ms: Option<u64>,
     pub changes_ms: VecDeque<u64>,
@@ -98,7 +96,7 @@ impl StreamEntry {
             forecaster_version: 0,
             last_sample: None,
             rates: None,
-            recent: VecDeque::new(),
+            recent: Recent::default(),
             last_split_ms: None,
             low_since_ms: None,
             changes_ms: VecDeque::new(),
@@ -132,10 +130,7 @@ impl StreamEntry {
                     tracing::warn!(stream = self.name, %err, "cannot persist autoscaler history");
                 }
             }
-            self.recent.push_back((now_ms, measured));
-            while self.recent.len() > RECENT_MAX {
-                self.recent.pop_front();
-            }
+            self.recent.push(now_ms, measured);
         }
         // A history loaded from disk is fitted on the first sample already.
         (measured, self.refit_due(now_ms, config))
@@ -175,14 +170,9 @@ impl StreamEntry {
         })
     }
 
-    /// Growth of the measured rate over the recent samples (per second).
+    /// Growth of the measured rate (per second).
     pub fn growth_eps_per_s(&self) -> f64 {
-        match (self.recent.front(), self.recent.back()) {
-            (Some(&(t0, v0)), Some(&(t1, v1))) if t1 > t0 => {
-                (v1 - v0) / ((t1 - t0) as f64 / 1000.0)
-            }
-            _ => 0.0,
-        }
+        self.recent.growth_per_s()
     }
 
     fn band(&self, at_ms: u64, hints: &[Hint]) -> Option<Band> {
@@ -216,7 +206,7 @@ impl StreamEntry {
             },
             None => {
                 // No model yet: the last measurement, with the hint if any.
-                let last = self.recent.back().map_or(0.0, |&(_, v)| v);
+                let last = self.recent.last().unwrap_or(0.0);
                 let mean = hints
                     .iter()
                     .rev()

@@ -10,13 +10,11 @@ use super::{SimConfig, SimReport, SmapeRow, Trace};
 use crate::anomaly;
 use crate::forecast::{ForecastConfig, Forecaster, ModelKind, DAY_MS};
 use crate::policy::{self, ForecastView, PolicyConfig, ShardState, StreamState};
-use crate::series::smape;
+use crate::series::{smape, Recent};
 
 const HOUR_MS: u64 = 3_600_000;
 /// Points the plot's timeline keeps at most.
 const TIMELINE_POINTS_MAX: usize = 2_000;
-/// Samples of the measured rate used to estimate its growth.
-const GROWTH_TICKS: usize = 6;
 /// The capacity model's bound on shards (bursts in real traces are large).
 const SHARDS_MAX: u32 = 1 << 20;
 /// Points sampled across the sizing horizon for the peak upper band.
@@ -201,7 +199,7 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
     );
     let mut reactive_capacity = Capacity::new(first);
     let mut oracle = Capacity::new(first);
-    let mut recent: VecDeque<(u64, f64)> = VecDeque::new();
+    let mut recent = Recent::default();
     let mut smapes = SmapeCollector::default();
     let mut selected: HashMap<String, u64> = HashMap::new();
     let mut timeline = Timeline::default();
@@ -213,16 +211,8 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
     while now <= last_ms {
         let demand = demand_at(now);
         let measured = (demand_at(now.saturating_sub(interval_ms).max(start_ms)) + demand) / 2.0;
-        recent.push_back((now, measured));
-        if recent.len() > GROWTH_TICKS {
-            recent.pop_front();
-        }
-        let growth = match (recent.front(), recent.back()) {
-            (Some(&(t0, v0)), Some(&(t1, v1))) if t1 > t0 => {
-                (v1 - v0) / ((t1 - t0) as f64 / 1000.0)
-            }
-            _ => 0.0,
-        };
+        recent.push(now, measured);
+        let growth = recent.growth_per_s();
         if forecaster
             .fitted_at_ms()
             .is_none_or(|at| now >= at + config.refit_ms)
