@@ -14,7 +14,8 @@ pub struct AutoscalerConfig {
     pub interval: Duration,
     /// Events per second one shard is sized for.
     pub capacity_per_shard_eps: f64,
-    /// Spare capacity kept above the required load (0.2: 20%).
+    /// Spare capacity kept above the expected load (0.2: 20%); the
+    /// forecast's upper band may use it.
     pub headroom: f64,
     /// History, hints and the decision log live here.
     pub state_dir: PathBuf,

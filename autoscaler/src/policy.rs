@@ -4,8 +4,9 @@
 //!
 //! Sizing: the shard count covers the largest of the measured rate pushed
 //! forward by its current growth (to the end of what a decision now
-//! serves) and the forecast's upper band over the horizon (the forecaster
-//! already corrects its level by the latest measurements). The forecast is
+//! serves) and the forecast over the horizon (the forecaster already
+//! corrects its level by the latest measurements): its mean with the
+//! headroom, its upper band at full capacity. The forecast is
 //! a floor under reactive scaling, never a replacement: measured load above
 //! it scales at once, ignores the change budget and does not spend it (a
 //! burst would otherwise hold its shards until the budget's window has
@@ -117,6 +118,46 @@ pub struct StreamState {
     pub changes_ms: Vec<u64>,
 }
 
+/// The largest mean and the largest upper band over a horizon.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Peak {
+    pub mean_eps: f64,
+    pub upper_eps: f64,
+}
+
+impl Peak {
+    /// Over the (mean, upper) pairs of a horizon; `None` without any.
+    pub fn of(bands: impl IntoIterator<Item = (f64, f64)>) -> Option<Peak> {
+        bands.into_iter().fold(None, |peak, (mean, upper)| {
+            Peak::max(
+                peak,
+                Some(Peak {
+                    mean_eps: mean,
+                    upper_eps: upper,
+                }),
+            )
+        })
+    }
+
+    /// Both peaks at once (a hint beside a model).
+    pub fn max(a: Option<Peak>, b: Option<Peak>) -> Option<Peak> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(Peak {
+                mean_eps: a.mean_eps.max(b.mean_eps),
+                upper_eps: a.upper_eps.max(b.upper_eps),
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The load to size for at the per-shard target: the expected load
+    /// keeps every shard's headroom, the upper band may use it. Headroom on
+    /// top of an upper quantile would count one margin twice.
+    fn load(&self, headroom: f64) -> f64 {
+        self.mean_eps.max(self.upper_eps / (1.0 + headroom))
+    }
+}
+
 /// The forecast as the policy sees it (hints already applied).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForecastView {
@@ -124,12 +165,12 @@ pub struct ForecastView {
     /// Mean and upper band now, when a model is fitted.
     pub mean_now_eps: Option<f64>,
     pub upper_now_eps: Option<f64>,
-    /// Largest upper band over the horizon (lead + horizon): growing is
-    /// due when this needs more shards.
-    pub peak_upper_eps: Option<f64>,
-    /// Largest upper band over the longer sizing horizon: a growth covers
-    /// it, so a ramp takes one change, and a merge needs it to allow one.
-    pub peak_upper_long_eps: Option<f64>,
+    /// Peaks over the horizon (lead + horizon): growing is due when they
+    /// need more shards.
+    pub peak: Option<Peak>,
+    /// Peaks over the longer sizing horizon: a growth covers them, so a
+    /// ramp takes one change, and a merge needs them to allow one.
+    pub peak_long: Option<Peak>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,10 +196,13 @@ pub fn decide(
     let shards = state.shards.len() as u32;
     let per_shard = config.shard_target_eps();
     let reactive = state.measured_eps + state.growth_eps_per_s.max(0.0) * config.growth_ahead_s();
-    let predicted = forecast.peak_upper_eps;
-    let long = forecast.peak_upper_long_eps.or(predicted);
+    let predicted = forecast.peak.map(|p| p.load(config.headroom));
+    let long = forecast
+        .peak_long
+        .map(|p| p.load(config.headroom))
+        .or(predicted);
     let mut reasons = vec![format!(
-        "measured {:.0} ev/s (growth {:+.1}/s, {:.0} ev/s in {:.0} s), forecast upper {} soon and {} over the sizing horizon ({}), {} shards of {:.0} ev/s at {:.0}% headroom",
+        "measured {:.0} ev/s (growth {:+.1}/s, {:.0} ev/s in {:.0} s), forecast needs {} soon and {} over the sizing horizon ({}; the larger of its mean and its upper band less the headroom), {} shards of {:.0} ev/s at {:.0}% headroom",
         state.measured_eps,
         state.growth_eps_per_s,
         reactive,

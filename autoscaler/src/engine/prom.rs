@@ -93,7 +93,7 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
                 let value = match index {
                     0 => entry.rates.as_ref().map(|r| r.events_per_s),
                     1 => view.and_then(|v| v.mean_now_eps),
-                    2 => view.and_then(|v| v.peak_upper_eps),
+                    2 => view.and_then(|v| v.peak).map(|p| p.upper_eps),
                     _ => Some(f64::from(entry.last_target)),
                 };
                 if let Some(value) = value {

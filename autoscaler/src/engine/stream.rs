@@ -14,7 +14,7 @@ use crate::config::AutoscalerConfig;
 use crate::forecast::{Band, ForecastConfig, Forecaster, ModelKind};
 use crate::history::History;
 use crate::metrics::StreamSample;
-use crate::policy::ForecastView;
+use crate::policy::{ForecastView, Peak};
 use crate::series::{Recent, Series};
 
 use super::rates;
@@ -231,17 +231,18 @@ impl StreamEntry {
             .to_string()
     }
 
-    fn peak_upper(&self, now_ms: u64, span_ms: u64, hints: &[Hint]) -> Option<f64> {
+    fn peak(&self, now_ms: u64, span_ms: u64, hints: &[Hint]) -> Option<Peak> {
         let step_ms = (span_ms / 30).max(1_000);
-        (0..=span_ms / step_ms)
-            .filter_map(|i| self.band(now_ms + i * step_ms, hints))
-            .map(|band| band.upper)
-            .reduce(f64::max)
+        Peak::of(
+            (0..=span_ms / step_ms)
+                .filter_map(|i| self.band(now_ms + i * step_ms, hints))
+                .map(|band| (band.mean, band.upper)),
+        )
     }
 
     /// The forecast as the policy sees it: the band now and the peaks of
-    /// the upper band over `[now, now + span_ms]` and `[now, now +
-    /// long_span_ms]`, hints applied.
+    /// the mean and the upper band over `[now, now + span_ms]` and `[now,
+    /// now + long_span_ms]`, hints applied.
     pub fn view(
         &self,
         now_ms: u64,
@@ -250,26 +251,23 @@ impl StreamEntry {
         hints: &[Hint],
     ) -> ForecastView {
         let now = self.band(now_ms, hints);
-        let peak = self.peak_upper(now_ms, span_ms, hints);
-        let long = self.peak_upper(now_ms, long_span_ms, hints);
-        // Hints also count where no model exists yet.
+        // Hints also count where no model exists yet: a hinted rate is an
+        // expected one.
         let hinted = |span_ms: u64| {
-            hints
-                .iter()
-                .filter(|h| h.start_ms <= now_ms + span_ms && h.end_ms > now_ms)
-                .filter_map(|h| h.rate_eps)
-                .reduce(f64::max)
-        };
-        let either = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
+            Peak::of(
+                hints
+                    .iter()
+                    .filter(|h| h.start_ms <= now_ms + span_ms && h.end_ms > now_ms)
+                    .filter_map(|h| h.rate_eps)
+                    .map(|rate| (rate, rate)),
+            )
         };
         ForecastView {
             model: self.model_name(now_ms),
             mean_now_eps: now.map(|b| b.mean),
             upper_now_eps: now.map(|b| b.upper),
-            peak_upper_eps: either(peak, hinted(span_ms)),
-            peak_upper_long_eps: either(long, hinted(long_span_ms)),
+            peak: Peak::max(self.peak(now_ms, span_ms, hints), hinted(span_ms)),
+            peak_long: Peak::max(self.peak(now_ms, long_span_ms, hints), hinted(long_span_ms)),
         }
     }
 

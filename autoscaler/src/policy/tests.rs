@@ -35,8 +35,14 @@ fn forecast(mean: f64, upper: f64, peak: f64) -> ForecastView {
         model: "test".into(),
         mean_now_eps: Some(mean),
         upper_now_eps: Some(upper),
-        peak_upper_eps: Some(peak),
-        peak_upper_long_eps: Some(peak),
+        peak: Some(Peak {
+            mean_eps: mean,
+            upper_eps: peak,
+        }),
+        peak_long: Some(Peak {
+            mean_eps: mean,
+            upper_eps: peak,
+        }),
     }
 }
 
@@ -45,8 +51,8 @@ fn no_forecast() -> ForecastView {
         model: "none".into(),
         mean_now_eps: None,
         upper_now_eps: None,
-        peak_upper_eps: None,
-        peak_upper_long_eps: None,
+        peak: None,
+        peak_long: None,
     }
 }
 
@@ -79,14 +85,25 @@ fn growth_table() {
             2,
             0,
         ),
-        // The forecast's upper band over the horizon needs a third shard;
-        // with the 10% growth margin (2640 ev/s) a fourth.
+        // The forecast's upper band over the horizon (2400 ev/s at full
+        // capacity: 2000 at the target) needs a third shard; with the 10%
+        // growth margin (2200 ev/s) still three.
         (
             vec![600.0, 600.0],
             forecast(1200.0, 1400.0, 2400.0),
             0.0,
-            4,
-            2,
+            3,
+            1,
+        ),
+        // Its mean keeps the headroom: 1700 ev/s expected needs a third
+        // shard though the band (1800 at capacity, 1500 at the target)
+        // alone would not.
+        (
+            vec![600.0, 600.0],
+            forecast(1700.0, 1800.0, 1800.0),
+            0.0,
+            3,
+            1,
         ),
         // No forecast yet: measured overload alone scales.
         (vec![1000.0, 900.0], no_forecast(), 0.0, 3, 1),
@@ -124,19 +141,26 @@ fn growth_table() {
 #[test]
 fn a_growth_covers_the_longer_horizon() {
     let mut view = forecast(1200.0, 1400.0, 2400.0);
-    view.peak_upper_long_eps = Some(4000.0);
+    view.peak_long = Some(Peak {
+        mean_eps: 1200.0,
+        upper_eps: 4000.0,
+    });
     let plan = decide(&config(), &state(&[600.0, 600.0]), &view, 0);
-    // 2400 alone asks for 3 shards; the next hour's 4000 plus the margin
-    // for 6; one split per shard per tick gives 4 now.
+    // 2400 alone asks for 3 shards; the next hour's 4000 (3333 at the
+    // target) plus the margin for 5; one split per shard per tick gives 4
+    // now.
     assert_eq!(splits(&plan).len(), 2, "{:?}", plan.reasons);
     assert!(
-        plan.reasons.iter().any(|r| r.contains("grow to 6")),
+        plan.reasons.iter().any(|r| r.contains("grow to 5")),
         "{:?}",
         plan.reasons
     );
     // Without a need to grow now, the longer horizon alone does not split.
     let mut calm = forecast(1200.0, 1300.0, 1500.0);
-    calm.peak_upper_long_eps = Some(4000.0);
+    calm.peak_long = calm.peak.map(|peak| Peak {
+        upper_eps: 4000.0,
+        ..peak
+    });
     assert!(decide(&config(), &state(&[600.0, 600.0]), &calm, 0)
         .actions
         .is_empty());
@@ -147,7 +171,7 @@ fn splits_the_hottest_shards_first() {
     let plan = decide(
         &config(),
         &state(&[100.0, 900.0, 500.0, 800.0]),
-        &forecast(2300.0, 2500.0, 4500.0),
+        &forecast(2300.0, 2500.0, 5400.0),
         0,
     );
     assert_eq!(splits(&plan), vec![2, 4]);
@@ -189,14 +213,14 @@ fn measured_overload_ignores_a_spent_budget_but_forecasts_do_not() {
 
 #[test]
 fn a_shrink_goes_to_what_is_needed_not_to_the_hysteresis() {
-    // 1500 ev/s over the hour needs 2 shards of 833; the hysteresis
-    // (1500 / 667 -> 3) only decides that a shrink is due.
+    // 1500 ev/s expected over the hour needs 2 shards of 833; the
+    // hysteresis (1500 / 667 -> 3) only decides that a shrink is due.
     let mut input = state(&[300.0; 4]);
     input.low_since_ms = Some(0);
     let plan = decide(
         &config(),
         &input,
-        &forecast(1200.0, 1300.0, 1500.0),
+        &forecast(1500.0, 1600.0, 1700.0),
         60 * MIN_MS,
     );
     assert_eq!(merge_count(&plan), 2, "{:?}", plan.reasons);
@@ -344,7 +368,7 @@ fn merges_stay_inside_one_routing_group() {
 
 #[test]
 fn merged_pairs_must_fit_one_shard_unless_load_is_fluid() {
-    // 6 shards of 450 ev/s: 2800 ev/s needs 4, the 20% merge hysteresis
+    // 6 shards of 450 ev/s: 2700 ev/s needs 4, the 20% merge hysteresis
     // allows a shrink, but any merged pair carries 900.
     let mut input = state(&[450.0; 6]);
     input.low_since_ms = Some(0);

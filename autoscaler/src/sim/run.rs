@@ -9,7 +9,7 @@ use super::capacity::{oracle_shards, Capacity, Reactive};
 use super::{SimConfig, SimReport, SmapeRow, Trace};
 use crate::anomaly;
 use crate::forecast::{ForecastConfig, Forecaster, ModelKind, DAY_MS};
-use crate::policy::{self, ForecastView, PolicyConfig, ShardState, StreamState};
+use crate::policy::{self, ForecastView, Peak, PolicyConfig, ShardState, StreamState};
 use crate::series::{smape, Recent};
 
 const HOUR_MS: u64 = 3_600_000;
@@ -111,12 +111,13 @@ fn policy_config(config: &SimConfig, lead_ms: u64) -> PolicyConfig {
     policy
 }
 
-fn peak_upper(forecaster: &Forecaster, now_ms: u64, span_ms: u64) -> Option<f64> {
+fn peak(forecaster: &Forecaster, now_ms: u64, span_ms: u64) -> Option<Peak> {
     let step = (span_ms / HORIZON_POINTS).max(1);
-    (0..=HORIZON_POINTS)
-        .filter_map(|i| forecaster.band_at(now_ms + i * step))
-        .map(|b| b.upper)
-        .reduce(f64::max)
+    Peak::of(
+        (0..=HORIZON_POINTS)
+            .filter_map(|i| forecaster.band_at(now_ms + i * step))
+            .map(|b| (b.mean, b.upper)),
+    )
 }
 
 /// The view of the forecast over `[now, now + span]` and `[now, now +
@@ -127,8 +128,8 @@ fn view(forecaster: &Forecaster, now_ms: u64, span_ms: u64, long_span_ms: u64) -
         model: now.map_or("none", |b| b.model.name()).to_string(),
         mean_now_eps: now.map(|b| b.mean),
         upper_now_eps: now.map(|b| b.upper),
-        peak_upper_eps: peak_upper(forecaster, now_ms, span_ms),
-        peak_upper_long_eps: peak_upper(forecaster, now_ms, long_span_ms),
+        peak: peak(forecaster, now_ms, span_ms),
+        peak_long: peak(forecaster, now_ms, long_span_ms),
     }
 }
 
