@@ -25,25 +25,29 @@ impl Recent {
         self.samples.back().map(|&(_, v)| v)
     }
 
-    /// Growth per second: the larger of the slope over the window and over
-    /// the last step. The window's alone lags a ramp's onset by most of its
-    /// length, which is when a burst outruns capacity; the last step's alone
-    /// would follow every wobble down as well as up.
+    /// Growth per second while the rate is still rising: the larger of the
+    /// slope over the window and over the last step, or nothing once the
+    /// last step stops rising. The window's slope alone lags a ramp's onset
+    /// by most of its length, which is when a burst outruns capacity; and
+    /// after a step change it would go on extrapolating a rise that is
+    /// over, for the whole window.
     pub fn growth_per_s(&self) -> f64 {
         let slope = |(t0, v0): (u64, f64), (t1, v1): (u64, f64)| {
-            (t1 > t0).then(|| (v1 - v0) / ((t1 - t0) as f64 / 1000.0))
+            if t1 > t0 {
+                (v1 - v0) / ((t1 - t0) as f64 / 1000.0)
+            } else {
+                0.0
+            }
         };
         let n = self.samples.len();
         if n < 2 {
             return 0.0;
         }
-        let last = self.samples[n - 1];
-        let window = slope(self.samples[0], last);
-        let step = slope(self.samples[n - 2], last);
-        match (window, step) {
-            (Some(a), Some(b)) => a.max(b),
-            (a, b) => a.or(b).unwrap_or(0.0),
+        let last = slope(self.samples[n - 2], self.samples[n - 1]);
+        if last <= 0.0 {
+            return 0.0;
         }
+        last.max(slope(self.samples[0], self.samples[n - 1]))
     }
 }
 
@@ -235,22 +239,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn growth_catches_a_ramp_at_its_onset_and_ignores_a_wobble() {
+    fn growth_catches_a_ramp_at_once_and_ends_with_it() {
         let mut recent = Recent::default();
         assert_eq!(recent.growth_per_s(), 0.0);
         for i in 0..6 {
             recent.push(i * 10_000, 1000.0);
         }
         assert_eq!(recent.growth_per_s(), 0.0);
-        // A ramp of 30/s starts: the window's slope (300 over 60 s = 5/s)
-        // lags it, the last step has it.
+        // A rise of 30/s: the window's slope (300 over 60 s = 5/s) lags
+        // it, the last step has it.
         recent.push(60_000, 1300.0);
         assert!((recent.growth_per_s() - 30.0).abs() < 1e-9);
-        // One step down inside a rise: the window's slope still holds.
-        recent.push(70_000, 1250.0);
-        let window = (1250.0 - 1000.0) / 60.0;
+        // A slower step inside the rise: the window's slope holds it.
+        recent.push(70_000, 1310.0);
+        let window = (1310.0 - 1000.0) / 60.0;
         assert!((recent.growth_per_s() - window).abs() < 1e-9);
-        assert_eq!(recent.last(), Some(1250.0));
+        // The rise is over (a step change, not a ramp): nothing to
+        // extrapolate, though the window still climbs.
+        recent.push(80_000, 1310.0);
+        assert_eq!(recent.growth_per_s(), 0.0);
+        recent.push(90_000, 1200.0);
+        assert_eq!(recent.growth_per_s(), 0.0);
+        assert_eq!(recent.last(), Some(1200.0));
     }
 
     #[test]
