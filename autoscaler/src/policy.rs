@@ -10,8 +10,9 @@
 //! a floor under reactive scaling, never a replacement: measured load above
 //! it scales at once, ignores the change budget and does not spend it (a
 //! burst would otherwise hold its shards until the budget's window has
-//! passed it). A growth covers the longer sizing horizon plus a 10%
-//! margin, so a ramp costs one change, not one per shard boundary.
+//! passed it). A growth covers the longer sizing horizon, a measured ramp
+//! for another minute, plus a 10% margin, so a ramp costs a change a
+//! minute, not one per shard boundary.
 //! Shrinking needs the measured rate and the forecast to both allow it
 //! with 20% to spare and at least a tenth of the shards to free, for
 //! `scale_down_stable`, not within `scale_down_cooldown` of a split, and
@@ -25,6 +26,9 @@ use crate::placement::{self, ShardLoad};
 
 /// Merges need the merged load this far below the per-shard target.
 const MERGE_HYSTERESIS: f64 = 0.2;
+/// A growth during a ramp covers it this many intervals further (the span
+/// its slope is measured over).
+const RAMP_COVER_INTERVALS: f64 = 6.0;
 /// A growth adds this much beyond what is needed, so load creeping up
 /// through one shard boundary after another does not cost a change each.
 const GROWTH_MARGIN: f64 = 0.1;
@@ -85,6 +89,13 @@ impl PolicyConfig {
     /// decision's change is in place, an interval and a lead later.
     fn growth_ahead_s(&self) -> f64 {
         (self.lead_ms as f64 + 1.5 * self.interval_ms as f64) / 1000.0
+    }
+
+    /// How far a growth during a ramp covers it: one more window of the
+    /// slope past what the decision serves, so a ramp costs a change about
+    /// every minute rather than one every tick.
+    fn ramp_ahead_s(&self) -> f64 {
+        self.growth_ahead_s() + RAMP_COVER_INTERVALS * self.interval_ms as f64 / 1000.0
     }
 
     fn shards_for(&self, events_per_s: f64, per_shard: f64) -> u32 {
@@ -228,7 +239,8 @@ pub fn decide(
         let urgent = config
             .shards_for(reactive, per_shard)
             .saturating_sub(shards);
-        let sized = need_up.max(long.unwrap_or(0.0)) * (1.0 + GROWTH_MARGIN);
+        let ramp = state.measured_eps + state.growth_eps_per_s.max(0.0) * config.ramp_ahead_s();
+        let sized = need_up.max(long.unwrap_or(0.0)).max(ramp) * (1.0 + GROWTH_MARGIN);
         let target = target_up.max(config.shards_for(sized, per_shard));
         return grow(config, state, now_ms, target, urgent, reasons);
     }

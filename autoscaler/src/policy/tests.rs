@@ -108,8 +108,9 @@ fn growth_table() {
         // No forecast yet: measured overload alone scales.
         (vec![1000.0, 900.0], no_forecast(), 0.0, 3, 1),
         // Growth until what is decided now stops serving (30 s lead + 1.5
-        // x 10 s interval): 1500 + 20*45 = 2400 -> 3 shards, 4 with the
-        // margin. Over the lead alone it would be 2100 and 3.
+        // x 10 s interval): 1500 + 20*45 = 2400 needs 3 shards; the growth
+        // covers the ramp another minute (3600, 3960 with the margin: 5);
+        // one split per shard per tick gives 4.
         (
             vec![750.0, 750.0],
             forecast(1500.0, 1600.0, 1600.0),
@@ -117,6 +118,10 @@ fn growth_table() {
             4,
             2,
         ),
+        // A growth during a ramp covers it for another minute: 3000 +
+        // 20*105 = 5100, 5610 with the margin -> 7 shards (6 without the
+        // minute).
+        (vec![750.0; 4], forecast(3000.0, 3100.0, 3100.0), 20.0, 7, 3),
         // Measured above the band: measured load sizes, plus the growth margin.
         (
             vec![900.0, 900.0],
