@@ -184,32 +184,22 @@ fn splits_the_hottest_shards_first() {
 
 #[test]
 fn measured_overload_ignores_a_spent_budget_but_forecasts_do_not() {
-    let mut input = state(&[600.0, 600.0]);
-    input.changes_ms = vec![MIN_MS; 20];
-    let plan = decide(
-        &config(),
-        &input,
-        &forecast(1200.0, 1300.0, 2400.0),
-        2 * MIN_MS,
-    );
+    // (shard loads, change rounds in the window, forecast peak) -> plan.
+    let decide_after = |loads: &[f64], changes: usize, peak: f64| {
+        let mut input = state(loads);
+        input.changes_ms = vec![MIN_MS; changes];
+        decide(
+            &config(),
+            &input,
+            &forecast(1200.0, 1300.0, peak),
+            2 * MIN_MS,
+        )
+    };
+    let plan = decide_after(&[600.0, 600.0], 20, 2400.0);
     assert!(plan.actions.is_empty(), "{:?}", plan.reasons);
-    let mut calm = state(&[600.0, 600.0]);
-    calm.changes_ms = vec![MIN_MS; 11];
-    let plan = decide(
-        &config(),
-        &calm,
-        &forecast(1200.0, 1300.0, 2400.0),
-        2 * MIN_MS,
-    );
+    let plan = decide_after(&[600.0, 600.0], 11, 2400.0);
     assert!(!plan.actions.is_empty() && plan.spends_budget, "{plan:?}");
-    let mut hot = state(&[1000.0, 1000.0]);
-    hot.changes_ms = vec![MIN_MS; 20];
-    let plan = decide(
-        &config(),
-        &hot,
-        &forecast(1200.0, 1300.0, 1300.0),
-        2 * MIN_MS,
-    );
+    let plan = decide_after(&[1000.0, 1000.0], 20, 1300.0);
     assert_eq!(splits(&plan).len(), 1, "{:?}", plan.reasons);
     // Nor does it spend the budget: a burst would hold its shards until
     // the budget's window had passed it.
