@@ -9,7 +9,9 @@
 //! +12 u32 crc32c             over bytes 16..end (Castagnoli)
 //! +16 u16 magic              0x5347 ("GS" on disk)
 //! +18 u8  version            1
-//! +19 u8  flags              0; no flag is defined yet
+//! +19 u8  flags              bit 0 (`FLAG_FORWARDED`): the broker made
+//!                            this batch from part of one sent to
+//!                            origin_shard after it was sealed; others 0
 //! +20 u32 record_count       >= 1
 //! +24 i64 first_timestamp_ms
 //! +32 i64 max_timestamp_ms
@@ -39,6 +41,9 @@ use crate::error::DecodeError;
 pub const BATCH_HEADER_BYTES: usize = 64;
 pub const BATCH_MAGIC: u16 = 0x5347;
 pub const BATCH_VERSION: u8 = 1;
+/// Set only by the broker, on the pieces of a batch it forwards from a
+/// sealed shard: their sequences skip the records a sibling took.
+pub const FLAG_FORWARDED: u8 = 1;
 /// Bytes before the CRC-covered region: base offset, length, crc.
 pub const BATCH_PREFIX_BYTES: usize = 12;
 const CRC_START: usize = 16;
@@ -67,6 +72,8 @@ pub struct BatchHeader {
     pub producer_id: u64,
     pub base_sequence: u64,
     pub origin_shard: u32,
+    /// `FLAG_FORWARDED` is set.
+    pub forwarded: bool,
 }
 
 impl BatchHeader {
@@ -138,7 +145,7 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Decod
     }
     let batch = &buf[..size];
     verify_checksum(batch, size)?;
-    if batch[19] != 0 {
+    if batch[19] & !FLAG_FORWARDED != 0 {
         return Err(DecodeError::InvalidValue {
             field: "batch flags",
             value: u64::from(batch[19]),
@@ -220,6 +227,7 @@ pub fn read_header(batch: &[u8]) -> BatchHeader {
         producer_id: le_u64(batch, 40),
         base_sequence: le_u64(batch, 48),
         origin_shard: le_u32(batch, 56),
+        forwarded: batch[19] & FLAG_FORWARDED != 0,
     }
 }
 
@@ -449,6 +457,7 @@ pub struct BatchBuilder {
     record_count: u32,
     first_timestamp_ms: i64,
     max_timestamp_ms: i64,
+    flags: u8,
 }
 
 impl BatchBuilder {
@@ -476,7 +485,15 @@ impl BatchBuilder {
             record_count: 0,
             first_timestamp_ms: 0,
             max_timestamp_ms: i64::MIN,
+            flags: 0,
         }
+    }
+
+    /// Marks the batch as a forwarded piece (`FLAG_FORWARDED`): for the
+    /// broker only, which refuses it from a producer.
+    pub fn forwarded(mut self) -> BatchBuilder {
+        self.flags |= FLAG_FORWARDED;
+        self
     }
 
     pub fn record_count(&self) -> u32 {
@@ -555,7 +572,7 @@ impl BatchBuilder {
         self.buf[8..12].copy_from_slice(&len.to_le_bytes());
         self.buf[16..18].copy_from_slice(&BATCH_MAGIC.to_le_bytes());
         self.buf[18] = BATCH_VERSION;
-        self.buf[19] = 0;
+        self.buf[19] = self.flags;
         self.buf[20..24].copy_from_slice(&self.record_count.to_le_bytes());
         self.buf[24..32].copy_from_slice(&self.first_timestamp_ms.to_le_bytes());
         self.buf[32..40].copy_from_slice(&self.max_timestamp_ms.to_le_bytes());
@@ -662,6 +679,27 @@ mod tests {
                 "flip at byte {at} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn only_the_forwarded_flag_is_known() {
+        let plain = validate(&sample(), MAX_BATCH_BYTES).unwrap();
+        assert!(!plain.forwarded);
+        let mut builder = BatchBuilder::new(3, 7, 100).forwarded();
+        builder.push(1_000, Some(b"k1"), b"hello", &[]);
+        let forwarded = builder.finish();
+        assert!(validate(&forwarded, MAX_BATCH_BYTES).unwrap().forwarded);
+        let mut unknown = forwarded.to_vec();
+        unknown[19] = FLAG_FORWARDED << 1;
+        let crc = crc32c::crc32c(&unknown[CRC_START..]);
+        unknown[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            validate(&unknown, MAX_BATCH_BYTES),
+            Err(DecodeError::InvalidValue {
+                field: "batch flags",
+                value: 2
+            })
+        ));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the open shards that now own its records (in each record's type group:
 //! see `topology::isolate`), and appended there. Each piece
 //! keeps the producer id and the shard the producer addressed (the origin),
+//! is flagged as forwarded (its sequences may skip what a sibling took),
 //! and its base sequence is chosen so its last sequence equals the whole
 //! batch's: the successors inherited the sealed shard's producer state, so
 //! a retried batch is recognised there as a duplicate.
@@ -18,14 +19,12 @@
 //! up on a transient cause. It waits for a change's publish as long as it
 //! takes, and retries a piece whose append failed (a storage error) in place,
 //! still holding its routing round, so no change can seal a child between
-//! two pieces of one batch. Were a forward to end after some pieces landed,
-//! and those children to be merged before the producer retried, the merged
-//! shard would inherit the batch's last sequence from the child that took a
-//! piece and take the retry for a duplicate: the other pieces would be
-//! acknowledged, never stored. A forward ends half-done only on shutdown (or
-//! a crash) or an out-of-order piece; for those windows the retry is
-//! exactly-once only if no merge of the children comes first. Closing them
-//! needs producer state kept per parent range in the successors (storage).
+//! two pieces of one batch. A forward ends half-done only on shutdown (or
+//! a crash) or an out-of-order piece. The producer's retry then finds the
+//! pieces that landed as duplicates and stores the others, also when the
+//! children were merged meanwhile: a merged successor keeps the lowest
+//! sequence its parents agree on (`ProducerState::inherited`), so it
+//! stores the whole retry, the pieces that had landed a second time.
 
 use std::time::Duration;
 
@@ -83,6 +82,8 @@ pub(super) async fn forward(
                 Some(BatchOutcome::Log(AppendOutcome::Appended { base_offset })) => {
                     place(&mut placements, &indices, target, Some(*base_offset));
                     placed_some = true;
+                    // A crash with the batch partly forwarded.
+                    crate::failpoint::hit("forward.landed");
                 }
                 Some(BatchOutcome::Log(AppendOutcome::Duplicate { base_offset })) => {
                     place(&mut placements, &indices, target, *base_offset);
@@ -225,7 +226,8 @@ fn rebuild(original: &Batch, records: &[Record], indices: &[usize]) -> Bytes {
     } else {
         header.base_sequence + u64::from(header.record_count) - count
     };
-    let mut builder = BatchBuilder::new(header.origin_shard, header.producer_id, base_sequence);
+    let mut builder =
+        BatchBuilder::new(header.origin_shard, header.producer_id, base_sequence).forwarded();
     for &index in indices {
         let record = &records[index];
         let headers: Vec<(&str, &[u8])> = record

@@ -77,6 +77,8 @@ fn check_part(stream: &Stream, shard_id: u32, bytes: &Bytes, max_batch_bytes: us
         // A batch names the shard it was built for: idempotence is kept per
         // (producer, shard), so a batch sent to another shard is a bug.
         Ok(header) if header.origin_shard != shard_id => ErrorCode::InvalidBatch,
+        // Only the broker forwards: the flag relaxes the sequence check.
+        Ok(header) if header.forwarded => ErrorCode::InvalidBatch,
         Ok(header) if header.size == bytes.len() => {
             let routing_header = &stream.view().meta.settings.routing_header;
             let values = batch::routing_values(bytes, routing_header);

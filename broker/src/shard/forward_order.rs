@@ -16,9 +16,10 @@
 //! batches for it pass, so it keeps, per producer key, the sequence the
 //! next forward must start at: a batch past it is refused as out of order,
 //! as an open shard would, and the producer sends the gap first. The
-//! sequences start from the producer state at the seal; a shard found
-//! sealed at startup does not know what its successors took before the
-//! restart, so there the first batch of each producer sets them.
+//! sequences start from the producer state at the seal; for a shard found
+//! sealed at startup, from the highest sequence of its origin that any
+//! shard of the stream holds (`Shard::resume_forwards`), and a producer
+//! none holds is set by its first batch.
 //!
 //! Deadlock-free: a request takes its tickets in its job order, waits for
 //! them in that order, and releases each before waiting for the next, so

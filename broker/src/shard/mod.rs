@@ -125,6 +125,8 @@ pub struct Shard {
 impl Shard {
     /// Opens (recovering) the log in `dir` and starts its owner thread.
     /// `appended` is bumped whenever the visible end moves, for long-polls.
+    /// Also returns the producer state the log opened with: a sealed
+    /// shard's forwards resume from its descendants' (`resume_forwards`).
     pub fn open(
         id: u32,
         dir: &Path,
@@ -132,10 +134,19 @@ impl Shard {
         io: Arc<IoBackend>,
         settings: ShardSettings,
         appended: watch::Sender<u64>,
-    ) -> Result<Arc<Shard>, BrokerError> {
+    ) -> Result<(Arc<Shard>, ProducerState), BrokerError> {
         let (log, report) = ShardLog::open(dir, log_config, io)?;
         tracing::debug!(shard = id, dir = %dir.display(), ?report, "shard log opened");
-        Shard::start(id, dir, log, settings, appended)
+        let producers = log.producer_state();
+        Ok((Shard::start(id, dir, log, settings, appended)?, producers))
+    }
+
+    /// For a shard opened sealed, before it takes requests: each producer's
+    /// forwards continue after `forwarded`, the highest sequence of this
+    /// origin any shard of the stream holds, so a batch ahead of its turn
+    /// is still refused after a restart (see `forward_order`).
+    pub fn resume_forwards(&self, forwarded: &ProducerState) {
+        self.forwards.start_from(forwarded);
     }
 
     /// Starts the owner thread of a shard whose log the caller opened (a

@@ -150,14 +150,14 @@ impl ShardLog {
     /// in the log's directory.
     pub fn inherit(&mut self, inherited: &ProducerState) {
         assert_eq!(self.written_offset(), 0, "only an empty log inherits");
-        self.producers = ProducerTable::inherit(std::slice::from_ref(inherited));
+        self.producers = ProducerTable::inherit(inherited);
     }
 
     /// Makes a successor's inherited producer table durable in its
     /// directory (a snapshot at offset 0; any newer one the shard wrote
     /// meanwhile stays, and `open` prefers it).
     pub fn persist_inherited(dir: &Path, inherited: &ProducerState) -> Result<(), StorageError> {
-        ProducerTable::inherit(std::slice::from_ref(inherited)).persist_initial(dir)?;
+        ProducerTable::inherit(inherited).persist_initial(dir)?;
         files::sync_dir(dir)
     }
 
@@ -269,7 +269,7 @@ impl ShardLog {
             .get(&key)
             .copied()
             .or_else(|| self.producers.get(key));
-        match producers::judge(entry, self.producers.is_forwarded(key.origin_shard), header) {
+        match producers::judge(entry, header) {
             Verdict::Accept => None,
             Verdict::Duplicate { base_offset } => Some(AppendOutcome::Duplicate { base_offset }),
             Verdict::OutOfOrder { expected_sequence } => {

@@ -105,13 +105,18 @@ impl Streams {
                 stream.name
             );
         }
-        let parents: Vec<ProducerState> =
-            seals.into_iter().map(|(_, info)| info.producers).collect();
+        let (parent_ids, parents): (Vec<u32>, Vec<ProducerState>) = seals
+            .into_iter()
+            .map(|(id, info)| (id, info.producers))
+            .unzip();
+        let producers = ProducerState::inherited(&parents, |parent, origin| {
+            view.meta.ranges_meet(parent_ids[parent], origin)
+        });
         let record = Record {
             epoch: next.epoch,
             sealed: ends,
             created: prepared.claims,
-            producers: ProducerState::inherited(&parents),
+            producers,
         };
         crate::failpoint::hit("change.successors");
         let committing = {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::{fsync, list_dir, remove_dir, Stream, Streams, View, DELETED_PREFIX};
 use crate::error::BrokerError;
 use crate::shard::Shard;
+use crate::storage::ProducerState;
 use crate::topology::{self, Journal, StreamMeta};
 
 impl Streams {
@@ -92,10 +93,11 @@ impl Streams {
         meta_path: &Path,
     ) -> Result<HashMap<u32, Arc<Shard>>, BrokerError> {
         let mut shards = HashMap::with_capacity(meta.shards.len());
+        let mut states = Vec::with_capacity(meta.shards.len());
         for shard in &meta.shards {
             let meta_dir = meta_path.parent().expect("a metadata file has a directory");
             self.check_dir_index(meta, meta_dir, shard.id, shard.dir)?;
-            let opened = Shard::open(
+            let (opened, producers) = Shard::open(
                 shard.id,
                 &self.shard_dir(&meta.name, shard),
                 self.log_config(meta),
@@ -104,6 +106,13 @@ impl Streams {
                 self.appended.clone(),
             )?;
             shards.insert(shard.id, opened);
+            states.push(producers);
+        }
+        let mut forwarded = ProducerState::highest_by_origin(&states);
+        for shard in meta.shards.iter().filter(|shard| shard.sealed_at.is_some()) {
+            if let Some(state) = forwarded.remove(&shard.id) {
+                shards[&shard.id].resume_forwards(&state);
+            }
         }
         Ok(shards)
     }

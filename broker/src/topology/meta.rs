@@ -120,6 +120,17 @@ impl StreamMeta {
         }
     }
 
+    /// Whether the hash ranges of shards `a` and `b` meet, so records sent
+    /// to one may have been forwarded to the other; `true` when either is
+    /// unknown.
+    pub fn ranges_meet(&self, a: u32, b: u32) -> bool {
+        let range = |id: u32| self.shards.iter().find(|shard| shard.id == id);
+        match (range(a), range(b)) {
+            (Some(a), Some(b)) => a.hash_start <= b.hash_end && b.hash_start <= a.hash_end,
+            _ => true,
+        }
+    }
+
     /// The event types with shards of their own (the isolation rules),
     /// sorted: the groups of the open shards, less the default one.
     pub fn isolated_types(&self) -> Vec<&str> {
@@ -295,6 +306,23 @@ mod tests {
         let meta = StreamMeta::new("orders", settings(), 3);
         meta.store(dir.path()).unwrap();
         assert_eq!(StreamMeta::load(dir.path()).unwrap(), meta);
+    }
+
+    #[test]
+    fn ranges_meet_where_they_share_a_hash() {
+        let meta = StreamMeta::new("orders", settings(), 3);
+        let [a, b, c] = [0, 1, 2].map(|at| meta.shards[at].id);
+        assert!(meta.ranges_meet(a, a));
+        assert!(!meta.ranges_meet(a, b) && !meta.ranges_meet(b, c));
+        assert!(!meta.ranges_meet(c, a));
+        let mut grown = meta.clone();
+        let mut wide = grown.shards[0].clone();
+        wide.id = 9;
+        wide.hash_end = grown.shards[1].hash_start;
+        grown.shards.push(wide);
+        assert!(grown.ranges_meet(9, b), "one shared hash is enough");
+        assert!(!grown.ranges_meet(9, c));
+        assert!(meta.ranges_meet(a, 42), "an unknown shard may meet any");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Forwarding from a sealed shard under pressure: pipelined batches of one
 //! producer keep their order through the forward, and a forward whose
-//! piece fails part-way loses nothing that is acknowledged, even when the
-//! children that took its pieces are merged before the producer retries.
+//! piece fails part-way, or that a crash cuts short, loses nothing that is
+//! acknowledged, even when the children that took its pieces are merged
+//! before the producer retries.
 
 use std::time::Duration;
 
@@ -179,6 +180,20 @@ fn a_batch_behind_a_forwarded_one_is_forwarded_too() {
     assert_stored(&stored, &second_keys, "second batch");
 }
 
+/// Merges the split's children, 1 and 2.
+fn merge_children(broker: &BrokerProcess) {
+    runtime().block_on(async {
+        let merge = ChangeTopologyRequest {
+            stream: "live".into(),
+            kind: ChangeKind::Merge,
+            shard_id: 1,
+            other_shard_id: 2,
+            ..ChangeTopologyRequest::default()
+        };
+        broker.client().await.change_topology(&merge).await.unwrap();
+    });
+}
+
 /// Either response of two pipelined requests, with its correlation id.
 fn read_produce_any(conn: &mut RawConn) -> (u32, ProduceResponse) {
     let (header, body) = conn.read_response().expect("a response before close");
@@ -202,16 +217,7 @@ fn a_failed_piece_then_a_merge_loses_no_acknowledged_record() {
     let request = produce(batch(7_002, early_keys.len() as u64, &all_keys));
     let mut conn = RawConn::ready(&broker.addr);
     let first = conn.request(&request).expect("produce");
-    runtime().block_on(async {
-        let merge = ChangeTopologyRequest {
-            stream: "live".into(),
-            kind: ChangeKind::Merge,
-            shard_id: 1,
-            other_shard_id: 2,
-            ..ChangeTopologyRequest::default()
-        };
-        broker.client().await.change_topology(&merge).await.unwrap();
-    });
+    merge_children(&broker);
     // The producer's retry: the same bytes, still addressed to shard 0.
     let mut acked = first.error.is_ok();
     for _ in 0..10 {
@@ -274,4 +280,95 @@ fn a_batch_ahead_of_its_predecessor_at_a_sealed_shard_waits_for_it() {
     let stored = stored_values(&broker);
     assert_stored(&stored, &first_keys, "first batch");
     assert_stored(&stored, &second_keys, "second batch");
+}
+
+/// Regression: a crash cut a forward short after its low piece landed. The
+/// children were merged before the producer retried, and the merged shard
+/// inherited the low child's sequence (the whole batch's last) as if both
+/// children had taken their pieces: it took the retry for a duplicate, and
+/// the high records were acknowledged but never stored. Parents that
+/// disagree now leave their successor the lowest sequence, so the retry is
+/// stored (the low records twice: at least once, never lost).
+#[test]
+fn a_forward_cut_short_by_a_crash_then_a_merge_loses_no_acknowledged_record() {
+    let early_keys = keys(false, 2, "z");
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = split_stream(&dir, "forward.landed", batch(7_006, 0, &early_keys));
+    let all_keys = [keys(true, 3, "i"), keys(false, 3, "i")].concat();
+    let request = produce(batch(7_006, early_keys.len() as u64, &all_keys));
+    let mut conn = RawConn::ready(&broker.addr);
+    let version = ApiKey::Produce.versions().1;
+    conn.send_frame(ProduceRequest::API_KEY as u16, version, &request.to_bytes());
+    assert!(
+        conn.is_closed(),
+        "the broker must crash after the first piece"
+    );
+    assert!(broker.wait_for_crash(Duration::from_secs(10)), "no crash");
+    broker.set_env(&[]);
+    broker.restart();
+    merge_children(&broker);
+    let retry = RawConn::ready(&broker.addr)
+        .request(&request)
+        .expect("produce retry");
+    assert!(retry.error.is_ok(), "{retry:?}");
+    assert_stored(&stored_values(&broker), &all_keys, "retried batch");
+}
+
+/// Regression: a shard sealed before its first idempotent producer left its
+/// successors no state for that producer, so they did not know its origin
+/// for a forwarded one: the first forwarded piece set a strict entry, and
+/// the next piece, which starts past the records a sibling took, was
+/// refused as out of order, an error the producer could not fix.
+#[test]
+fn a_producer_new_to_a_sealed_shard_is_forwarded_batch_after_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not idempotent (producer 0): the sealed shard has no producer state.
+    let broker = split_stream(&dir, "", batch(0, 0, &keys(true, 2, "z")));
+    let mut conn = RawConn::ready(&broker.addr);
+    let mut base = 0;
+    let mut all = Vec::new();
+    for tag in ["j", "k", "l"] {
+        let batch_keys = [keys(true, 2, tag), keys(false, 2, tag)].concat();
+        let response = conn
+            .request(&produce(batch(7_007, base, &batch_keys)))
+            .expect("produce");
+        assert_forwarded(&response, &format!("batch at {base}"));
+        base += batch_keys.len() as u64;
+        all.extend(batch_keys);
+    }
+    assert_stored(&stored_values(&broker), &all, "every batch");
+}
+
+/// Regression: after a restart, a sealed shard no longer knew which of a
+/// producer's batches it had forwarded, so a batch ahead of its
+/// predecessor went through; the low child stored it, then took the
+/// predecessor's low piece for a duplicate: acknowledged, never stored.
+/// The sealed shard now starts from what its successors hold.
+#[test]
+fn after_a_restart_a_sealed_shard_still_refuses_a_batch_ahead_of_its_turn() {
+    let early_keys = keys(true, 2, "z");
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = split_stream(&dir, "", batch(7_008, 0, &early_keys));
+    let first_keys = keys(true, 2, "m");
+    let second_keys = keys(true, 2, "n");
+    let third_keys = keys(true, 2, "o");
+    let first_base = early_keys.len() as u64;
+    let second_base = first_base + first_keys.len() as u64;
+    let third_base = second_base + second_keys.len() as u64;
+    let first = RawConn::ready(&broker.addr)
+        .request(&produce(batch(7_008, first_base, &first_keys)))
+        .expect("produce");
+    assert_forwarded(&first, "first");
+    broker.restart();
+    let second = produce(batch(7_008, second_base, &second_keys));
+    let third = produce(batch(7_008, third_base, &third_keys));
+    let mut conn = RawConn::ready(&broker.addr);
+    let ahead = conn.request(&third).expect("produce");
+    assert_eq!(ahead.error, ErrorCode::OutOfOrderSequence, "{ahead:?}");
+    for (what, request) in [("second", &second), ("third", &third)] {
+        assert_forwarded(&conn.request(request).expect("produce"), what);
+    }
+    let stored = stored_values(&broker);
+    assert_stored(&stored, &second_keys, "second batch");
+    assert_stored(&stored, &third_keys, "third batch");
 }

@@ -6,11 +6,11 @@
 //! sealed shard to its successors keeps its origin and its sequences.
 //!
 //! A successor starts with its parents' entries (`ProducerState`), which
-//! know only a last sequence. Origins of inherited entries are *forwarded
-//! origins*: the broker splits a forwarded batch by key and gives every
-//! sub-batch the original's last sequence, so a sub-batch may start after
-//! the records that went to a sibling; for those keys any batch that starts
-//! after the last sequence is accepted.
+//! know only a last sequence. The broker splits a forwarded batch by key
+//! and gives every piece the original's last sequence and the forwarded
+//! flag, so a piece may start after the records that went to a sibling:
+//! for a forwarded piece, and against an inherited entry, any batch that
+//! starts after the last sequence is accepted.
 //!
 //! Bounded (least recently used keys are evicted) and persisted as a
 //! snapshot at segment rolls, at close and when a successor is created; at
@@ -19,7 +19,7 @@
 //!
 //! `state` holds what successors inherit; `snapshot` the table's file.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use surge_protocol::batch::BatchHeader;
 
@@ -83,10 +83,10 @@ pub(crate) enum Verdict {
     },
 }
 
-/// Decides a batch against its key's entry (if known). `forwarded`: the
-/// key's origin is a sealed ancestor, so batches may skip the sequences a
-/// sibling received (see the module doc); an inherited entry always is.
-pub(crate) fn judge(entry: Option<Entry>, forwarded: bool, header: &BatchHeader) -> Verdict {
+/// Decides a batch against its key's entry (if known). A forwarded piece
+/// may skip the sequences a sibling received (see the module doc), and so
+/// may any batch after an inherited entry.
+pub(crate) fn judge(entry: Option<Entry>, header: &BatchHeader) -> Verdict {
     let Some(entry) = entry else {
         return Verdict::Accept;
     };
@@ -101,7 +101,7 @@ pub(crate) fn judge(entry: Option<Entry>, forwarded: bool, header: &BatchHeader)
     if header.base_sequence == expected_sequence {
         return Verdict::Accept;
     }
-    if forwarded || entry.last_batch.is_none() {
+    if header.forwarded || entry.last_batch.is_none() {
         let header_last_sequence = header
             .base_sequence
             .saturating_add(u64::from(header.record_count).saturating_sub(1));
@@ -115,36 +115,27 @@ pub(crate) fn judge(entry: Option<Entry>, forwarded: bool, header: &BatchHeader)
     Verdict::OutOfOrder { expected_sequence }
 }
 
-/// Entries by key, with least-recently-used eviction, and the forwarded
-/// origins (fixed when a successor is created).
+/// Entries by key, with least-recently-used eviction.
 #[derive(Debug, Default)]
 pub(crate) struct ProducerTable {
     entries: HashMap<ProducerKey, (Entry, u64)>,
     by_use: BTreeMap<u64, ProducerKey>,
     clock: u64,
-    forwarded_origins: BTreeSet<u32>,
 }
 
 impl ProducerTable {
-    /// A successor's table: the union of its parents' states, every origin
-    /// in it forwarded.
-    pub(crate) fn inherit(inherited: &[ProducerState]) -> ProducerTable {
+    /// A successor's table: what its parents leave it (see
+    /// `topology::inherit`), as inherited entries.
+    pub(crate) fn inherit(inherited: &ProducerState) -> ProducerTable {
         let mut table = ProducerTable::default();
-        for (key, last_sequence) in ProducerState::union(inherited).iter() {
+        for (key, last_sequence) in inherited.iter() {
             table.record(key, Entry::inherited(last_sequence));
         }
-        // Only origins of entries that survived the bound, so the origin
-        // count is bounded by the entry bound.
-        table.forwarded_origins = table.entries.keys().map(|key| key.origin_shard).collect();
         table
     }
 
     pub(crate) fn get(&self, key: ProducerKey) -> Option<Entry> {
         self.entries.get(&key).map(|(entry, _)| *entry)
-    }
-
-    pub(crate) fn is_forwarded(&self, origin_shard: u32) -> bool {
-        self.forwarded_origins.contains(&origin_shard)
     }
 
     #[cfg(test)]
@@ -209,7 +200,14 @@ pub(super) mod tests {
             producer_id,
             base_sequence,
             origin_shard: 0,
+            forwarded: false,
         }
+    }
+
+    /// `header` as a forwarded piece (`forwarded`) or as a producer sent it.
+    fn flagged(mut header: BatchHeader, forwarded: bool) -> BatchHeader {
+        header.forwarded = forwarded;
+        header
     }
 
     #[test]
@@ -217,15 +215,15 @@ pub(super) mod tests {
         let last = Entry::of(&header(1, 10, 3, 500));
         for forwarded in [false, true] {
             assert_eq!(
-                judge(None, forwarded, &header(1, 77, 1, 0)),
+                judge(None, &flagged(header(1, 77, 1, 0), forwarded)),
                 Verdict::Accept
             );
             assert_eq!(
-                judge(Some(last), forwarded, &header(1, 13, 2, 0)),
+                judge(Some(last), &flagged(header(1, 13, 2, 0), forwarded)),
                 Verdict::Accept
             );
             assert_eq!(
-                judge(Some(last), forwarded, &header(1, 10, 3, 0)),
+                judge(Some(last), &flagged(header(1, 10, 3, 0), forwarded)),
                 Verdict::Duplicate {
                     base_offset: Some(500)
                 }
@@ -234,41 +232,53 @@ pub(super) mod tests {
         let expected = Verdict::OutOfOrder {
             expected_sequence: 13,
         };
-        assert_eq!(judge(Some(last), false, &header(1, 14, 1, 0)), expected);
-        assert_eq!(judge(Some(last), false, &header(1, 7, 3, 0)), expected);
-        assert_eq!(judge(Some(last), false, &header(1, 10, 2, 0)), expected);
-        // A forwarded key: a sub-batch may skip a sibling's records, and an
+        assert_eq!(
+            judge(Some(last), &flagged(header(1, 14, 1, 0), false)),
+            expected
+        );
+        assert_eq!(
+            judge(Some(last), &flagged(header(1, 7, 3, 0), false)),
+            expected
+        );
+        assert_eq!(
+            judge(Some(last), &flagged(header(1, 10, 2, 0), false)),
+            expected
+        );
+        // A forwarded piece may skip a sibling's records, and an
         // older batch was stored before.
         assert_eq!(
-            judge(Some(last), true, &header(1, 14, 1, 0)),
+            judge(Some(last), &flagged(header(1, 14, 1, 0), true)),
             Verdict::Accept
         );
         assert_eq!(
-            judge(Some(last), true, &header(1, 7, 3, 0)),
+            judge(Some(last), &flagged(header(1, 7, 3, 0), true)),
             Verdict::Duplicate { base_offset: None }
         );
-        assert_eq!(judge(Some(last), true, &header(1, 11, 3, 0)), expected);
+        assert_eq!(
+            judge(Some(last), &flagged(header(1, 11, 3, 0), true)),
+            expected
+        );
     }
 
     #[test]
     fn judge_against_an_inherited_entry() {
         let inherited = Some(Entry::inherited(9));
         assert_eq!(
-            judge(inherited, false, &header(1, 10, 4, 0)),
+            judge(inherited, &flagged(header(1, 10, 4, 0), false)),
             Verdict::Accept
         );
         assert_eq!(
-            judge(inherited, false, &header(1, 12, 3, 0)),
+            judge(inherited, &flagged(header(1, 12, 3, 0), false)),
             Verdict::Accept
         );
         for base_sequence in [0, 5, 9] {
             assert_eq!(
-                judge(inherited, false, &header(1, base_sequence, 1, 0)),
+                judge(inherited, &flagged(header(1, base_sequence, 1, 0), false)),
                 Verdict::Duplicate { base_offset: None }
             );
         }
         assert_eq!(
-            judge(inherited, false, &header(1, 8, 3, 0)),
+            judge(inherited, &flagged(header(1, 8, 3, 0), false)),
             Verdict::OutOfOrder {
                 expected_sequence: 10
             },

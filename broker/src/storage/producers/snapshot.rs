@@ -3,19 +3,21 @@
 //! ```text
 //! snapshot file <next_offset:020>.producers (little-endian)
 //! +0  [u8; 4] magic         "SGPS"
-//! +4  u16     version       2 (1 had no origin shard; rejected)
+//! +4  u16     version       3 (2 also listed forwarded origins, which
+//!                           the pieces' flag made redundant: read and
+//!                           ignored; 1 had no origin shard: rejected)
 //! +6  u16     entry_bytes   32
 //! +8  u64     next_offset   the table covers every batch below this offset
 //! +16 u32     entry_count   <= MAX_PRODUCERS_PER_SHARD
-//! +20 u32     origin_count  <= MAX_PRODUCERS_PER_SHARD
-//! +24 u32     crc32c        over bytes 0..24, then every entry and origin
+//! +20 u32     origin_count  0 (version 2: <= MAX_PRODUCERS_PER_SHARD)
+//! +24 u32     crc32c        over bytes 0..24, then every entry (and origin)
 //! +28 entries, least recently used first, 32 bytes each:
 //!     +0  u64 producer_id
 //!     +8  u32 origin_shard
 //!     +12 u32 record_count   of the last stored batch; 0: unknown (inherited)
 //!     +16 u64 last_sequence
 //!     +24 u64 base_offset    of the last stored batch; 0 when unknown
-//! then origin_count forwarded origins, u32 each, strictly ascending
+//! version 2 only: origin_count u32 origins
 //! ```
 
 use std::path::Path;
@@ -29,7 +31,9 @@ const SNAPSHOT_HEADER_BYTES: usize = 28;
 const SNAPSHOT_ENTRY_BYTES: usize = 32;
 const SNAPSHOT_ORIGIN_BYTES: usize = 4;
 const SNAPSHOT_MAGIC: [u8; 4] = *b"SGPS";
-const SNAPSHOT_VERSION: u16 = 2;
+const SNAPSHOT_VERSION: u16 = 3;
+/// The version before, whose origin list `decode` skips.
+const SNAPSHOT_VERSION_WITH_ORIGINS: u16 = 2;
 const SNAPSHOT_CRC_AT: usize = 24;
 
 const _: () = assert!(SNAPSHOT_HEADER_BYTES == 4 + 2 + 2 + 8 + 4 + 4 + 4);
@@ -43,14 +47,7 @@ const SNAPSHOT_MAX_BYTES: usize = SNAPSHOT_HEADER_BYTES
 
 impl ProducerTable {
     pub(crate) fn encode(&self, next_offset: u64) -> Vec<u8> {
-        assert!(
-            self.forwarded_origins.len() <= MAX_PRODUCERS_PER_SHARD,
-            "forwarded origins are bounded"
-        );
-        let mut body = Vec::with_capacity(
-            self.by_use.len() * SNAPSHOT_ENTRY_BYTES
-                + self.forwarded_origins.len() * SNAPSHOT_ORIGIN_BYTES,
-        );
+        let mut body = Vec::with_capacity(self.by_use.len() * SNAPSHOT_ENTRY_BYTES);
         for key in self.by_use.values() {
             let (entry, _) = self.entries[key];
             let (record_count, base_offset) = entry
@@ -62,16 +59,13 @@ impl ProducerTable {
             body.extend_from_slice(&entry.last_sequence.to_le_bytes());
             body.extend_from_slice(&base_offset.to_le_bytes());
         }
-        for origin in &self.forwarded_origins {
-            body.extend_from_slice(&origin.to_le_bytes());
-        }
         let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + body.len());
         out.extend_from_slice(&SNAPSHOT_MAGIC);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         out.extend_from_slice(&(SNAPSHOT_ENTRY_BYTES as u16).to_le_bytes());
         out.extend_from_slice(&next_offset.to_le_bytes());
         out.extend_from_slice(&(self.by_use.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(self.forwarded_origins.len() as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
         let crc = crc32c::crc32c_append(crc32c::crc32c(&out), &body);
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&body);
@@ -83,7 +77,10 @@ impl ProducerTable {
         if bytes.len() < SNAPSHOT_HEADER_BYTES {
             return Err("shorter than its header");
         }
-        if bytes[0..4] != SNAPSHOT_MAGIC || bytes[4..6] != SNAPSHOT_VERSION.to_le_bytes() {
+        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if bytes[0..4] != SNAPSHOT_MAGIC
+            || ![SNAPSHOT_VERSION, SNAPSHOT_VERSION_WITH_ORIGINS].contains(&version)
+        {
             return Err("bad magic or unknown version");
         }
         if usize::from(u16::from_le_bytes([bytes[6], bytes[7]])) != SNAPSHOT_ENTRY_BYTES {
@@ -96,6 +93,9 @@ impl ProducerTable {
         let origin_count = u32_at(20) as usize;
         if entry_count > MAX_PRODUCERS_PER_SHARD || origin_count > MAX_PRODUCERS_PER_SHARD {
             return Err("count over its bound");
+        }
+        if version == SNAPSHOT_VERSION && origin_count != 0 {
+            return Err("origins in a version that has none");
         }
         let origins_at = SNAPSHOT_HEADER_BYTES + entry_count * SNAPSHOT_ENTRY_BYTES;
         if bytes.len() != origins_at + origin_count * SNAPSHOT_ORIGIN_BYTES {
@@ -123,17 +123,6 @@ impl ProducerTable {
         }
         if table.entries.len() != entry_count {
             return Err("a key appears twice");
-        }
-        for at in (origins_at..bytes.len()).step_by(SNAPSHOT_ORIGIN_BYTES) {
-            let origin = u32_at(at);
-            if table
-                .forwarded_origins
-                .last()
-                .is_some_and(|last| *last >= origin)
-            {
-                return Err("forwarded origins not strictly ascending");
-            }
-            table.forwarded_origins.insert(origin);
         }
         Ok((table, next_offset))
     }
@@ -225,10 +214,10 @@ mod tests {
     use super::super::tests::{header, key};
     use super::*;
 
-    /// A table with a stored batch of (9, 1), an inherited (3, 2) and the
-    /// forwarded origin 2, covering offsets below 20.
+    /// A table with a stored batch of (9, 1) and an inherited (3, 2),
+    /// covering offsets below 20.
     fn sample_table() -> ProducerTable {
-        let mut table = ProducerTable::inherit(&[[(key(3, 2), 6)].into_iter().collect()]);
+        let mut table = ProducerTable::inherit(&[(key(3, 2), 6)].into_iter().collect());
         let mut stored = header(9, 4, 2, 10);
         stored.origin_shard = 1;
         table.record(ProducerKey::of(&stored), Entry::of(&stored));
@@ -240,10 +229,10 @@ mod tests {
         let bytes = sample_table().encode(20);
         let mut expected = Vec::new();
         expected.extend_from_slice(b"SGPS");
-        expected.extend_from_slice(&[2, 0, 32, 0]);
+        expected.extend_from_slice(&[3, 0, 32, 0]);
         expected.extend_from_slice(&20u64.to_le_bytes());
         expected.extend_from_slice(&2u32.to_le_bytes());
-        expected.extend_from_slice(&1u32.to_le_bytes());
+        expected.extend_from_slice(&0u32.to_le_bytes());
         let crc_at = expected.len();
         expected.extend_from_slice(&[0; 4]);
         // Least recently used first: the inherited entry.
@@ -257,7 +246,6 @@ mod tests {
         expected.extend_from_slice(&2u32.to_le_bytes());
         expected.extend_from_slice(&5u64.to_le_bytes());
         expected.extend_from_slice(&10u64.to_le_bytes());
-        expected.extend_from_slice(&2u32.to_le_bytes());
         let crc = crc32c::crc32c_append(
             crc32c::crc32c(&expected[..crc_at]),
             &expected[SNAPSHOT_HEADER_BYTES..],
@@ -266,8 +254,26 @@ mod tests {
         assert_eq!(bytes, expected);
         assert_eq!(
             bytes.len(),
-            SNAPSHOT_HEADER_BYTES + 2 * SNAPSHOT_ENTRY_BYTES + SNAPSHOT_ORIGIN_BYTES
+            SNAPSHOT_HEADER_BYTES + 2 * SNAPSHOT_ENTRY_BYTES
         );
+    }
+
+    /// A version 2 file: the same entries, then a list of origins, which
+    /// the flag on forwarded pieces made redundant.
+    #[test]
+    fn a_version_2_snapshot_is_read_without_its_origins() {
+        let mut bytes = sample_table().encode(20);
+        bytes[4..6].copy_from_slice(&SNAPSHOT_VERSION_WITH_ORIGINS.to_le_bytes());
+        bytes[20..24].copy_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&bytes[..SNAPSHOT_CRC_AT]),
+            &bytes[SNAPSHOT_HEADER_BYTES..],
+        );
+        bytes[SNAPSHOT_CRC_AT..SNAPSHOT_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+        let (decoded, next_offset) = ProducerTable::decode(&bytes).unwrap();
+        assert_eq!(next_offset, 20);
+        assert_eq!(decoded.state(), sample_table().state());
     }
 
     #[test]
@@ -278,7 +284,6 @@ mod tests {
         assert_eq!(next_offset, 20);
         assert_eq!(decoded.get(key(9, 1)), table.get(key(9, 1)));
         assert_eq!(decoded.get(key(3, 2)), table.get(key(3, 2)));
-        assert_eq!(decoded.forwarded_origins, table.forwarded_origins);
         assert_eq!(
             decoded.by_use.values().collect::<Vec<_>>(),
             table.by_use.values().collect::<Vec<_>>()

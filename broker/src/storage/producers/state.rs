@@ -2,7 +2,7 @@
 //! last sequence (`ProducerState`), and its encoding in the topology
 //! journal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use surge_protocol::batch::BatchHeader;
 
@@ -53,14 +53,20 @@ impl ProducerState {
             .map(|(key, last_sequence)| (*key, *last_sequence))
     }
 
-    /// Every key of every state, with the highest last sequence among them.
-    pub fn union(states: &[ProducerState]) -> ProducerState {
-        let mut union = ProducerState::default();
-        for (key, last_sequence) in states.iter().flat_map(ProducerState::iter) {
-            let kept = union.last_sequences.entry(key).or_insert(last_sequence);
+    /// Per origin shard, the highest last sequence of each of its keys
+    /// among `states`: for a sealed origin, how far each producer's batches
+    /// sent there were forwarded (every piece carries its batch's last
+    /// sequence), wherever the pieces landed.
+    pub fn highest_by_origin<'a>(
+        states: impl IntoIterator<Item = &'a ProducerState>,
+    ) -> HashMap<u32, ProducerState> {
+        let mut by_origin: HashMap<u32, ProducerState> = HashMap::new();
+        for (key, last_sequence) in states.into_iter().flat_map(ProducerState::iter) {
+            let origin = by_origin.entry(key.origin_shard).or_default();
+            let kept = origin.last_sequences.entry(key).or_insert(last_sequence);
             *kept = (*kept).max(last_sequence);
         }
-        union
+        by_origin
     }
 }
 
@@ -68,11 +74,42 @@ impl ProducerState {
 pub const STATE_ENTRY_BYTES: usize = 8 + 4 + 8;
 
 impl ProducerState {
-    /// The state a successor's table holds after inheriting `parents`:
-    /// their union, bounded like the table (so at most
-    /// `MAX_PRODUCERS_PER_SHARD` entries).
-    pub fn inherited(parents: &[ProducerState]) -> ProducerState {
-        ProducerTable::inherit(parents).state()
+    /// What a change's successors inherit from its sealed `parents`, bounded
+    /// like the table (at most `MAX_PRODUCERS_PER_SHARD` entries).
+    /// `covers(parent, origin)`: whether `parents[parent]` may hold records
+    /// sent to the shard `origin` (their hash ranges meet).
+    ///
+    /// A key keeps the lowest last sequence among the parents that cover its
+    /// origin, and is left out when one of them lacks it. A forward cut
+    /// short by a crash leaves a batch's pieces in some children and not in
+    /// others; the highest would make a merged successor take the producer's
+    /// retry for a duplicate and lose the missing pieces, while the lowest
+    /// stores the retry again: the pieces that did land are then stored
+    /// twice (at least once, never lost). A parent lacks a key when the
+    /// producer first wrote after the seal and its pieces went elsewhere,
+    /// or the key was evicted: the retry is then stored as well.
+    pub fn inherited(
+        parents: &[ProducerState],
+        covers: impl Fn(usize, u32) -> bool,
+    ) -> ProducerState {
+        let keys: BTreeSet<ProducerKey> = parents
+            .iter()
+            .flat_map(|parent| parent.last_sequences.keys().copied())
+            .collect();
+        let combined: ProducerState = keys
+            .into_iter()
+            .filter_map(|key| {
+                let mut lowest: Option<u64> = None;
+                for (index, parent) in parents.iter().enumerate() {
+                    if covers(index, key.origin_shard) {
+                        let last = parent.last_sequence(key)?;
+                        lowest = Some(lowest.map_or(last, |lowest| lowest.min(last)));
+                    }
+                }
+                lowest.map(|lowest| (key, lowest))
+            })
+            .collect();
+        ProducerTable::inherit(&combined).state()
     }
 
     /// Appends `u32 count`, then per entry in key order `u64 producer_id,
@@ -132,19 +169,38 @@ mod tests {
     use super::super::tests::key;
     use super::*;
 
+    /// Parents 0 and 1 split origin 5 between them; parent 1 is also
+    /// origin 6, which parent 0 does not cover.
+    fn covers(parent: usize, origin: u32) -> bool {
+        origin == 5 || (origin == 6 && parent == 1)
+    }
+
     #[test]
-    fn union_keeps_the_highest_last_sequence_per_key() {
+    fn a_successor_inherits_the_lowest_sequence_its_covering_parents_agree_on() {
         let left: ProducerState = [(key(1, 5), 10), (key(2, 5), 3)].into_iter().collect();
-        let right: ProducerState = [(key(1, 5), 7), (key(1, 6), 4)].into_iter().collect();
-        let union = ProducerState::union(&[left, right]);
-        assert_eq!(union.len(), 3);
-        assert_eq!(union.last_sequence(key(1, 5)), Some(10));
-        assert_eq!(union.last_sequence(key(2, 5)), Some(3));
-        assert_eq!(union.last_sequence(key(1, 6)), Some(4));
-        let table = ProducerTable::inherit(std::slice::from_ref(&union));
-        assert_eq!(table.state(), union);
-        assert!(table.is_forwarded(5) && table.is_forwarded(6));
-        assert!(!table.is_forwarded(7));
+        let right: ProducerState = [(key(1, 5), 7), (key(1, 6), 4), (key(3, 7), 1)]
+            .into_iter()
+            .collect();
+        let inherited = ProducerState::inherited(&[left.clone(), right], covers);
+        let expected: ProducerState = [(key(1, 5), 7), (key(1, 6), 4)].into_iter().collect();
+        assert_eq!(
+            inherited, expected,
+            "the lowest of both for origin 5; key (2, 5), which one covering \
+             parent lacks, and origin 7, which none covers, are left out"
+        );
+        let alone = ProducerState::inherited(std::slice::from_ref(&left), covers);
+        assert_eq!(alone, left, "one parent leaves all it covers");
+    }
+
+    #[test]
+    fn the_highest_sequence_per_origin_among_all_states() {
+        let parent: ProducerState = [(key(1, 5), 4), (key(2, 6), 8)].into_iter().collect();
+        let child: ProducerState = [(key(1, 5), 9), (key(2, 5), 1)].into_iter().collect();
+        let by_origin = ProducerState::highest_by_origin([&parent, &child]);
+        let five: ProducerState = [(key(1, 5), 9), (key(2, 5), 1)].into_iter().collect();
+        assert_eq!(by_origin[&5], five);
+        assert_eq!(by_origin[&6].last_sequence(key(2, 6)), Some(8));
+        assert_eq!(by_origin.len(), 2);
     }
 
     #[test]

@@ -15,20 +15,30 @@ fn appended(base_offset: u64) -> AppendOutcome {
     AppendOutcome::Appended { base_offset }
 }
 
+/// A piece of a batch sent to `origin_shard`, as the broker forwards it.
+fn piece_from(origin_shard: u32, producer_id: u64, base_sequence: u64, records: u32) -> Bytes {
+    let builder = BatchBuilder::new(origin_shard, producer_id, base_sequence).forwarded();
+    with_records(builder, base_sequence, records, 1)
+}
+
 const UNKNOWN_DUPLICATE: AppendOutcome = AppendOutcome::Duplicate { base_offset: None };
 
 /// A successor as a topology change makes one: an empty pooled log
-/// adopted, given its parents' state, and settled (the state persisted).
-fn successor(dir: &Path, inherited: &[ProducerState]) -> ShardLog {
+/// adopted, given its parents' state (each covering every origin), and
+/// settled (the state persisted).
+fn successor(dir: &Path, parents: &[ProducerState]) -> ShardLog {
+    successor_inheriting(dir, &ProducerState::inherited(parents, |_, _| true))
+}
+
+fn successor_inheriting(dir: &Path, inherited: &ProducerState) -> ShardLog {
     if dir.exists() {
         std::fs::remove_dir(dir).unwrap(); // An empty temporary directory.
     }
     super::super::create_pooled(dir, 1 << 20).unwrap();
     let mut log =
         ShardLog::adopt(dir, config(), IoBackend::new(IoChoice::Pwrite).unwrap()).unwrap();
-    let inherited = ProducerState::inherited(inherited);
-    log.inherit(&inherited);
-    ShardLog::persist_inherited(dir, &inherited).unwrap();
+    log.inherit(inherited);
+    ShardLog::persist_inherited(dir, inherited).unwrap();
     log
 }
 
@@ -131,28 +141,42 @@ fn successor_continues_inherited_sequences() {
     assert_eq!(other.written_offset(), 0, "duplicates store nothing");
 }
 
+/// Regression: the successor of a merge took the highest sequence per
+/// key, so where a crash had left a forwarded batch's piece in one parent
+/// only, the producer's retry was a duplicate and the other piece was lost.
 #[test]
-fn successor_of_a_merge_takes_the_highest_sequence_per_key() {
+fn successor_of_a_merge_takes_the_lowest_sequence_its_parents_agree_on() {
     let dir = tempfile::tempdir().unwrap();
     let left: ProducerState = [(key(7, 1), 4), (key(8, 1), 2)].into_iter().collect();
     let right: ProducerState = [(key(7, 1), 9), (key(9, 2), 0)].into_iter().collect();
-    let mut child = successor(dir.path(), &[left, right]);
+    // Both parents cover origin 1; only the right one covers origin 2.
+    let inherited =
+        ProducerState::inherited(&[left, right], |parent, origin| origin == 1 || parent == 1);
+    let mut child = successor_inheriting(dir.path(), &inherited);
     let state = child.producer_state();
-    assert_eq!(state.len(), 3);
-    assert_eq!(state.last_sequence(key(7, 1)), Some(9));
+    assert_eq!(state.len(), 2, "{state:?}");
+    assert_eq!(state.last_sequence(key(7, 1)), Some(4));
+    assert_eq!(state.last_sequence(key(9, 2)), Some(0));
     assert_eq!(
         child
             .append(
                 &[
+                    batch_from(1, 7, 3, 1, 1),
                     batch_from(1, 7, 5, 1, 1),
-                    batch_from(1, 7, 10, 1, 1),
                     batch_from(1, 8, 3, 1, 1),
+                    batch_from(2, 9, 0, 1, 1),
                     batch_from(2, 9, 1, 1, 1),
                 ],
                 true
             )
             .unwrap(),
-        vec![UNKNOWN_DUPLICATE, appended(0), appended(1), appended(2)]
+        vec![
+            UNKNOWN_DUPLICATE,
+            appended(0),
+            appended(1),
+            UNKNOWN_DUPLICATE,
+            appended(2)
+        ]
     );
 }
 
@@ -178,7 +202,7 @@ fn successor_table_survives_crashes() {
         vec![UNKNOWN_DUPLICATE]
     );
     // Enough to roll: the snapshot written at a roll keeps the inherited
-    // entry and that origin 1 is forwarded (gaps between sub-batches).
+    // entry; a forwarded piece may still skip a sibling's sequences.
     fill(&mut child, 60);
     assert!(segment_paths(dir.path()).len() > 1);
     drop(child);
@@ -187,10 +211,7 @@ fn successor_table_survives_crashes() {
     let end = child.written_offset();
     assert_eq!(
         child
-            .append(
-                &[batch_from(1, 7, 15, 1, 1), batch_from(3, 8, 19, 1, 1)],
-                true
-            )
+            .append(&[piece_from(1, 7, 15, 1), batch_from(3, 8, 19, 1, 1)], true)
             .unwrap(),
         vec![appended(end), UNKNOWN_DUPLICATE]
     );
@@ -262,8 +283,8 @@ fn forwarded_sub_batches_continue_and_retry_as_duplicates() {
     let mut right = successor(&dir.path().join("c2"), &[state]);
     // Original batch: sequences 10..=14 (n = 5), split 2 / 3; each
     // sub-batch has base_sequence + n - k and ends at sequence 14.
-    let to_left = batch_from(1, 7, 10 + 5 - 2, 2, 1);
-    let to_right = batch_from(1, 7, 10 + 5 - 3, 3, 1);
+    let to_left = piece_from(1, 7, 10 + 5 - 2, 2);
+    let to_right = piece_from(1, 7, 10 + 5 - 3, 3);
     assert_eq!(
         left.append(std::slice::from_ref(&to_left), true).unwrap(),
         vec![appended(0)]
@@ -286,12 +307,12 @@ fn forwarded_sub_batches_continue_and_retry_as_duplicates() {
     // The next original (15..=17, n = 3): whole to the left, split 1 / 2
     // at the right.
     assert_eq!(
-        left.append(&[batch_from(1, 7, 15, 3, 1)], true).unwrap(),
+        left.append(&[piece_from(1, 7, 15, 3)], true).unwrap(),
         vec![appended(2)]
     );
     assert_eq!(
         right
-            .append(&[batch_from(1, 7, 15 + 3 - 1, 1, 1)], true)
+            .append(&[piece_from(1, 7, 15 + 3 - 1, 1)], true)
             .unwrap(),
         vec![appended(3)]
     );

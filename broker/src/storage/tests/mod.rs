@@ -36,7 +36,17 @@ fn batch_from(
     records: u32,
     timestamp_ms: i64,
 ) -> Bytes {
-    let mut builder = BatchBuilder::new(origin_shard, producer_id, base_sequence);
+    let builder = BatchBuilder::new(origin_shard, producer_id, base_sequence);
+    with_records(builder, base_sequence, records, timestamp_ms)
+}
+
+/// `builder`, made for `base_sequence`, with `records` records.
+fn with_records(
+    mut builder: BatchBuilder,
+    base_sequence: u64,
+    records: u32,
+    timestamp_ms: i64,
+) -> Bytes {
     for record in 0..records {
         let value = format!("value-{base_sequence}-{record}");
         builder.push(
