@@ -43,7 +43,10 @@ pub struct BrokerConfig {
     pub idle_timeout_ms: u64,
     /// Longest a fetch may long-poll, whatever the client asks.
     pub max_fetch_wait_ms: u64,
-    /// `auto` (io_uring if the kernel allows it, else pwrite), `uring`, `pwrite`.
+    /// `pwrite`, `auto` (io_uring if the kernel allows it, else pwrite) or
+    /// `uring`. The default is pwrite: the owner thread waits for each
+    /// write either way, and on ext4 io_uring hands a buffered write to a
+    /// kernel worker, which cost appends 30-40 µs more (BENCHMARKS.md).
     pub io_backend: String,
     pub max_streams: usize,
     /// Appends queued per shard before producers wait.
@@ -138,7 +141,7 @@ impl Default for BrokerConfig {
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 600_000,
             max_fetch_wait_ms: 30_000,
-            io_backend: "auto".into(),
+            io_backend: "pwrite".into(),
             max_streams: 10_000,
             shard_queue_depth: 1024,
             retention_check_interval_ms: 60_000,
