@@ -141,18 +141,31 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- limits ------------------------------------------------------------------
 if [[ $QUICK == 1 ]]; then
-    FIO_SIZE=64m; FIO_SYNC_S=1; IPERF_S=1
+    FIO_SIZE=64m; FIO_SYNC_S=1; IPERF_S=1; FIO_ROUNDS=1
 else
-    FIO_SIZE=512m; FIO_SYNC_S=5; IPERF_S=5
+    FIO_SIZE=512m; FIO_SYNC_S=5; IPERF_S=5; FIO_ROUNDS=3
 fi
 mkdir -p "$SCRATCH/fio"
 FIO_BW_ARGS="--rw=write --bs=1m --size=$FIO_SIZE --fdatasync=1 --direct=0 --ioengine=psync"
 FIO_SYNC_ARGS="--rw=write --bs=4k --size=64m --fdatasync=1 --direct=0 --ioengine=psync --time_based --runtime=$FIO_SYNC_S"
-log "fio: sequential write + fdatasync, 1 MiB writes, $FIO_SIZE"
-# shellcheck disable=SC2086 # the argument lists split on purpose
-fio --name=seqwrite --directory="$SCRATCH/fio" $FIO_BW_ARGS \
-    --output-format=json --output="$OUT/fio-write-fdatasync.json" >/dev/null
-rm -f "$SCRATCH"/fio/*
+# The limit is the best of a few runs, each on a settled disk: one run
+# right after the release build measured 273 MB/s where the next measured
+# 911, and a low limit flatters every ratio against it.
+FIO_MB_S=0
+for round in $(seq "$FIO_ROUNDS"); do
+    log "fio: sequential write + fdatasync, 1 MiB writes, $FIO_SIZE (run $round of $FIO_ROUNDS)"
+    sync
+    # shellcheck disable=SC2086 # the argument lists split on purpose
+    fio --name=seqwrite --directory="$SCRATCH/fio" $FIO_BW_ARGS \
+        --output-format=json --output="$OUT/fio-write-fdatasync-$round.json" >/dev/null
+    rm -f "$SCRATCH"/fio/*
+    measured=$(python3 "$REPORT" fio-bw "$OUT/fio-write-fdatasync-$round.json")
+    if python3 -c 'import sys; sys.exit(float(sys.argv[1]) <= float(sys.argv[2]))' "$measured" "$FIO_MB_S"; then
+        FIO_MB_S=$measured
+        cp "$OUT/fio-write-fdatasync-$round.json" "$OUT/fio-write-fdatasync.json"
+    fi
+done
+sync
 log "fio: fdatasync latency, 4 KiB writes, ${FIO_SYNC_S} s"
 # shellcheck disable=SC2086
 fio --name=sync4k --directory="$SCRATCH/fio" $FIO_SYNC_ARGS \
@@ -174,7 +187,6 @@ iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -t "$IPERF_S" -J >"$OUT/iperf3.json" \
 stop_pid "$IPERF_PID"
 IPERF_PID=
 
-FIO_MB_S=$(python3 "$REPORT" fio-bw "$OUT/fio-write-fdatasync.json")
 read -r SYNC_P50_US SYNC_P99_US SYNC_P999_US < <(python3 "$REPORT" fio-sync "$OUT/fio-fdatasync-4k.json")
 IPERF_MB_S=$(python3 "$REPORT" iperf "$OUT/iperf3.json")
 log "limits: fio $FIO_MB_S MB/s; fdatasync p50/p99/p99.9 $SYNC_P50_US/$SYNC_P99_US/$SYNC_P999_US us; loopback $IPERF_MB_S MB/s"
