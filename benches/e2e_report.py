@@ -163,6 +163,12 @@ def target_lines(rows, limits):
             f"({limit:,.0f} MB/s, so ≥ {limit * share_min:,.0f} MB/s): "
             f"{verdict(share >= share_min)}, {mb_s:,.1f} MB/s = {share:.1%} "
             f"(the best 1 KiB `max` run: {row['producers']} producer(s))"
+            + (
+                f"; {mb_s / limits['fio_write_fdatasync_parallel_mb_s']:.0%} of fio over "
+                f"{limits['fio_parallel_files']} files at once"
+                if durability == "fsync"
+                else ""
+            )
         )
     sync_p99 = limits["fdatasync_4k_us"][1]
     for durability, bound_us, bound_text in (
@@ -214,6 +220,9 @@ def render(manifest, limits_path, machine_path, profile_path=None):
         "|---|---|---:|",
         f"| sequential write + fdatasync, 1 MiB writes | `{limits['fio_bw_cmd']}` "
         f"| {limits['fio_write_fdatasync_mb_s']:,.0f} MB/s |",
+        f"| the same, {limits['fio_parallel_files']} files at once (one per shard; not the target's "
+        f"limit) | `... --numjobs={limits['fio_parallel_files']} --group_reporting` "
+        f"| {limits['fio_write_fdatasync_parallel_mb_s']:,.0f} MB/s |",
         f"| fdatasync latency, 4 KiB writes, p50 / p99 / p99.9 | `{limits['fio_sync_cmd']}` "
         f"| {sync[0]:,.0f} / {sync[1]:,.0f} / {sync[2]:,.0f} µs |",
         f"| loopback TCP, one stream | `{limits['iperf_cmd']}` "
