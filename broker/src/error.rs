@@ -38,6 +38,7 @@ impl BrokerError {
                 ErrorCode::OffsetOutOfRange
             }
             BrokerError::Groups(err) => err.code(),
+            BrokerError::Storage(err) if err.is_disk_full() => ErrorCode::DiskFull,
             _ => ErrorCode::Storage,
         }
     }

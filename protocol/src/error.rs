@@ -34,10 +34,14 @@ pub enum ErrorCode {
     TooManyConnections = 23,
     InvalidStreamName = 24,
     IllegalGeneration = 25,
+    /// The broker's disk for the shard is full: the batch was not stored.
+    /// Not retried by the client: space comes back only when retention or
+    /// an operator frees it.
+    DiskFull = 26,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 26] = [
+    const ALL: [ErrorCode; 27] = [
         ErrorCode::None,
         ErrorCode::Internal,
         ErrorCode::MalformedFrame,
@@ -64,6 +68,7 @@ impl ErrorCode {
         ErrorCode::TooManyConnections,
         ErrorCode::InvalidStreamName,
         ErrorCode::IllegalGeneration,
+        ErrorCode::DiskFull,
     ];
 
     /// Codes unknown to this build decode as `Internal` so an old client can
@@ -121,6 +126,7 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::TooManyConnections => "too many connections",
             ErrorCode::InvalidStreamName => "invalid stream name",
             ErrorCode::IllegalGeneration => "stale group generation",
+            ErrorCode::DiskFull => "no space left on the broker's disk",
         };
         f.write_str(text)
     }
@@ -151,4 +157,22 @@ pub enum DecodeError {
     UnsupportedBatchVersion { found: u8 },
     #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     ChecksumMismatch { stored: u32, computed: u32 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_and_unknown_ones_are_internal() {
+        for (index, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, index, "{code:?} out of place");
+            assert_eq!(ErrorCode::from_u16(*code as u16), *code);
+        }
+        assert_eq!(
+            ErrorCode::from_u16(ErrorCode::ALL.len() as u16),
+            ErrorCode::Internal
+        );
+        assert!(!ErrorCode::DiskFull.is_retriable());
+    }
 }

@@ -50,6 +50,9 @@ pub struct BrokerProcess {
     extra_args: Vec<String>,
     /// Extra environment for the broker process (failpoints, say).
     env: Vec<(String, String)>,
+    /// The size of the private tmpfs the data directory is mounted on, for
+    /// a broker that must run out of disk (`start_on_tmpfs`).
+    tmpfs: Option<String>,
 }
 
 impl BrokerProcess {
@@ -74,7 +77,7 @@ impl BrokerProcess {
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect();
-        let (child, addr, http_addr) = spawn(&data_dir, &extra_args, &env);
+        let (child, addr, http_addr) = spawn(&data_dir, &extra_args, &env, None);
         BrokerProcess {
             child: Some(child),
             addr,
@@ -82,6 +85,27 @@ impl BrokerProcess {
             data_dir,
             extra_args,
             env,
+            tmpfs: None,
+        }
+    }
+
+    /// Starts a broker whose data directory is a tmpfs of `size` (`mount`'s
+    /// syntax, "32m"), mounted in a mount namespace of its own (`unshare`,
+    /// util-linux; unprivileged where user namespaces are allowed), so the
+    /// broker can fill its disk without touching the machine's. The data
+    /// lives as long as the process: no `restart`.
+    pub fn start_on_tmpfs(dir: &tempfile::TempDir, size: &str) -> BrokerProcess {
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).expect("the tmpfs mount point");
+        let (child, addr, http_addr) = spawn(&data_dir, &[], &[], Some(size));
+        BrokerProcess {
+            child: Some(child),
+            addr,
+            http_addr,
+            data_dir,
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            tmpfs: Some(size.to_owned()),
         }
     }
 
@@ -141,8 +165,12 @@ impl BrokerProcess {
 
     /// Starts the broker again on the same data directory (new port).
     pub fn restart(&mut self) {
+        assert!(
+            self.tmpfs.is_none(),
+            "a broker on a private tmpfs loses its data when it stops"
+        );
         self.kill();
-        let (child, addr, http_addr) = spawn(&self.data_dir, &self.extra_args, &self.env);
+        let (child, addr, http_addr) = spawn(&self.data_dir, &self.extra_args, &self.env, None);
         self.child = Some(child);
         self.addr = addr;
         self.http_addr = http_addr;
@@ -218,12 +246,29 @@ impl Drop for BrokerProcess {
 const LISTENING: &str = "surge listening on ";
 const HTTP_LISTENING: &str = "surge http listening on ";
 
+/// `sh -c` script for `start_on_tmpfs`: `$0` is the size, `$1` the mount
+/// point, the rest the broker's command line.
+const MOUNT_THEN_EXEC: &str = r#"mount -t tmpfs -o size="$0" tmpfs "$1" && shift && exec "$@""#;
+
 fn spawn(
     data_dir: &Path,
     extra_args: &[String],
     env: &[(String, String)],
+    tmpfs: Option<&str>,
 ) -> (Child, String, Option<String>) {
-    let mut child = Command::new(surge_bin())
+    let mut command = match tmpfs {
+        None => Command::new(surge_bin()),
+        Some(size) => {
+            let mut command = Command::new("unshare");
+            command
+                .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+                .args([MOUNT_THEN_EXEC, size])
+                .arg(data_dir)
+                .arg(surge_bin());
+            command
+        }
+    };
+    let mut child = command
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)

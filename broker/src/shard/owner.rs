@@ -213,9 +213,14 @@ impl Owner {
                 reply_each(appends, outcomes, &self.metrics);
             }
             Err(err) => {
-                tracing::error!(shard = self.id, error = %err, "append failed; producers get a storage error");
+                let code = if err.is_disk_full() {
+                    ErrorCode::DiskFull
+                } else {
+                    ErrorCode::Storage
+                };
+                tracing::error!(shard = self.id, error = %err, ?code, "append failed; producers get an error");
                 for (_, _, reply, _) in appends {
-                    reply.send(Err(ErrorCode::Storage)).ok();
+                    reply.send(Err(code)).ok();
                 }
             }
         }

@@ -41,6 +41,17 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether an operating-system call failed for want of space (ENOSPC,
+    /// or EDQUOT under a quota): nothing more can be stored until some is
+    /// freed.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Io { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        )
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StorageError::Io {
             op,

@@ -418,6 +418,18 @@ impl ShardLog {
         }
         self.sync()?;
         let base_offset = self.written_offset();
+        assert!(
+            self.active_written_bytes() > 0,
+            "a roll follows a write, so no segment starts at {base_offset} yet"
+        );
+        // A roll that failed part-way (a full disk refused the new file's
+        // preallocation, its index or its snapshot) may have left the new
+        // segment's file behind. Nothing refers to it: start it afresh, or
+        // every later roll would fail on it.
+        let leftover = files::offset_path(&self.dir, base_offset, files::LOG_SUFFIX);
+        if leftover.exists() {
+            files::remove_file(&leftover)?;
+        }
         let file =
             recovery::create_segment_file(&self.dir, base_offset, self.config.preallocate_bytes)?;
         self.persist_active_index()?;

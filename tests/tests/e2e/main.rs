@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod corruption;
 mod crash;
+mod disk_full;
 mod forwarding;
 mod groups;
 mod http;

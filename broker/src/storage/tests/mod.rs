@@ -129,6 +129,36 @@ fn round_trip_across_rolls(choice: IoChoice) {
     assert_eq!(batches[60], (180, 2));
 }
 
+/// Regression: a roll that failed after creating the next segment's file
+/// (a full disk failed its preallocation) left the file behind, and every
+/// later roll at that offset failed with "File exists": the shard took no
+/// more appends even once space was back.
+#[test]
+fn a_roll_that_failed_part_way_does_not_block_the_next() {
+    const STRAY: &[u8] = b"left by a failed roll";
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), IoChoice::Pwrite);
+    let mut rolled_over_stray = 0;
+    for at in 0..60 {
+        let next = files::offset_path(dir.path(), log.written_offset(), files::LOG_SUFFIX);
+        let placed = !next.exists();
+        if placed {
+            std::fs::write(&next, STRAY).unwrap();
+        }
+        log.append(&[batch(0, 0, 3, 1_000 + at)], true)
+            .unwrap_or_else(|err| panic!("append {at}: {err}"));
+        if placed {
+            if std::fs::read(&next).unwrap() == STRAY {
+                std::fs::remove_file(&next).unwrap();
+            } else {
+                rolled_over_stray += 1;
+            }
+        }
+    }
+    assert!(rolled_over_stray > 0, "no roll met a stray file");
+    assert_eq!(read_all(&log.reader(), log.written_offset()).len(), 60);
+}
+
 #[test]
 fn round_trip_across_rolls_pwrite() {
     round_trip_across_rolls(IoChoice::Pwrite);
