@@ -39,6 +39,14 @@ impl BrokerError {
             }
             BrokerError::Groups(err) => err.code(),
             BrokerError::Storage(err) if err.is_disk_full() => ErrorCode::DiskFull,
+            BrokerError::Io { source, .. }
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                ) =>
+            {
+                ErrorCode::DiskFull
+            }
             _ => ErrorCode::Storage,
         }
     }

@@ -291,6 +291,18 @@ impl Shard {
         self.queue.push_control(Job::Unseal);
     }
 
+    /// `close` without waiting: the owner thread finishes what is queued,
+    /// closes the log and ends on its own. For shards that never served (a
+    /// stream whose creation failed part-way).
+    pub fn close_detached(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.queue.close();
+        let (done, _) = oneshot::channel();
+        self.queue.push_control(Job::Close { done });
+    }
+
     /// Stops accepting appends, lets queued ones finish, syncs and closes the
     /// log, and joins the owner thread. Idempotent.
     pub async fn close(&self) -> Result<(), String> {

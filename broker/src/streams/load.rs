@@ -96,17 +96,32 @@ impl Streams {
         let mut states = Vec::with_capacity(meta.shards.len());
         for shard in &meta.shards {
             let meta_dir = meta_path.parent().expect("a metadata file has a directory");
-            self.check_dir_index(meta, meta_dir, shard.id, shard.dir)?;
-            let (opened, producers) = Shard::open(
-                shard.id,
-                &self.shard_dir(&meta.name, shard),
-                self.log_config(meta),
-                self.io.clone(),
-                self.shard_settings(meta, shard),
-                self.appended.clone(),
-            )?;
-            shards.insert(shard.id, opened);
-            states.push(producers);
+            let opened = self
+                .check_dir_index(meta, meta_dir, shard.id, shard.dir)
+                .and_then(|()| {
+                    Shard::open(
+                        shard.id,
+                        &self.shard_dir(&meta.name, shard),
+                        self.log_config(meta),
+                        self.io.clone(),
+                        self.shard_settings(meta, shard),
+                        self.appended.clone(),
+                    )
+                });
+            match opened {
+                Ok((opened, producers)) => {
+                    shards.insert(shard.id, opened);
+                    states.push(producers);
+                }
+                Err(err) => {
+                    // Their owner threads would otherwise live on, holding
+                    // the files (and a full disk's space) open.
+                    for shard in shards.values() {
+                        shard.close_detached();
+                    }
+                    return Err(err);
+                }
+            }
         }
         let mut forwarded = ProducerState::highest_by_origin(&states);
         for shard in meta.shards.iter().filter(|shard| shard.sealed_at.is_some()) {

@@ -208,7 +208,7 @@ impl Streams {
         let meta = StreamMeta::new(name, settings, count);
         let stream = self
             .create_on_disk(meta)
-            .map_err(|err| (ErrorCode::Storage, err.to_string()))?;
+            .map_err(|err| (err.code(), err.to_string()))?;
         self.map.write().insert(name.to_owned(), Arc::new(stream));
         tracing::info!(stream = name, shards = count, "stream created");
         Ok(())
@@ -222,11 +222,39 @@ impl Streams {
             source,
         })?;
         fsync(&self.roots[0])?;
-        let shards = self.open_shards(&meta, &dir.join(topology::META_FILE))?;
+        let shards = self
+            .open_shards(&meta, &dir.join(topology::META_FILE))
+            .inspect_err(|_| self.remove_unfinished(&meta.name))?;
         // The metadata's commit fsyncs the directory, the journal's entry too.
-        let journal = Journal::create(&dir)?;
-        meta.store(&dir)?;
-        Ok(Stream::new(dir, View { meta, shards }, journal))
+        let stored = Journal::create(&dir).and_then(|journal| {
+            meta.store(&dir)?;
+            Ok(journal)
+        });
+        match stored {
+            Ok(journal) => Ok(Stream::new(dir, View { meta, shards }, journal)),
+            Err(err) => {
+                for shard in shards.values() {
+                    shard.close_detached();
+                }
+                self.remove_unfinished(&meta.name);
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes what a create that failed part-way (a full disk, say) left
+    /// of stream `name`, so the name is free again at once; loading would
+    /// remove it too, but only at the next start. Best effort: a failure is
+    /// logged, and loading still has the last word.
+    fn remove_unfinished(&self, name: &str) {
+        for root in &self.roots {
+            let dir = root.join(name);
+            if dir.exists() {
+                if let Err(err) = remove_dir(&dir).and_then(|()| fsync(root)) {
+                    tracing::warn!(stream = name, error = %err, "removing an unfinished stream failed");
+                }
+            }
+        }
     }
 
     /// Deletes a stream: closes its shards, then removes its files.

@@ -93,6 +93,13 @@ fn a_full_disk_refuses_appends_with_disk_full_and_recovers_when_space_is_freed()
             acked.len()
         );
 
+        // A new stream does not fit either, and says why.
+        let refused = client
+            .create_stream("more", config(2))
+            .await
+            .expect_err("no room for another stream");
+        assert_eq!(refused.code(), Some(ErrorCode::DiskFull), "{refused}");
+
         // Space freed: the stream takes appends again, across new segments.
         client.delete_stream("ballast").await.unwrap();
         let producer = Producer::new(client.clone(), "full", ProducerConfig::default())
@@ -106,5 +113,7 @@ fn a_full_disk_refuses_appends_with_disk_full_and_recovers_when_space_is_freed()
             .filter(|consumed| consumed.record.value.starts_with(b"after:"))
             .count();
         assert_eq!(found, after.len());
+        // The refused stream left nothing behind that is in the way now.
+        client.create_stream("more", config(2)).await.unwrap();
     });
 }
