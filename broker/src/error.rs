@@ -39,12 +39,7 @@ impl BrokerError {
             }
             BrokerError::Groups(err) => err.code(),
             BrokerError::Storage(err) if err.is_disk_full() => ErrorCode::DiskFull,
-            BrokerError::Io { source, .. }
-                if matches!(
-                    source.raw_os_error(),
-                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
-                ) =>
-            {
+            BrokerError::Io { source, .. } if crate::storage::is_disk_full(source) => {
                 ErrorCode::DiskFull
             }
             _ => ErrorCode::Storage,

@@ -48,6 +48,9 @@ impl GroupError {
             GroupError::IllegalGeneration { .. } => ErrorCode::IllegalGeneration,
             GroupError::NotAssigned { .. } => ErrorCode::NotAssigned,
             GroupError::GroupHasMembers { .. } => ErrorCode::RebalanceInProgress,
+            GroupError::Io { source, .. } if crate::storage::is_disk_full(source) => {
+                ErrorCode::DiskFull
+            }
             GroupError::Io { .. } | GroupError::StorePoisoned => ErrorCode::Storage,
             GroupError::InvalidGroupName { .. }
             | GroupError::TooManyGroups { .. }
@@ -60,5 +63,22 @@ impl GroupError {
 
     pub(crate) fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> GroupError {
         move |source| GroupError::Io { op, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_disk_full_and_other_io_failures_storage() {
+        let io = |errno| GroupError::Io {
+            op: "append offsets record",
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert_eq!(io(libc::ENOSPC).code(), ErrorCode::DiskFull);
+        assert_eq!(io(libc::EDQUOT).code(), ErrorCode::DiskFull);
+        assert_eq!(io(libc::EIO).code(), ErrorCode::Storage);
+        assert_eq!(GroupError::StorePoisoned.code(), ErrorCode::Storage);
     }
 }

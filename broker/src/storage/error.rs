@@ -45,11 +45,7 @@ impl StorageError {
     /// or EDQUOT under a quota): nothing more can be stored until some is
     /// freed.
     pub fn is_disk_full(&self) -> bool {
-        matches!(
-            self,
-            StorageError::Io { source, .. }
-                if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-        )
+        matches!(self, StorageError::Io { source, .. } if is_disk_full(source))
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -59,4 +55,13 @@ impl StorageError {
             source,
         }
     }
+}
+
+/// Whether `error` means no space is left (ENOSPC, or EDQUOT under a
+/// quota): the one test every layer uses to answer `DiskFull`.
+pub fn is_disk_full(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT)
+    )
 }

@@ -36,7 +36,7 @@ mod sys;
 mod tests;
 
 pub use config::{IoChoice, LogConfig, MAX_PRODUCERS_PER_SHARD, MAX_SEGMENTS_PER_SHARD};
-pub use error::StorageError;
+pub use error::{is_disk_full, StorageError};
 pub use io::IoBackend;
 pub use log::{AppendOutcome, RecoveryReport, ShardLog};
 pub use pooled::{check_pooled, create_pooled};
