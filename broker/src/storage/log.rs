@@ -426,17 +426,20 @@ impl ShardLog {
         // preallocation, its index or its snapshot) may have left the new
         // segment's file behind. Nothing refers to it: start it afresh, or
         // every later roll would fail on it.
-        let leftover = files::offset_path(&self.dir, base_offset, files::LOG_SUFFIX);
-        if leftover.exists() {
-            files::remove_file(&leftover)?;
+        let path = files::offset_path(&self.dir, base_offset, files::LOG_SUFFIX);
+        if path.exists() {
+            files::remove_file(&path)?;
         }
         let file =
-            recovery::create_segment_file(&self.dir, base_offset, self.config.preallocate_bytes)?;
-        self.persist_active_index()?;
-        self.producers.persist(&self.dir, base_offset)?;
-        files::sync_dir(&self.dir)?;
-        let path = files::offset_path(&self.dir, base_offset, files::LOG_SUFFIX);
-        let map = SegmentMap::new(&file, self.config.preallocate_bytes, &path)?;
+            recovery::create_segment_file(&self.dir, base_offset, self.config.preallocate_bytes)
+                .inspect_err(|_| remove_leftover(&path))?;
+        // Until the segment is pushed, a failure must not leave its file:
+        // appends that still fit go on in the old segment, and at the next
+        // start recovery would take the file for a break in the offsets and
+        // delete every segment after it.
+        let map = self
+            .persist_for_roll(base_offset, &file, &path)
+            .inspect_err(|_| remove_leftover(&path))?;
         self.state.write().segments.push(Segment {
             base_offset,
             next_offset: base_offset,
@@ -452,6 +455,29 @@ impl ShardLog {
             opened_ms: now_ms(),
         };
         Ok(())
+    }
+
+    /// The durable part of a roll after the new file exists: the old
+    /// segment's index, the producer snapshot, the directory entry; then
+    /// the new segment's map.
+    fn persist_for_roll(
+        &self,
+        base_offset: u64,
+        file: &File,
+        path: &Path,
+    ) -> Result<SegmentMap, StorageError> {
+        if crate::failpoint::once("storage.roll_after_create") {
+            // As a full disk would refuse the index or the snapshot.
+            return Err(StorageError::io(
+                "persist index",
+                path,
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
+        }
+        self.persist_active_index()?;
+        self.producers.persist(&self.dir, base_offset)?;
+        files::sync_dir(&self.dir)?;
+        SegmentMap::new(file, self.config.preallocate_bytes, path)
     }
 
     fn persist_active_index(&self) -> Result<(), StorageError> {
@@ -556,5 +582,15 @@ impl ShardLog {
         self.persist_active_index()?;
         self.producers.persist(&self.dir, self.written_offset())?;
         files::sync_dir(&self.dir)
+    }
+}
+
+/// Removes a roll's new segment file after the roll failed; a failure to do
+/// so is logged (the next roll at that offset removes it before starting).
+fn remove_leftover(path: &Path) {
+    if let Err(err) = std::fs::remove_file(path) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %err, "could not remove a failed roll's segment file");
+        }
     }
 }

@@ -117,3 +117,80 @@ fn a_full_disk_refuses_appends_with_disk_full_and_recovers_when_space_is_freed()
         client.create_stream("more", config(2)).await.unwrap();
     });
 }
+
+/// Regression: a roll that failed after creating the new segment's file
+/// left it behind. Later appends fitted in the old segment, and a later
+/// roll succeeded further on; at the next start, recovery took the stray
+/// file for a break in the offsets and deleted every segment after it,
+/// acknowledged events included. The `storage.roll_after_create` failpoint
+/// fails the first roll as a full disk would, once the file exists.
+#[test]
+fn a_failed_roll_leaves_nothing_that_recovery_would_cut_at() {
+    use surge_protocol::batch::BatchBuilder;
+    use surge_protocol::produce::{ProducePart, ProduceRequest};
+    use surge_tests::raw::RawConn;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start_with_env(
+        dir.path().join("data"),
+        &[],
+        &[("SURGE_FAILPOINTS", "storage.roll_after_create")],
+    );
+    runtime().block_on(async {
+        let config = StreamConfig {
+            segment_bytes: SEGMENT_BYTES,
+            shard_count: 1,
+            ..StreamConfig::default()
+        };
+        create_stream(&broker.client().await, "rolls", config).await;
+    });
+    let mut conn = RawConn::ready(&broker.addr);
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    // 100 KiB batches fill the 1 MiB segment; a 200 KiB one then needs the
+    // roll that fails; a 1-record batch still fits in the old segment;
+    // more 100 KiB batches roll for real further on.
+    let plan = [vec![100; 9], vec![200, 1], vec![100; 12]].concat();
+    for (index, records) in plan.into_iter().enumerate() {
+        let mut builder = BatchBuilder::new(0, 0, 0);
+        let values: Vec<Vec<u8>> = (0..records)
+            .map(|at| value(&format!("b{index}"), at))
+            .collect();
+        for value in &values {
+            builder.push(1_000, None, value, &[]);
+        }
+        let response = conn
+            .request(&ProduceRequest {
+                stream: "rolls".into(),
+                parts: vec![ProducePart {
+                    shard_id: 0,
+                    batch: builder.finish(),
+                }],
+                ..ProduceRequest::default()
+            })
+            .expect("produce");
+        if response.error.is_ok() {
+            acked.extend(values);
+        } else {
+            assert_eq!(response.error, ErrorCode::DiskFull, "batch {index}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 1, "exactly the roll's batch is refused");
+    broker.set_env(&[]);
+    broker.restart();
+    let read: std::collections::HashSet<Vec<u8>> = runtime().block_on(async {
+        read_all(&broker.client().await, "rolls")
+            .await
+            .into_iter()
+            .map(|consumed| consumed.record.value.to_vec())
+            .collect()
+    });
+    let lost = acked.iter().filter(|value| !read.contains(*value)).count();
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} acknowledged events lost",
+        acked.len()
+    );
+}
