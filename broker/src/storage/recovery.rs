@@ -1,13 +1,16 @@
 //! Opening a shard directory: finds the segments, validates each from its
 //! last index checkpoint (or from its start where the index is missing or
 //! corrupt), truncates at the first invalid batch, drops every segment after
-//! a break in the offsets, rebuilds indexes, and maps what it keeps.
+//! a break in the offsets (an empty file a failed roll left is removed, not
+//! taken for a break), rebuilds indexes, and maps what it keeps.
 //!
 //! Nothing is mapped until its file is final: scans use a private map that
 //! is dropped before any truncation (see the contract in `mmap.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+
+use surge_protocol::batch::BATCH_HEADER_BYTES;
 
 use super::config::{LogConfig, MAX_SEGMENTS_PER_SHARD};
 use super::error::StorageError;
@@ -27,6 +30,10 @@ pub struct RecoveryReport {
     pub truncations: Vec<Truncation>,
     /// Base offsets of whole segments deleted after a break in the offsets.
     pub segments_dropped: Vec<u64>,
+    /// Base offsets of empty segment files found inside the previous
+    /// segment's offsets (what a roll that failed part-way leaves), deleted
+    /// without cutting the log there.
+    pub strays_removed: Vec<u64>,
     /// Non-zero bytes dropped, truncated tails and deleted segments together.
     pub dropped_bytes: u64,
 }
@@ -84,6 +91,10 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
     let mut kept: Vec<Scanned> = Vec::with_capacity(bases.len());
     for (at, &base_offset) in bases.iter().enumerate() {
         if let Some(previous) = kept.last_mut() {
+            if base_offset < previous.end.next_offset && holds_no_batch(dir, base_offset)? {
+                remove_stray(dir, base_offset, &mut report)?;
+                continue;
+            }
             if previous.end.next_offset != base_offset
                 && !keep_past_damage(dir, previous, base_offset)
             {
@@ -113,6 +124,37 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
         active_file,
         report,
     })
+}
+
+/// Whether the segment file at `base_offset` starts with no batch: shorter
+/// than a batch header, or zeros where the first header would be (a
+/// preallocated file never written).
+fn holds_no_batch(dir: &Path, base_offset: u64) -> Result<bool, StorageError> {
+    use std::io::Read;
+    let path = files::offset_path(dir, base_offset, files::LOG_SUFFIX);
+    let mut head = Vec::with_capacity(BATCH_HEADER_BYTES);
+    File::open(&path)
+        .and_then(|file| file.take(BATCH_HEADER_BYTES as u64).read_to_end(&mut head))
+        .map_err(|source| StorageError::io("read", &path, source))?;
+    Ok(head.len() < BATCH_HEADER_BYTES || head.iter().all(|&byte| byte == 0))
+}
+
+/// Deletes an empty segment file that starts inside the previous segment's
+/// offsets. Only a roll that failed after creating its file leaves one
+/// (appends then went on in the old segment); taking it for a break would
+/// delete every later segment, and the acknowledged events in them.
+fn remove_stray(
+    dir: &Path,
+    base_offset: u64,
+    report: &mut RecoveryReport,
+) -> Result<(), StorageError> {
+    tracing::warn!(
+        path = %files::offset_path(dir, base_offset, files::LOG_SUFFIX).display(),
+        "recovery removed an empty segment file left inside the previous segment by a failed roll"
+    );
+    delete_segment_files(dir, base_offset)?;
+    report.strays_removed.push(base_offset);
+    Ok(())
 }
 
 /// A sealed segment whose scan stopped at a damaged batch while the next

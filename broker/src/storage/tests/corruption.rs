@@ -254,3 +254,27 @@ fn a_damaged_sealed_segment_does_not_take_later_segments_with_it() {
         .bytes
         .is_empty());
 }
+
+/// Regression: an empty segment file starting inside an earlier segment
+/// (what a roll that failed after creating its file leaves, when appends
+/// then went on in the old segment) was taken for a break in the offsets,
+/// and recovery deleted every segment after it.
+#[test]
+fn an_empty_file_a_failed_roll_left_does_not_cut_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), IoChoice::Pwrite);
+    fill(&mut log, 60);
+    let end = log.written_offset();
+    drop(log);
+    let bases = files::list_offsets(dir.path(), files::LOG_SUFFIX).unwrap();
+    assert!(bases.len() >= 3, "rolled: {bases:?}");
+    let stray_base = bases[1] - 1;
+    let stray = files::offset_path(dir.path(), stray_base, files::LOG_SUFFIX);
+    std::fs::write(&stray, vec![0; 4096]).unwrap();
+    let (log, report) = open(dir.path(), IoChoice::Pwrite);
+    assert_eq!(report.strays_removed, vec![stray_base]);
+    assert!(report.segments_dropped.is_empty(), "{report:?}");
+    assert_eq!(log.written_offset(), end);
+    assert_eq!(read_all(&log.reader(), end).len(), 60);
+    assert!(!stray.exists());
+}
