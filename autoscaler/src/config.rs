@@ -21,11 +21,13 @@ pub struct AutoscalerConfig {
     pub state_dir: PathBuf,
     /// false: observe, forecast and decide, but never apply (dry mode).
     pub enabled: bool,
-    /// Time a change takes to pay off: capacity is sized for the forecast's
-    /// upper band over this horizon.
+    /// The forecast over this horizon (past the lead) is a floor under the
+    /// measured need: capacity grows for its upper band before the load
+    /// arrives. About what a decision serves; the nowcast's band is
+    /// measured this far ahead.
     pub horizon: Duration,
-    /// A growth covers the forecast's upper band over this horizon, and a
-    /// merge needs it to allow one.
+    /// A merge needs the forecast's mean over this horizon to fit the
+    /// smaller topology.
     pub sizing_horizon: Duration,
     /// Upper prediction quantile capacity is sized for (0.95).
     pub quantile: f64,
@@ -92,10 +94,10 @@ impl AutoscalerConfig {
             headroom: 0.2,
             state_dir: state_dir.into(),
             enabled: true,
-            horizon: Duration::from_secs(15 * 60),
-            sizing_horizon: Duration::from_secs(60 * 60),
+            horizon: Duration::from_secs(60),
+            sizing_horizon: Duration::from_secs(15 * 60),
             quantile: 0.95,
-            scale_down_cooldown: Duration::from_secs(10 * 60),
+            scale_down_cooldown: Duration::from_secs(5 * 60),
             scale_down_stable: Duration::from_secs(5 * 60),
             change_budget: 12,
             budget_window: Duration::from_secs(60 * 60),

@@ -2,36 +2,40 @@
 //! plan, so the same decisions are made embedded, in the simulator and in
 //! table tests.
 //!
-//! Sizing: the shard count covers the largest of the measured rate pushed
-//! forward by its current growth (to the end of what a decision now
-//! serves) and the forecast over the horizon (the forecaster already
-//! corrects its level by the latest measurements): its mean with the
-//! headroom, its upper band at full capacity. The forecast is
-//! a floor under reactive scaling, never a replacement: measured load above
-//! it scales at once, ignores the change budget and does not spend it (a
-//! burst would otherwise hold its shards until the budget's window has
-//! passed it). A growth covers the longer sizing horizon, a measured ramp
-//! for another minute, plus a 10% margin, so a ramp costs a change a
-//! minute, not one per shard boundary.
-//! Shrinking needs the measured rate and the forecast to both allow it
-//! with 20% to spare and at least a tenth of the shards to free, for
-//! `scale_down_stable`, not within `scale_down_cooldown` of a split, and
-//! within the change budget; it then shrinks to what they need, not to
-//! the hysteresis (that only decides when). Moves between directories come
-//! from the placement solver when nothing else changes.
+//! Sizing is a threshold policy with two look-aheads. The need is the
+//! larger of the measured rate pushed forward by its current growth (to the
+//! end of what a decision now serves) and the measured rate plus the
+//! forecast's rise over the growth horizon (of its mean with the headroom,
+//! or of its upper band at full capacity; see `Peak::rise_over`): the
+//! forecast is a floor under reactive scaling, never a replacement, and
+//! measured load above it scales at once, ignoring the change budget
+//! without spending it. A need above the per-shard target grows the stream
+//! so the need fills `GROWTH_FILL` of it, which leaves room for the load to
+//! rise before the next change.
+//! Shrinking needs both measurements and forecast to allow it: the
+//! measured need below `SHRINK_BELOW` of the per-shard target for
+//! `scale_down_stable`, not within `scale_down_cooldown` of a split, within
+//! the change budget, and the forecast's mean over the sizing horizon
+//! fitting the smaller topology (a merge the forecast would undo at once is
+//! not worth a change). The forecast's band does not hold capacity back:
+//! on bursty load the band an hour ahead is about twice the mean, and
+//! holding shards for it cost more than reactive scaling saves (see the
+//! simulator section of BENCHMARKS.md). Moves between directories come from
+//! the placement solver when nothing else changes.
 
 use crate::api::ActionKind;
 use crate::config::AutoscalerConfig;
 use crate::placement::{self, ShardLoad};
 
-/// Merges need the merged load this far below the per-shard target.
-const MERGE_HYSTERESIS: f64 = 0.2;
-/// A growth during a ramp covers it this many intervals further (the span
-/// its slope is measured over).
-const RAMP_COVER_INTERVALS: f64 = 6.0;
-/// A growth adds this much beyond what is needed, so load creeping up
-/// through one shard boundary after another does not cost a change each.
-const GROWTH_MARGIN: f64 = 0.1;
+/// A growth sizes the stream so the need fills this much of the per-shard
+/// target (60% of capacity at 20% headroom, the reactive baseline's
+/// target): load creeping up through one shard boundary after another then
+/// costs a change per two fifths of growth, not one per boundary.
+const GROWTH_FILL: f64 = 0.72;
+/// A shrink is due when the measured need stays below this much of the
+/// per-shard target (45% of capacity at 20% headroom); it shrinks to
+/// `GROWTH_FILL`, so the band between the two keeps it from flapping.
+const SHRINK_BELOW: f64 = 0.54;
 
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
@@ -89,13 +93,6 @@ impl PolicyConfig {
     /// decision's change is in place, an interval and a lead later.
     fn growth_ahead_s(&self) -> f64 {
         (self.lead_ms as f64 + 1.5 * self.interval_ms as f64) / 1000.0
-    }
-
-    /// How far a growth during a ramp covers it: one more window of the
-    /// slope past what the decision serves, so a ramp costs a change about
-    /// every minute rather than one every tick.
-    fn ramp_ahead_s(&self) -> f64 {
-        self.growth_ahead_s() + RAMP_COVER_INTERVALS * self.interval_ms as f64 / 1000.0
     }
 
     fn shards_for(&self, events_per_s: f64, per_shard: f64) -> u32 {
@@ -167,6 +164,16 @@ impl Peak {
     fn load(&self, headroom: f64) -> f64 {
         self.mean_eps.max(self.upper_eps / (1.0 + headroom))
     }
+
+    /// How far the load to size for rises from `now` to this peak (0 when
+    /// it does not). The policy adds it to the measured rate: the forecast
+    /// (and the hints) give the shape, the measurement the level, which
+    /// the nowcast's average follows minutes late; and a band as wide now
+    /// as at the peak adds nothing, where sizing for its upper edge kept
+    /// bursty streams at twice their load.
+    fn rise_over(&self, now: Peak, headroom: f64) -> f64 {
+        (self.load(headroom) - now.load(headroom)).max(0.0)
+    }
 }
 
 /// The forecast as the policy sees it (hints already applied).
@@ -176,11 +183,11 @@ pub struct ForecastView {
     /// Mean and upper band now, when a model is fitted.
     pub mean_now_eps: Option<f64>,
     pub upper_now_eps: Option<f64>,
-    /// Peaks over the horizon (lead + horizon): growing is due when they
-    /// need more shards.
+    /// Peaks over the growth horizon (lead + horizon): the floor under
+    /// the reactive need.
     pub peak: Option<Peak>,
-    /// Peaks over the longer sizing horizon: a growth covers them, so a
-    /// ramp takes one change, and a merge needs them to allow one.
+    /// Peaks over the sizing horizon: a merge needs their mean to fit the
+    /// smaller topology.
     pub peak_long: Option<Peak>,
 }
 
@@ -207,20 +214,28 @@ pub fn decide(
     let shards = state.shards.len() as u32;
     let per_shard = config.shard_target_eps();
     let reactive = state.measured_eps + state.growth_eps_per_s.max(0.0) * config.growth_ahead_s();
-    let predicted = forecast.peak.map(|p| p.load(config.headroom));
-    let long = forecast
-        .peak_long
-        .map(|p| p.load(config.headroom))
-        .or(predicted);
+    // The forecast's rise over the growth horizon on the measured rate.
+    // Without a model (hints alone), the measurement is the level now.
+    let now = Peak {
+        mean_eps: forecast.mean_now_eps.unwrap_or(state.measured_eps),
+        upper_eps: forecast.upper_now_eps.unwrap_or(state.measured_eps),
+    };
+    let predicted = forecast
+        .peak
+        .map(|peak| state.measured_eps + peak.rise_over(now, config.headroom));
+    // A merge needs the forecast's expected load to fit: its own level,
+    // not the rise on the measurement (that merged more readily and cost
+    // a fifth more changes than the reactive baseline on a bursty trace).
+    let long_mean = forecast.peak_long.or(forecast.peak).map(|p| p.mean_eps);
     let mut reasons = vec![format!(
-        "measured {:.0} ev/s (growth {:+.1}/s, {:.0} ev/s in {:.0} s), forecast needs {} soon and {} over the sizing horizon ({}; the larger of its mean and its upper band less the headroom), {} shards of {:.0} ev/s at {:.0}% headroom",
+        "measured {:.0} ev/s (growth {:+.1}/s, {:.0} ev/s in {:.0} s), forecast needs {} soon ({}; the larger of its mean and its upper band less the headroom) and its mean peaks at {} over the sizing horizon, {} shards of {:.0} ev/s at {:.0}% headroom",
         state.measured_eps,
         state.growth_eps_per_s,
         reactive,
         config.growth_ahead_s(),
         predicted.map_or("none".into(), |p| format!("{p:.0} ev/s")),
-        long.map_or("none".into(), |p| format!("{p:.0} ev/s")),
         forecast.model,
+        long_mean.map_or("none".into(), |p| format!("{p:.0} ev/s")),
         shards,
         config.capacity_per_shard_eps,
         config.headroom * 100.0,
@@ -233,33 +248,29 @@ pub fn decide(
             "measured is above the forecast band ({upper:.0} ev/s): reactive sizing leads"
         ));
     }
-    let need_up = reactive.max(predicted.unwrap_or(0.0));
-    let target_up = config.shards_for(need_up, per_shard);
+    let need = reactive.max(predicted.unwrap_or(0.0));
+    let target_up = config.shards_for(need, per_shard);
     if target_up > shards {
         let urgent = config
             .shards_for(reactive, per_shard)
             .saturating_sub(shards);
-        let ramp = state.measured_eps + state.growth_eps_per_s.max(0.0) * config.ramp_ahead_s();
-        let sized = need_up.max(long.unwrap_or(0.0)).max(ramp) * (1.0 + GROWTH_MARGIN);
-        let target = target_up.max(config.shards_for(sized, per_shard));
+        let target = config.shards_for(need, per_shard * GROWTH_FILL);
         return grow(config, state, now_ms, target, urgent, reasons);
     }
-    // Shrinking: measured and predicted (over the sizing horizon) must both
-    // allow it.
-    let need_down = reactive.max(long.unwrap_or(reactive));
-    let target_down = config
-        .shards_for(need_down, per_shard * (1.0 - MERGE_HYSTERESIS))
-        .max(target_up)
-        .min(shards);
-    // A shrink is worth a change only when it frees a tenth of the shards
-    // (at least one).
-    let step_min = (shards / 10).max(1);
-    if target_down + step_min <= shards {
+    // Shrinking: measured load must be low, and the forecast's mean must
+    // fit what is left.
+    if reactive < f64::from(shards) * per_shard * SHRINK_BELOW {
         let target = config
-            .shards_for(need_down, per_shard)
+            .shards_for(reactive, per_shard * GROWTH_FILL)
+            .max(config.shards_for(long_mean.unwrap_or(0.0), per_shard))
             .max(target_up)
             .min(shards);
-        return shrink(config, state, now_ms, target, reasons);
+        if target < shards {
+            return shrink(config, state, now_ms, target, reasons);
+        }
+        reasons.push(format!(
+            "measured load would fit fewer shards, but the forecast's mean over the sizing horizon needs {shards}"
+        ));
     }
     let mut plan = Plan {
         target_shards: shards,
@@ -417,10 +428,11 @@ fn shrink(
 }
 
 /// Disjoint adjacent pairs of one routing group, coldest first, whose
-/// merged load stays below the per-shard target less the hysteresis.
+/// merged load fills at most `GROWTH_FILL` of the per-shard target (what a
+/// growth would leave).
 fn merges(config: &PolicyConfig, state: &StreamState, count_max: usize) -> Vec<ActionKind> {
     let limit = if config.merge_pairs_must_fit {
-        config.shard_target_eps() * (1.0 - MERGE_HYSTERESIS)
+        config.shard_target_eps() * GROWTH_FILL
     } else {
         f64::INFINITY
     };

@@ -138,7 +138,12 @@ async fn a_hint_scales_before_the_load_arrives() {
             multiplier: None,
         })
         .expect("hint");
-    run_for(&scaler, &broker, 30, 500.0).await;
+    // Capacity is not held for a window minutes away (the growth horizon
+    // is one minute past the lead)...
+    run_for(&scaler, &broker, 2 * 60, 500.0).await;
+    assert_eq!(broker.open_shards(STREAM), 1, "held four minutes early");
+    // ...and is in place before it starts.
+    run_for(&scaler, &broker, 2 * 60 + 30, 500.0).await;
     assert!(
         broker.open_shards(STREAM) >= 2,
         "scaled ahead of the hinted window"

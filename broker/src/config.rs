@@ -70,7 +70,7 @@ pub struct AutoscalerSettings {
     pub capacity_per_shard_eps: f64,
     /// Spare capacity kept above the predicted load (0.2: 20%).
     pub headroom: f64,
-    /// How far ahead capacity is sized for.
+    /// The forecast this far ahead is a floor under the measured need.
     pub horizon_ms: u64,
     /// After a split, no merge of that stream for this long.
     pub scale_down_cooldown_ms: u64,
@@ -87,8 +87,8 @@ impl Default for AutoscalerSettings {
             interval_ms: 10_000,
             capacity_per_shard_eps: 5_000.0,
             headroom: 0.2,
-            horizon_ms: 15 * 60_000,
-            scale_down_cooldown_ms: 10 * 60_000,
+            horizon_ms: 60_000,
+            scale_down_cooldown_ms: 5 * 60_000,
             scale_down_stable_ms: 5 * 60_000,
             min_shards: 1,
             max_shards: 1024,

@@ -85,7 +85,7 @@ impl StreamEntry {
             short_horizon_ms: defaults
                 .short_horizon_ms
                 .max(config.horizon.as_millis() as u64),
-            near_horizon_ms: config.sizing_horizon.as_millis() as u64,
+            near_horizon_ms: (config.horizon + config.interval).as_millis() as u64,
             ..defaults
         };
         Self {

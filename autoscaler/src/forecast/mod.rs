@@ -9,10 +9,12 @@
 //! outside the band for several ticks in a row re-level the forecast at
 //! once (see `nowcast`): a burst that lasts, or (for a model fitted on
 //! less than a day) a drop after a peak the fit learned from, is the new
-//! level until a refit says otherwise.
+//! level until a refit says otherwise. Spikes that recur at the same phase
+//! of the hour or the day are put back on every model's path (`phase`).
 
 pub mod models;
 mod nowcast;
+mod phase;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ pub use models::{ModelKind, ModelSettings, DAY_MS, WEEK_MS};
 
 use crate::series::{log_ratio, quantile, Series};
 use nowcast::Nowcast;
+use phase::PhaseProfile;
 
 /// Errors remembered per model and horizon class for the band.
 const RESIDUALS_MAX: usize = 2_000;
@@ -133,6 +136,8 @@ pub struct Forecaster {
     nowcast: Nowcast,
     /// Measurements in a row above (positive) or below (negative) the band.
     band_exits: i32,
+    /// Recurring spikes, learned at the last refit.
+    phase: Option<PhaseProfile>,
 }
 
 impl Forecaster {
@@ -152,6 +157,7 @@ impl Forecaster {
             fitted_at_ms: None,
             candidates,
             band_exits: 0,
+            phase: None,
         }
     }
 
@@ -165,6 +171,11 @@ impl Forecaster {
     /// evidence from the start.
     pub fn refit(&mut self, history: &Series) {
         let now_ms = history.end_ms();
+        self.phase = PhaseProfile::learn(
+            &history.tail((8 * DAY_MS / history.step_ms) as usize),
+            SPIKE_HALF_WINDOW,
+            SPIKE_MADS,
+        );
         // Models learn from the span they use, with isolated spikes
         // removed (bursts are for reactive scaling; a seasonal model
         // would repeat them a day or a week later). Scoring sees them.
@@ -249,6 +260,7 @@ impl Forecaster {
                     let Some(forecast) = path.at(at_ms) else {
                         continue;
                     };
+                    let forecast = forecast * self.phase.as_ref().map_or(1.0, |p| p.factor(at_ms));
                     if ahead_ms <= short_ms {
                         candidate.short.add(actual, forecast);
                     } else if (LONG_FROM_MS..=LONG_TO_MS).contains(&ahead_ms) {
@@ -350,7 +362,7 @@ impl Forecaster {
         let long = at_ms.saturating_sub(fitted_at) > self.config.short_horizon_ms;
         let candidate = self.selected(long)?;
         let (_, path) = candidate.paths.back()?;
-        let mean = path.at(at_ms)?;
+        let mean = path.at(at_ms)? * self.phase.as_ref().map_or(1.0, |p| p.factor(at_ms));
         let score = if long && candidate.long.smape.is_some() {
             &candidate.long
         } else {

@@ -46,6 +46,40 @@ fn forecast(mean: f64, upper: f64, peak: f64) -> ForecastView {
     }
 }
 
+/// A forecast whose mean rises from `now` to `peak`, its band 10% wide.
+fn rising(now: f64, peak: f64) -> ForecastView {
+    ForecastView {
+        model: "test".into(),
+        mean_now_eps: Some(now),
+        upper_now_eps: Some(now * 1.1),
+        peak: Some(Peak {
+            mean_eps: peak,
+            upper_eps: peak * 1.1,
+        }),
+        peak_long: Some(Peak {
+            mean_eps: peak,
+            upper_eps: peak * 1.1,
+        }),
+    }
+}
+
+fn flat(mean: f64) -> ForecastView {
+    rising(mean, mean)
+}
+
+/// A hinted rate and no model yet.
+fn hinted(rate: f64) -> ForecastView {
+    let peak = Some(Peak {
+        mean_eps: rate,
+        upper_eps: rate,
+    });
+    ForecastView {
+        peak,
+        peak_long: peak,
+        ..no_forecast()
+    }
+}
+
 fn no_forecast() -> ForecastView {
     ForecastView {
         model: "none".into(),
@@ -75,6 +109,8 @@ fn merge_count(plan: &Plan) -> usize {
 
 #[test]
 fn growth_table() {
+    // Shards of 1000 ev/s at 20% headroom: 833 each at the target, 600
+    // once a growth has left its room.
     // (shard loads, forecast, growth, expected target, expected split count)
     let cases: Vec<(Vec<f64>, ForecastView, f64, u32, usize)> = vec![
         // Comfortably inside 2 x 833 ev/s: nothing.
@@ -85,53 +121,50 @@ fn growth_table() {
             2,
             0,
         ),
-        // The forecast's upper band over the horizon (2400 ev/s at full
-        // capacity: 2000 at the target) needs a third shard; with the 10%
-        // growth margin (2200 ev/s) still three.
+        // The forecast's upper band rises from 1400 to 2400 (2000 at the
+        // target): +800 on the measured 1200 needs a third shard; the
+        // growth sizes 2000 at 600 a shard (4), one split per shard now.
         (
             vec![600.0, 600.0],
             forecast(1200.0, 1400.0, 2400.0),
             0.0,
-            3,
-            1,
-        ),
-        // Its mean keeps the headroom: 1700 ev/s expected needs a third
-        // shard though the band (1800 at capacity, 1500 at the target)
-        // alone would not.
-        (
-            vec![600.0, 600.0],
-            forecast(1700.0, 1800.0, 1800.0),
-            0.0,
-            3,
-            1,
-        ),
-        // No forecast yet: measured overload alone scales.
-        (vec![1000.0, 900.0], no_forecast(), 0.0, 3, 1),
-        // Growth until what is decided now stops serving (30 s lead + 1.5
-        // x 10 s interval): 1500 + 20*45 = 2400 needs 3 shards; the growth
-        // covers the ramp another minute (3600, 3960 with the margin: 5);
-        // one split per shard per tick gives 4.
-        (
-            vec![750.0, 750.0],
-            forecast(1500.0, 1600.0, 1600.0),
-            20.0,
             4,
             2,
         ),
-        // A growth during a ramp covers it for another minute: 3000 +
-        // 20*105 = 5100, 5610 with the margin -> 7 shards (6 without the
-        // minute).
-        (vec![750.0; 4], forecast(3000.0, 3100.0, 3100.0), 20.0, 7, 3),
-        // Measured above the band: measured load sizes, plus the growth margin.
+        // Its mean keeps the headroom: a rise of the mean from 1200 to 1700
+        // needs a third shard though the band alone would not.
+        (vec![600.0, 600.0], rising(1200.0, 1700.0), 0.0, 3, 1),
+        // A band as wide now as at its peak adds nothing: 1400 measured
+        // fits two shards, though the band's edge (1667 at the target)
+        // would not.
+        (
+            vec![700.0, 700.0],
+            forecast(1200.0, 2000.0, 2000.0),
+            0.0,
+            2,
+            0,
+        ),
+        // No forecast yet: measured overload alone scales.
+        (vec![1000.0, 900.0], no_forecast(), 0.0, 4, 2),
+        // Growth until what is decided now stops serving (30 s lead + 1.5
+        // x 10 s interval): 1600 + 40*45 = 3400 needs 5 shards, 6 with the
+        // room.
+        (vec![400.0; 4], flat(1600.0), 40.0, 6, 2),
+        (vec![400.0; 4], flat(1600.0), 0.0, 4, 0),
+        // Measured above the band: the measurement is the level, the
+        // band's rise (833 to 1000 at the target) comes on top.
         (
             vec![900.0, 900.0],
             forecast(800.0, 1000.0, 1200.0),
             0.0,
-            3,
-            1,
+            4,
+            2,
         ),
         // Splits per tick are bounded by the shard count (one split each).
         (vec![3000.0], no_forecast(), 0.0, 2, 1),
+        // A hint before any model is fitted: its rate over the measured
+        // 1000 needs 9 shards at 600.
+        (vec![500.0, 500.0], hinted(5000.0), 0.0, 4, 2),
     ];
     for (i, (loads, view, growth, target, count)) in cases.into_iter().enumerate() {
         let mut input = state(&loads);
@@ -144,27 +177,27 @@ fn growth_table() {
 }
 
 #[test]
-fn a_growth_covers_the_longer_horizon() {
-    let mut view = forecast(1200.0, 1400.0, 2400.0);
-    view.peak_long = Some(Peak {
+fn the_forecast_rises_from_the_measured_level() {
+    // The nowcast's level (600) lags the measured 1500: the forecast's
+    // rise to 900 is added to the measurement, not its own level.
+    let lagging = ForecastView {
+        mean_now_eps: Some(600.0),
+        upper_now_eps: Some(700.0),
+        ..forecast(900.0, 1000.0, 1000.0)
+    };
+    let plan = decide(&config(), &state(&[750.0, 750.0]), &lagging, 0);
+    assert_eq!(splits(&plan).len(), 1, "{:?}", plan.reasons);
+    assert_eq!(plan.target_shards, 3);
+    // The same peak with no rise from now does not grow.
+    let level = forecast(900.0, 1000.0, 1000.0);
+    assert!(decide(&config(), &state(&[750.0, 750.0]), &level, 0)
+        .actions
+        .is_empty());
+    // Nor does the sizing horizon's band, however wide.
+    let mut calm = forecast(1200.0, 1300.0, 1500.0);
+    calm.peak_long = Some(Peak {
         mean_eps: 1200.0,
         upper_eps: 4000.0,
-    });
-    let plan = decide(&config(), &state(&[600.0, 600.0]), &view, 0);
-    // 2400 alone asks for 3 shards; the next hour's 4000 (3333 at the
-    // target) plus the margin for 5; one split per shard per tick gives 4
-    // now.
-    assert_eq!(splits(&plan).len(), 2, "{:?}", plan.reasons);
-    assert!(
-        plan.reasons.iter().any(|r| r.contains("grow to 5")),
-        "{:?}",
-        plan.reasons
-    );
-    // Without a need to grow now, the longer horizon alone does not split.
-    let mut calm = forecast(1200.0, 1300.0, 1500.0);
-    calm.peak_long = calm.peak.map(|peak| Peak {
-        upper_eps: 4000.0,
-        ..peak
     });
     assert!(decide(&config(), &state(&[600.0, 600.0]), &calm, 0)
         .actions
@@ -176,9 +209,10 @@ fn splits_the_hottest_shards_first() {
     let plan = decide(
         &config(),
         &state(&[100.0, 900.0, 500.0, 800.0]),
-        &forecast(2300.0, 2500.0, 5400.0),
+        &forecast(2300.0, 2500.0, 4080.0),
         0,
     );
+    // 2300 + a rise of 1100 = 3400: 5 shards at the target, 6 with room.
     assert_eq!(splits(&plan), vec![2, 4]);
 }
 
@@ -200,26 +234,25 @@ fn measured_overload_ignores_a_spent_budget_but_forecasts_do_not() {
     let plan = decide_after(&[600.0, 600.0], 11, 2400.0);
     assert!(!plan.actions.is_empty() && plan.spends_budget, "{plan:?}");
     let plan = decide_after(&[1000.0, 1000.0], 20, 1300.0);
-    assert_eq!(splits(&plan).len(), 1, "{:?}", plan.reasons);
+    assert_eq!(splits(&plan).len(), 2, "{:?}", plan.reasons);
     // Nor does it spend the budget: a burst would hold its shards until
     // the budget's window had passed it.
     assert!(!plan.spends_budget);
 }
 
 #[test]
-fn a_shrink_goes_to_what_is_needed_not_to_the_hysteresis() {
-    // 1500 ev/s expected over the hour needs 2 shards of 833; the
-    // hysteresis (1500 / 667 -> 3) only decides that a shrink is due.
-    let mut input = state(&[300.0; 4]);
-    input.low_since_ms = Some(0);
-    let plan = decide(
-        &config(),
-        &input,
-        &forecast(1500.0, 1600.0, 1700.0),
-        60 * MIN_MS,
-    );
-    assert_eq!(merge_count(&plan), 2, "{:?}", plan.reasons);
-    assert_eq!(plan.target_shards, 2);
+fn a_shrink_leaves_the_growth_room_and_what_the_forecast_needs() {
+    // 1200 ev/s measured: low under 4 shards (below 450 each), and 2 at
+    // 600 leave a growth's room.
+    let shrink_to = |forecast_mean: f64| {
+        let mut input = state(&[300.0; 4]);
+        input.low_since_ms = Some(0);
+        let plan = decide(&config(), &input, &flat(forecast_mean), 60 * MIN_MS);
+        (merge_count(&plan), plan.target_shards)
+    };
+    assert_eq!(shrink_to(1500.0), (2, 2));
+    // A forecast mean of 2400 over the sizing horizon needs 3 at 833.
+    assert_eq!(shrink_to(2400.0), (1, 3));
 }
 
 struct ShrinkCase {
@@ -255,10 +288,17 @@ fn shrink_table() {
             2,
             true,
         ),
-        // The forecast expects a rise: no merge though measured is low.
+        // The forecast's mean rises over the sizing horizon: no merge
+        // though measured is low.
         case(
             cold(),
-            forecast(400.0, 450.0, 3000.0),
+            ForecastView {
+                peak_long: Some(Peak {
+                    mean_eps: 3000.0,
+                    upper_eps: 3300.0,
+                }),
+                ..forecast(400.0, 450.0, 500.0)
+            },
             Some(50 * MIN_MS),
             None,
             0,
@@ -363,11 +403,11 @@ fn merges_stay_inside_one_routing_group() {
 
 #[test]
 fn merged_pairs_must_fit_one_shard_unless_load_is_fluid() {
-    // 6 shards of 450 ev/s: 2700 ev/s needs 4, the 20% merge hysteresis
-    // allows a shrink, but any merged pair carries 900.
-    let mut input = state(&[450.0; 6]);
+    // 6 shards of 400 ev/s: low (below 450 each), 2400 ev/s needs 4 at
+    // 600, but any merged pair carries 800.
+    let mut input = state(&[400.0; 6]);
     input.low_since_ms = Some(0);
-    let view = forecast(2700.0, 2800.0, 2800.0);
+    let view = forecast(2400.0, 2500.0, 2500.0);
     assert!(decide(&config(), &input, &view, 60 * MIN_MS)
         .actions
         .is_empty());

@@ -41,7 +41,7 @@ pub struct SimConfig {
     pub headroom: f64,
     /// Horizon over which Surge's forecast makes it grow.
     pub horizon_ms: u64,
-    /// A growth covers this horizon; merges need it to allow one.
+    /// Merges need the forecast's mean over this horizon to allow one.
     pub sizing_horizon_ms: u64,
     /// Forecast models are refitted this often (trace time).
     pub refit_ms: u64,
@@ -65,8 +65,8 @@ impl Default for SimConfig {
             change_latency_ms: 1_000,
             capacity_per_shard_eps: 1_000.0,
             headroom: 0.2,
-            horizon_ms: 15 * 60_000,
-            sizing_horizon_ms: 60 * 60_000,
+            horizon_ms: 60_000,
+            sizing_horizon_ms: 15 * 60_000,
             refit_ms: 3_600_000,
             quantile: 0.95,
             reactive_high: 0.8,

@@ -179,7 +179,7 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
 
     let forecast_config = ForecastConfig {
         quantile: config.quantile,
-        near_horizon_ms: sizing_ms,
+        near_horizon_ms: lead_ms + horizon_ms,
         ..ForecastConfig::default()
     };
     let mut forecaster = Forecaster::new(forecast_config);

@@ -44,12 +44,13 @@ pub struct SimulateArgs {
     capacity_per_shard: f64,
     #[arg(long, default_value_t = 0.2)]
     headroom: f64,
-    /// Surge grows when its forecast over this horizon (minutes) needs it.
-    #[arg(long, default_value_t = 15.0)]
+    /// Surge grows when its forecast over this horizon (minutes, past the
+    /// lead) needs it.
+    #[arg(long, default_value_t = 1.0)]
     horizon_min: f64,
-    /// A growth covers the forecast over this horizon (minutes); merges
-    /// need it to allow one.
-    #[arg(long, default_value_t = 60.0)]
+    /// Merges need the forecast's mean over this horizon (minutes) to fit
+    /// the smaller topology.
+    #[arg(long, default_value_t = 15.0)]
     sizing_horizon_min: f64,
     /// Forecast refit period in trace time, minutes.
     #[arg(long, default_value_t = 60.0)]

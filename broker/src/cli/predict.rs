@@ -11,7 +11,7 @@ pub struct PredictArgs {
     /// Start: unix ms, now, or +N[s|m|h] (default now).
     #[arg(long)]
     from: Option<String>,
-    /// End: unix ms, now, or +N[s|m|h] (default one horizon after the start).
+    /// End: unix ms, now, or +N[s|m|h] (default one sizing horizon after the start).
     #[arg(long)]
     to: Option<String>,
     /// Milliseconds between points (default the autoscaler's interval).

@@ -71,7 +71,7 @@ fn from_engine(stream: &str, err: AutoscalerError) -> ApiError {
 }
 
 /// `stream` (required), `from` and `to` (unix ms or `now`; default now and
-/// one horizon later), `step` (ms; default the autoscaler's interval).
+/// one sizing horizon later), `step` (ms; default the autoscaler's interval).
 pub async fn predict_load(
     State(state): State<AppState>,
     Query(params): Params,
@@ -80,7 +80,7 @@ pub async fn predict_load(
     let now_ms = unix_ms(SystemTime::now());
     let config = state.engine.config();
     let from = instant(&params, "from", now_ms)?.unwrap_or(now_ms);
-    let horizon_ms = config.horizon.as_millis() as u64;
+    let horizon_ms = config.sizing_horizon.as_millis() as u64;
     let to = instant(&params, "to", now_ms)?.unwrap_or(from.saturating_add(horizon_ms));
     let step = number(&params, "step")?.unwrap_or(config.interval.as_millis() as u64);
     if step == 0 {
