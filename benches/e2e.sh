@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end benchmark of Surge (issue 3): measures this machine's limits
-# (fio sequential write + fdatasync, fdatasync latency, iperf3 loopback TCP),
+# (fio sequential write + fdatasync, fdatasync latency, iperf3 loopback TCP,
+# sockperf loopback round-trip latency at the latency runs' rate),
 # starts one release broker on 127.0.0.1 and runs the standard loadgen set
 # against it, then writes the results table into BENCHMARKS.md between the
 # e2e markers. JSON reports, SVG and PNG plots, perf data and logs stay in
@@ -65,6 +66,7 @@ install_missing() {
     local missing=()
     command -v fio >/dev/null || missing+=(fio)
     command -v iperf3 >/dev/null || missing+=(iperf3)
+    command -v sockperf >/dev/null || missing+=(sockperf)
     [[ ${#missing[@]} -eq 0 ]] && return 0
     [[ $(id -u) == 0 ]] || die "missing ${missing[*]}; install them or run as root"
     log "installing ${missing[*]} from Debian"
@@ -103,6 +105,7 @@ mkdir -p "$DATA_PARENT"
 SCRATCH=$(mktemp -d "$DATA_PARENT/scratch.XXXXXX")
 BROKER_PID=
 IPERF_PID=
+SOCKPERF_PID=
 
 PERF_BROKER_PID=
 stop_pid() {
@@ -119,6 +122,7 @@ stop_pid() {
 cleanup() {
     stop_pid "$PERF_BROKER_PID"
     stop_pid "$IPERF_PID"
+    stop_pid "$SOCKPERF_PID"
     stop_pid "$BROKER_PID"
     rm -rf "$SCRATCH"
 }
@@ -196,10 +200,25 @@ iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -t "$IPERF_S" -J >"$OUT/iperf3.json" \
 stop_pid "$IPERF_PID"
 IPERF_PID=
 
+# The floor under the latency targets: a 1 KiB message and its echo over
+# loopback TCP at the lat5k runs' rate, every reply timed.
+SOCKPERF_PORT=$(( 20000 + RANDOM % 20000 ))
+SOCKPERF_ARGS="under-load --tcp -i 127.0.0.1 --mps 5000 -m 1024 --reply-every 1 -t $IPERF_S"
+log "sockperf: loopback round trips, 1 KiB at 5,000/s, ${IPERF_S} s (port $SOCKPERF_PORT)"
+sockperf server --tcp -i 127.0.0.1 -p "$SOCKPERF_PORT" >"$OUT/sockperf-server.log" 2>&1 &
+SOCKPERF_PID=$!
+sleep 0.5
+# shellcheck disable=SC2086
+sockperf $SOCKPERF_ARGS -p "$SOCKPERF_PORT" >"$OUT/sockperf.txt" 2>&1 \
+    || die "sockperf failed (see $OUT/sockperf.txt)"
+stop_pid "$SOCKPERF_PID"
+SOCKPERF_PID=
+
 FIO_PARALLEL_MB_S=$(python3 "$REPORT" fio-bw "$OUT/fio-write-fdatasync-parallel.json")
 read -r SYNC_P50_US SYNC_P99_US SYNC_P999_US < <(python3 "$REPORT" fio-sync "$OUT/fio-fdatasync-4k.json")
 IPERF_MB_S=$(python3 "$REPORT" iperf "$OUT/iperf3.json")
-log "limits: fio $FIO_MB_S MB/s ($FIO_PARALLEL_MB_S over $SHARDS files); fdatasync p50/p99/p99.9 $SYNC_P50_US/$SYNC_P99_US/$SYNC_P999_US us; loopback $IPERF_MB_S MB/s"
+read -r RTT_P50_US RTT_P99_US RTT_P999_US < <(python3 "$REPORT" sockperf "$OUT/sockperf.txt")
+log "limits: fio $FIO_MB_S MB/s ($FIO_PARALLEL_MB_S over $SHARDS files); fdatasync p50/p99/p99.9 $SYNC_P50_US/$SYNC_P99_US/$SYNC_P999_US us; loopback $IPERF_MB_S MB/s, round trip p50/p99/p99.9 $RTT_P50_US/$RTT_P99_US/$RTT_P999_US us"
 cat >"$OUT/limits.json" <<EOF
 {
   "fio_write_fdatasync_mb_s": $FIO_MB_S,
@@ -207,6 +226,8 @@ cat >"$OUT/limits.json" <<EOF
   "fio_parallel_files": $SHARDS,
   "fdatasync_4k_us": [$SYNC_P50_US, $SYNC_P99_US, $SYNC_P999_US],
   "iperf3_loopback_mb_s": $IPERF_MB_S,
+  "loopback_rtt_us": [$RTT_P50_US, $RTT_P99_US, $RTT_P999_US],
+  "sockperf_cmd": "sockperf $SOCKPERF_ARGS",
   "fio_bw_cmd": "fio $FIO_BW_ARGS",
   "fio_sync_cmd": "fio $FIO_SYNC_ARGS",
   "iperf_cmd": "iperf3 -c 127.0.0.1 -t $IPERF_S -J"

@@ -6,6 +6,7 @@ Subcommands (all output on stdout unless stated):
   fio-bw FIO_JSON              sequential write bandwidth, MB/s (10^6 B/s)
   fio-sync FIO_JSON            fdatasync latency p50 p99 p99.9 in us
   iperf IPERF_JSON             loopback receive throughput, MB/s
+  sockperf SOCKPERF_TXT        loopback round trip p50, p99, p99.9, µs
   rate LOADGEN_JSON FACTOR     FACTOR x acked events/s, rounded, at least 1
   render --manifest TSV --limits JSON --machine JSON [--profile MD]
          [--update FILE]
@@ -17,6 +18,7 @@ MB is 10^6 bytes everywhere, as in loadgen's reports.
 """
 
 import json
+import re
 import sys
 
 BEGIN = "<!-- e2e:begin -->"
@@ -49,6 +51,20 @@ def iperf_mb_s(path):
     if "error" in report:
         raise SystemExit(f"iperf3: {report['error']}")
     return report["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+
+
+def sockperf_rtt_us(path):
+    """p50, p99 and p99.9 round trip from `sockperf under-load` output."""
+    found = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            match = re.search(r"percentile (\d+\.\d+) =\s*([\d.]+)", line)
+            if match:
+                found[match.group(1)] = float(match.group(2))
+    try:
+        return [found[key] for key in ("50.000", "99.000", "99.900")]
+    except KeyError as missing:
+        raise SystemExit(f"{path}: no sockperf percentile {missing}") from None
 
 
 def read_manifest(path):
@@ -186,7 +202,8 @@ def target_lines(rows, limits):
         p99 = row["report"]["e2e_latency"]["p99_us"]
         out.append(
             f"- `{durability}` e2e p99 at 5,000 events/s {bound_text}: "
-            f"{verdict(p99 < bound_us)}, {p99:,} µs"
+            f"{verdict(p99 < bound_us)}, {p99:,} µs "
+            f"(loopback round trip p99 at that rate: {limits['loopback_rtt_us'][1]:,.0f} µs)"
         )
     return out
 
@@ -196,6 +213,7 @@ def render(manifest, limits_path, machine_path, profile_path=None):
     limits = load(limits_path)
     machine = load(machine_path)
     sync = limits["fdatasync_4k_us"]
+    rtt = limits["loopback_rtt_us"]
     lines = [
         BEGIN,
         "<!-- Written by benches/e2e.sh; edits between these markers are overwritten. -->",
@@ -227,6 +245,9 @@ def render(manifest, limits_path, machine_path, profile_path=None):
         f"| {sync[0]:,.0f} / {sync[1]:,.0f} / {sync[2]:,.0f} µs |",
         f"| loopback TCP, one stream | `{limits['iperf_cmd']}` "
         f"| {limits['iperf3_loopback_mb_s']:,.0f} MB/s |",
+        f"| loopback TCP round trip, 1 KiB at 5,000/s, p50 / p99 / p99.9 "
+        f"(the floor under the latency targets) | `{limits['sockperf_cmd']}` "
+        f"| {rtt[0]:,.0f} / {rtt[1]:,.0f} / {rtt[2]:,.0f} µs |",
         "",
         "Runs (`max`: closed loop, 4,096 events in flight per producer, linger 1 ms; "
         "`open50`: open loop at 50% of the `max` run above it, linger 1 ms; "
@@ -269,6 +290,8 @@ def main(argv):
         print(" ".join(f"{value:.0f}" for value in fio_sync_us(args[0])))
     elif command == "iperf":
         print(f"{iperf_mb_s(args[0]):.1f}")
+    elif command == "sockperf":
+        print(" ".join(f"{value:.0f}" for value in sockperf_rtt_us(args[0])))
     elif command == "rate":
         events_per_s = load(args[0])["throughput"]["events_per_s"]
         print(max(1, round(events_per_s * float(args[1]))))
