@@ -78,7 +78,7 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
             ),
             (
                 "surge_autoscaler_forecast_peak_upper_events_per_second",
-                "Upper band peak over the sizing horizon.",
+                "Upper band peak over the growth horizon (the lead plus `horizon`).",
             ),
             (
                 "surge_autoscaler_target_shards",
