@@ -13,8 +13,9 @@
 use crate::series::{quantile, Series};
 
 const HOUR_MS: u64 = 3_600_000;
-/// (period, periods looked back, periods a slot needs samples from).
-const PERIODS: [(u64, u64, usize); 1] = [(HOUR_MS, 24, 6)];
+/// Hours looked back, and hours a slot needs samples from.
+const HOURS_BACK: u64 = 24;
+const HOURS_NEEDED: usize = 6;
 /// Slots are at least this wide: a finer history is averaged into them.
 const SLOT_MS_MIN: u64 = 60_000;
 /// A slot whose median ratio is closer to 1 than this is left at 1.
@@ -25,89 +26,73 @@ pub struct PhaseProfile {
     slot_ms: u64,
     /// Slot boundaries fall on `offset_ms` modulo `slot_ms` (sample times).
     offset_ms: u64,
-    /// (period, log ratio per slot) for each period with a recurring spike.
-    periods: Vec<(u64, Vec<f64>)>,
+    /// Log ratio per slot of the hour.
+    slots: Vec<f64>,
 }
 
 impl PhaseProfile {
     /// Learns from `history`, with isolated spikes found as the models'
-    /// cleaning finds them; `None` when no slot recurs.
+    /// cleaning finds them; `None` when no slot recurs (or the slots do
+    /// not divide the hour).
     pub fn learn(history: &Series, half_window: usize, mads: f64) -> Option<PhaseProfile> {
         let slot_ms = if history.step_ms >= SLOT_MS_MIN {
             history.step_ms
         } else {
             SLOT_MS_MIN.div_ceil(history.step_ms) * history.step_ms
         };
+        if !HOUR_MS.is_multiple_of(slot_ms) {
+            return None;
+        }
         let raw = history.downsample(slot_ms);
         let cleaned = raw.despiked(half_window, mads);
         let offset_ms = raw.start_ms % slot_ms;
-        let periods: Vec<(u64, Vec<f64>)> = PERIODS
+        let from_ms = raw.end_ms().saturating_sub(HOURS_BACK * HOUR_MS);
+        let mut ratios = vec![Vec::new(); (HOUR_MS / slot_ms) as usize];
+        for (index, (&value, &clean)) in raw.values.iter().zip(&cleaned.values).enumerate() {
+            let at_ms = raw.time_of(index);
+            if at_ms < from_ms || !value.is_finite() || !clean.is_finite() {
+                continue;
+            }
+            let slot = ((at_ms - offset_ms) % HOUR_MS / slot_ms) as usize;
+            // Not `log_ratio`: that bounds a band's errors, and a spike is
+            // a multiple.
+            ratios[slot].push(((value.max(0.0) + 1.0) / (clean.max(0.0) + 1.0)).ln());
+        }
+        let slots: Vec<f64> = ratios
             .iter()
-            .filter(|(period_ms, _, _)| period_ms % slot_ms == 0)
-            .filter_map(|&(period_ms, back, needed)| {
-                let slots = (period_ms / slot_ms) as usize;
-                let from_ms = raw.end_ms().saturating_sub(back * period_ms);
-                let mut ratios = vec![Vec::new(); slots];
-                for (index, (&value, &clean)) in raw.values.iter().zip(&cleaned.values).enumerate()
-                {
-                    let at_ms = raw.time_of(index);
-                    if at_ms < from_ms || !value.is_finite() || !clean.is_finite() {
-                        continue;
-                    }
-                    let slot = ((at_ms - offset_ms) % period_ms / slot_ms) as usize;
-                    // Not `log_ratio`: that bounds a band's errors, and a
-                    // spike is a multiple.
-                    ratios[slot].push(((value.max(0.0) + 1.0) / (clean.max(0.0) + 1.0)).ln());
+            .map(|r| {
+                let median = if r.len() >= HOURS_NEEDED {
+                    quantile(r, 0.5).unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                let last = r.last().copied().unwrap_or(0.0);
+                let recurs = median.abs() >= RATIO_MIN.ln()
+                    && last.abs() >= RATIO_MIN.ln()
+                    && last.signum() == median.signum();
+                if recurs {
+                    median
+                } else {
+                    0.0
                 }
-                let profile: Vec<f64> = ratios
-                    .iter()
-                    .map(|r| {
-                        let median = if r.len() >= needed {
-                            quantile(r, 0.5).unwrap_or(0.0)
-                        } else {
-                            0.0
-                        };
-                        let last = r.last().copied().unwrap_or(0.0);
-                        let recurs = median.abs() >= RATIO_MIN.ln()
-                            && last.abs() >= RATIO_MIN.ln()
-                            && last.signum() == median.signum();
-                        if recurs {
-                            median
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
-                profile
-                    .iter()
-                    .any(|&r| r != 0.0)
-                    .then_some((period_ms, profile))
             })
             .collect();
-        (!periods.is_empty()).then_some(PhaseProfile {
+        slots.iter().any(|&r| r != 0.0).then_some(PhaseProfile {
             slot_ms,
             offset_ms,
-            periods,
+            slots,
         })
     }
 
     /// The factor on a despiked forecast at `at_ms`, interpolated between
-    /// slots as the samples are; the period whose factor is farthest from
-    /// 1 wins.
+    /// slots as the samples are.
     pub fn factor(&self, at_ms: u64) -> f64 {
-        let mut factor: f64 = 1.0;
-        for (period_ms, profile) in &self.periods {
-            let phase_ms = (at_ms + period_ms - self.offset_ms % period_ms) % period_ms;
-            let position = phase_ms as f64 / self.slot_ms as f64;
-            let slot = position.floor() as usize % profile.len();
-            let next = (slot + 1) % profile.len();
-            let frac = position - position.floor();
-            let ratio = profile[slot].exp() * (1.0 - frac) + profile[next].exp() * frac;
-            if ratio.ln().abs() > factor.ln().abs() {
-                factor = ratio;
-            }
-        }
-        factor
+        let phase_ms = (at_ms + HOUR_MS - self.offset_ms) % HOUR_MS;
+        let position = phase_ms as f64 / self.slot_ms as f64;
+        let slot = position.floor() as usize % self.slots.len();
+        let next = (slot + 1) % self.slots.len();
+        let frac = position - position.floor();
+        self.slots[slot].exp() * (1.0 - frac) + self.slots[next].exp() * frac
     }
 }
 
