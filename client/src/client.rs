@@ -53,6 +53,26 @@ pub struct Client {
     inner: Arc<ClientInner>,
 }
 
+impl ClientInner {
+    /// Opens a fresh connection unless another reconnect already did.
+    async fn reconnect(&self) -> Result<Arc<Connection>, ClientError> {
+        let _guard = self.reconnecting.lock().await;
+        let current = Arc::clone(&self.current.lock());
+        if current.is_open() {
+            return Ok(current);
+        }
+        let (fresh, _) = open_session(&self.config).await?;
+        let fresh = Arc::new(fresh);
+        *self.current.lock() = Arc::clone(&fresh);
+        if self.closed.is_cancelled() {
+            fresh.close();
+            return Err(ClientError::Closed);
+        }
+        tracing::debug!(addr = %self.config.addr, "reconnected");
+        Ok(fresh)
+    }
+}
+
 impl Client {
     /// Connects and handshakes; fails if the broker does not speak
     /// `PROTOCOL_VERSION`.
@@ -189,7 +209,11 @@ impl Client {
         Ok(version)
     }
 
-    /// The open connection, or a fresh one after a disconnect.
+    /// The open connection, or a fresh one after a disconnect. The
+    /// reconnect runs as a task of its own, holding the reconnect lock
+    /// there: a caller that stops polling (a producer task awaiting
+    /// something else meanwhile) must not keep every other request of the
+    /// client waiting on the lock.
     async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
         if self.inner.closed.is_cancelled() {
             return Err(ClientError::Closed);
@@ -198,20 +222,10 @@ impl Client {
         if current.is_open() {
             return Ok(current);
         }
-        let _guard = self.inner.reconnecting.lock().await;
-        let current = Arc::clone(&self.inner.current.lock());
-        if current.is_open() {
-            return Ok(current);
-        }
-        let (fresh, _) = open_session(&self.inner.config).await?;
-        let fresh = Arc::new(fresh);
-        *self.inner.current.lock() = Arc::clone(&fresh);
-        if self.inner.closed.is_cancelled() {
-            fresh.close();
-            return Err(ClientError::Closed);
-        }
-        tracing::debug!(addr = %self.inner.config.addr, "reconnected");
-        Ok(fresh)
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move { inner.reconnect().await })
+            .await
+            .map_err(|error| ClientError::Protocol(format!("reconnect failed: {error}")))?
     }
 
     pub async fn create_stream(&self, name: &str, config: StreamConfig) -> Result<(), ClientError> {

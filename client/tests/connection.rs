@@ -3,8 +3,10 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::FakeBroker;
-use surge_client::{Client, ClientError};
+use surge_client::{Client, ClientConfig, ClientError};
 use surge_protocol::{ApiKey, ErrorCode};
 
 #[tokio::test]
@@ -94,4 +96,31 @@ async fn closed_client_refuses_requests() {
         client.list_streams().await,
         Err(ClientError::Closed)
     ));
+}
+
+/// Regression: a request that started a reconnect and was then left
+/// unpolled (a producer task busy awaiting something else) held the
+/// reconnect lock, and every other request of the client waited on it
+/// forever. The reconnect now runs on its own.
+#[tokio::test]
+async fn a_reconnect_left_unpolled_holds_up_no_other_request() {
+    let fake = FakeBroker::start().await;
+    let config = ClientConfig {
+        request_timeout: Duration::from_millis(300),
+        ..fake.config()
+    };
+    let client = Client::connect(config).await.unwrap();
+    fake.state.lock().hold_then_drop = Some((ApiKey::ListStreams, 1));
+    assert!(client.list_streams().await.is_err());
+    fake.state.lock().hold_then_drop = None;
+    // The next handshake goes unanswered: the reconnect below waits in it.
+    fake.state.lock().hold_next = Some((ApiKey::Handshake, 1));
+    let mut stalled = Box::pin(client.list_streams());
+    let polled = tokio::time::timeout(Duration::from_millis(100), &mut stalled).await;
+    assert!(polled.is_err(), "the reconnect should wait: {polled:?}");
+    assert_eq!(fake.state.lock().hold_next, Some((ApiKey::Handshake, 0)));
+    let other = tokio::time::timeout(Duration::from_secs(5), client.list_streams()).await;
+    let other = other.expect("a request waited on an unpolled reconnect");
+    assert!(other.is_ok(), "{other:?}");
+    drop(stalled);
 }

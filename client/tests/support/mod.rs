@@ -127,6 +127,9 @@ pub struct FakeState {
     /// Hold this API's requests unanswered and drop the connection once
     /// this many are held.
     pub hold_then_drop: Option<(ApiKey, usize)>,
+    /// Leave the next N requests of this API unanswered, keeping the
+    /// connection up; later ones are answered.
+    pub hold_next: Option<(ApiKey, usize)>,
     /// Answer produce requests to this shard only after this long (the
     /// connection keeps serving other requests meanwhile).
     pub slow_shard: Option<(u32, Duration)>,
@@ -350,6 +353,12 @@ fn answer(state: &Mutex<FakeState>, header: RequestHeader, body: Bytes) -> Optio
             if count <= 1 {
                 return None;
             }
+            return Some(Vec::new());
+        }
+    }
+    if let Some((held_key, count)) = state.hold_next {
+        if held_key == key && count > 0 {
+            state.hold_next = Some((held_key, count - 1));
             return Some(Vec::new());
         }
     }
