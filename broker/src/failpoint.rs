@@ -1,5 +1,5 @@
 //! Failpoints: named places where the broker can be made to crash, to
-//! dawdle, or to fail once, on purpose (`SURGE_FAILPOINTS=change.sealed,forward.piece`), so
+//! dawdle, to stall, or to fail once, on purpose (`SURGE_FAILPOINTS=change.sealed,forward.piece`), so
 //! tests can kill it between the phases of an operation, or widen a race
 //! window, instead of hoping a random timing lands there. Unset, a
 //! failpoint is one cached lookup.
@@ -30,6 +30,17 @@ pub const DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 pub async fn delay(name: &str) {
     if armed().iter().any(|armed| armed == name) {
         tokio::time::sleep(DELAY).await;
+    }
+}
+
+/// How long `stall` holds its thread when armed.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Holds the calling thread for `STALL` if `name` is armed: a disk that
+/// takes seconds over one operation.
+pub fn stall(name: &str) {
+    if armed().iter().any(|armed| armed == name) {
+        std::thread::sleep(STALL);
     }
 }
 

@@ -1,8 +1,11 @@
 //! The shard's owner thread: the only code that writes to the shard's log.
-//! It runs group commit, the write-mode flush timer and retention.
+//! It runs group commit, the write-mode flush timer and retention. A
+//! write-mode flush runs on a thread of its own (`SyncJob`): synced on this
+//! thread, a second's worth of writes held every append queued behind it
+//! for as long as the disk took to write them.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,10 +16,12 @@ use tokio::sync::watch;
 use super::forward_order::ForwardOrder;
 use super::{AppendReply, BatchOutcome, Job, JobQueue, SealInfo, ShardOffsets, ShardSettings};
 use crate::metrics::ShardMetrics;
-use crate::storage::{AppendOutcome, ShardLog};
+use crate::storage::{AppendOutcome, ShardLog, StorageError};
 
 /// Upper bound on one wait for jobs, so timers are checked at least this often.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// How often a write-mode flush in progress is checked for its end.
+const FLUSH_POLL: Duration = Duration::from_millis(10);
 
 /// What the owner thread shares with the `Shard` handle.
 pub(super) struct Shared {
@@ -44,6 +49,7 @@ pub(super) fn spawn(
                 appended: shared.appended,
                 forwards: shared.forwards,
                 unsynced_since: None,
+                flushing: None,
                 last_retention: Instant::now(),
                 sealed: settings.sealed,
                 settings,
@@ -81,6 +87,8 @@ struct Owner {
     appended: watch::Sender<u64>,
     forwards: Arc<ForwardOrder>,
     unsynced_since: Option<Instant>,
+    /// The answer of the write-mode flush in progress, if one is.
+    flushing: Option<mpsc::Receiver<Result<u64, StorageError>>>,
     last_retention: Instant,
     /// After a seal, appends are judged but never stored.
     sealed: bool,
@@ -111,13 +119,18 @@ impl Owner {
     }
 
     fn wait_time(&self) -> Duration {
-        match self.unsynced_since {
+        let due = match self.unsynced_since {
             Some(since) => {
                 let interval = Duration::from_millis(self.settings.flush_interval_ms);
-                interval.saturating_sub(since.elapsed()).min(IDLE_WAIT)
+                interval.saturating_sub(since.elapsed())
             }
             None => IDLE_WAIT,
+        };
+        if self.flushing.is_some() {
+            // A due flush waits for the one in progress: no busy loop meanwhile.
+            return due.max(FLUSH_POLL).min(IDLE_WAIT);
         }
+        due.min(IDLE_WAIT)
     }
 
     /// Runs jobs in queue order: appends are grouped until a control job,
@@ -237,17 +250,74 @@ impl Owner {
         }
     }
 
+    /// Starts the write-mode flush once the oldest unsynced write has
+    /// waited `flush_interval_ms`, one at a time, and collects its answer.
     fn flush_if_due(&mut self) {
+        self.collect_flush();
         let Some(since) = self.unsynced_since else {
             return;
         };
-        if since.elapsed() < Duration::from_millis(self.settings.flush_interval_ms) {
+        let interval = Duration::from_millis(self.settings.flush_interval_ms);
+        if self.flushing.is_some() || since.elapsed() < interval {
             return;
         }
-        if let Some(log) = self.log.as_mut() {
-            match log.sync() {
-                Ok(()) => self.unsynced_since = None,
-                Err(err) => tracing::error!(shard = self.id, error = %err, "periodic flush failed"),
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        let job = match log.sync_job() {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                self.unsynced_since = None;
+                return;
+            }
+            Err(err) => {
+                tracing::error!(shard = self.id, error = %err, "periodic flush failed");
+                return;
+            }
+        };
+        let (done, answer) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("flush-{}", self.id))
+            .spawn(move || {
+                crate::failpoint::stall("flush.stall");
+                done.send(job.run()).ok()
+            });
+        match spawned {
+            Ok(_) => {
+                self.flushing = Some(answer);
+                self.unsynced_since = None;
+            }
+            Err(err) => {
+                tracing::warn!(shard = self.id, error = %err, "no flush thread; flushing inline");
+                match log.sync() {
+                    Ok(()) => self.unsynced_since = None,
+                    Err(err) => {
+                        tracing::error!(shard = self.id, error = %err, "periodic flush failed")
+                    }
+                }
+                self.published();
+            }
+        }
+    }
+
+    /// Takes the answer of the flush in progress, if it has one.
+    fn collect_flush(&mut self) {
+        let Some(answer) = &self.flushing else {
+            return;
+        };
+        let result = match answer.try_recv() {
+            Err(mpsc::TryRecvError::Empty) => return,
+            Ok(result) => result.map_err(|err| err.to_string()),
+            Err(mpsc::TryRecvError::Disconnected) => Err("the flush thread died".to_owned()),
+        };
+        self.flushing = None;
+        match (result, self.log.as_mut()) {
+            (Ok(offset), Some(log)) => log.synced(offset),
+            (Ok(_), None) => {}
+            (Err(err), _) => {
+                tracing::error!(shard = self.id, error = %err, "periodic flush failed");
+                // Tried again an interval from now.
+                self.unsynced_since.get_or_insert_with(Instant::now);
             }
         }
         self.published();

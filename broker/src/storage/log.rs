@@ -506,6 +506,32 @@ impl ShardLog {
         Ok(())
     }
 
+    /// `sync` to run on another thread while appends go on (a `write`
+    /// stream's periodic flush); `None` when nothing is unflushed. Hand
+    /// its result back with `synced`.
+    pub fn sync_job(&self) -> Result<Option<SyncJob>, StorageError> {
+        let offset = self.written_offset();
+        if self.flushed_offset == offset {
+            return Ok(None);
+        }
+        // Sealed segments were synced when they rolled: the active one is all.
+        let file = self
+            .active
+            .file
+            .try_clone()
+            .map_err(|source| StorageError::io("dup", &self.active.path, source))?;
+        Ok(Some(SyncJob {
+            file,
+            path: self.active.path.clone(),
+            offset,
+        }))
+    }
+
+    /// A `SyncJob` finished: everything below `offset` is on disk.
+    pub fn synced(&mut self, offset: u64) {
+        self.flushed_offset = self.flushed_offset.max(offset);
+    }
+
     /// Next offset to assign: the end of the log.
     pub fn written_offset(&self) -> u64 {
         self.state.read().written_offset()
@@ -592,5 +618,25 @@ fn remove_leftover(path: &Path) {
         if err.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(path = %path.display(), error = %err, "could not remove a failed roll's segment file");
         }
+    }
+}
+
+/// An fdatasync of a log's active segment, detached from the log: it holds
+/// its own handle on the file, so it can run while the log appends and
+/// rolls (a roll syncs the segment it leaves itself).
+#[derive(Debug)]
+pub struct SyncJob {
+    file: File,
+    path: PathBuf,
+    offset: u64,
+}
+
+impl SyncJob {
+    /// Syncs; returns the offset below which the log is then on disk.
+    pub fn run(self) -> Result<u64, StorageError> {
+        self.file
+            .sync_data()
+            .map_err(|source| StorageError::io("fdatasync", &self.path, source))?;
+        Ok(self.offset)
     }
 }

@@ -38,7 +38,7 @@ mod tests;
 pub use config::{IoChoice, LogConfig, MAX_PRODUCERS_PER_SHARD, MAX_SEGMENTS_PER_SHARD};
 pub use error::{is_disk_full, StorageError};
 pub use io::IoBackend;
-pub use log::{AppendOutcome, RecoveryReport, ShardLog};
+pub use log::{AppendOutcome, RecoveryReport, ShardLog, SyncJob};
 pub use pooled::{check_pooled, create_pooled};
 pub use producers::{ProducerKey, ProducerState};
 pub use reader::{LogReader, ReadChunk};

@@ -16,3 +16,4 @@ mod routing;
 mod shutdown;
 mod support;
 mod topology;
+mod write_mode;

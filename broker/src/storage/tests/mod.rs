@@ -129,6 +129,40 @@ fn round_trip_across_rolls(choice: IoChoice) {
     assert_eq!(batches[60], (180, 2));
 }
 
+/// A `write` stream's periodic flush runs detached from the log: appends
+/// and rolls go on while it syncs, and it moves the flushed offset only to
+/// where the log was when it was taken.
+#[test]
+fn a_detached_sync_covers_the_log_as_it_was_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), IoChoice::Pwrite);
+    fill(&mut log, 2);
+    assert!(log.sync_job().unwrap().is_none(), "nothing unflushed");
+    log.append(&[batch(0, 0, 3, 2_000)], false).unwrap();
+    let job = log.sync_job().unwrap().expect("unflushed data");
+    // Enough to roll past the taken segment.
+    let group: Vec<Bytes> = (0..40).map(|at| batch(0, 0, 2, 3_000 + at)).collect();
+    log.append(&group, false).unwrap();
+    let offset = job.run().unwrap();
+    assert_eq!(offset, 9);
+    log.synced(offset);
+    assert!(segment_paths(dir.path()).len() >= 2, "the group rolled");
+    let flushed = log.flushed_offset();
+    assert!(
+        offset < flushed && flushed < log.written_offset(),
+        "the rolls synced what they left, not the active segment: {flushed}"
+    );
+    let job = log
+        .sync_job()
+        .unwrap()
+        .expect("the active segment is unflushed");
+    log.synced(job.run().unwrap());
+    assert_eq!(log.flushed_offset(), log.written_offset());
+    // A late job never moves the flushed offset back.
+    log.synced(offset);
+    assert_eq!(log.flushed_offset(), log.written_offset());
+}
+
 /// Regression: a roll that failed after creating the next segment's file
 /// (a full disk failed its preallocation) left the file behind, and every
 /// later roll at that offset failed with "File exists": the shard took no
