@@ -6,7 +6,7 @@
 //! larger of the measured rate pushed forward by its current growth (to the
 //! end of what a decision now serves) and the measured rate plus the
 //! forecast's rise over the growth horizon (of its mean with the headroom,
-//! or of its upper band at full capacity; see `Peak::rise_over`): the
+//! or of its upper band at full capacity; see `Peak::load`): the
 //! forecast is a floor under reactive scaling, never a replacement, and
 //! measured load above it scales at once, ignoring the change budget
 //! without spending it. A need above the per-shard target grows the stream
@@ -15,9 +15,12 @@
 //! Shrinking needs both measurements and forecast to allow it: the
 //! measured need below `SHRINK_BELOW` of the per-shard target for
 //! `scale_down_stable`, not within `scale_down_cooldown` of a split, within
-//! the change budget, and the forecast's mean over the sizing horizon
-//! fitting the smaller topology (a merge the forecast would undo at once is
-//! not worth a change). The forecast's band does not hold capacity back:
+//! the change budget (the rounds of one descent spend it once), and the
+//! forecast's mean over the sizing horizon fitting the smaller topology (a
+//! merge the forecast would undo at once is not worth a change). A forecast
+//! the measurement has fallen clearly below (it still carries a burst that
+//! has ended) counts by its shape alone, as a ratio on the measured rate.
+//! The forecast's band does not hold capacity back:
 //! on bursty load the band an hour ahead is about twice the mean, and
 //! holding shards for it cost more than reactive scaling saves (see the
 //! simulator section of BENCHMARKS.md). Moves between directories come from
@@ -164,16 +167,6 @@ impl Peak {
     fn load(&self, headroom: f64) -> f64 {
         self.mean_eps.max(self.upper_eps / (1.0 + headroom))
     }
-
-    /// How far the load to size for rises from `now` to this peak (0 when
-    /// it does not). The policy adds it to the measured rate: the forecast
-    /// (and the hints) give the shape, the measurement the level, which
-    /// the nowcast's average follows minutes late; and a band as wide now
-    /// as at the peak adds nothing, where sizing for its upper edge kept
-    /// bursty streams at twice their load.
-    fn rise_over(&self, now: Peak, headroom: f64) -> f64 {
-        (self.load(headroom) - now.load(headroom)).max(0.0)
-    }
 }
 
 /// The forecast as the policy sees it (hints already applied).
@@ -214,19 +207,46 @@ pub fn decide(
     let shards = state.shards.len() as u32;
     let per_shard = config.shard_target_eps();
     let reactive = state.measured_eps + state.growth_eps_per_s.max(0.0) * config.growth_ahead_s();
-    // The forecast's rise over the growth horizon on the measured rate.
-    // Without a model (hints alone), the measurement is the level now.
+    // The forecast gives the shape and the measurement the level: the
+    // nowcast's average follows the level minutes late. Its rise from now
+    // to its peak goes on the measured rate, and a band as wide now as at
+    // the peak adds nothing (sizing for its upper edge kept bursty streams
+    // at twice their load). Without a model (hints alone), the
+    // measurement is the level now.
     let now = Peak {
         mean_eps: forecast.mean_now_eps.unwrap_or(state.measured_eps),
         upper_eps: forecast.upper_now_eps.unwrap_or(state.measured_eps),
     };
+    // Once the measurement is clearly below the band (two half-widths
+    // under its mean), the forecast still carries a burst that has ended:
+    // its rise is then taken as a ratio, since a rise in events/s from
+    // its stale level would size for the burst again.
+    let stale = match (forecast.mean_now_eps, forecast.upper_now_eps) {
+        (Some(mean), Some(upper)) => state.measured_eps < mean - 2.0 * (upper - mean).max(0.0),
+        _ => false,
+    };
+    let on_measured = |peak: f64, now: f64| {
+        if stale && now > 0.0 {
+            state.measured_eps * (peak / now).max(1.0)
+        } else {
+            state.measured_eps + (peak - now).max(0.0)
+        }
+    };
+    let headroom = config.headroom;
     let predicted = forecast
         .peak
-        .map(|peak| state.measured_eps + peak.rise_over(now, config.headroom));
-    // A merge needs the forecast's expected load to fit: its own level,
-    // not the rise on the measurement (that merged more readily and cost
-    // a fifth more changes than the reactive baseline on a bursty trace).
-    let long_mean = forecast.peak_long.or(forecast.peak).map(|p| p.mean_eps);
+        .map(|peak| on_measured(peak.load(headroom), now.load(headroom)));
+    // A merge needs the forecast's expected load over the sizing horizon
+    // to fit: its own level (its rise on the measurement merged more
+    // readily and cost a fifth more changes than the reactive baseline on
+    // a bursty trace), unless it is stale.
+    let long_mean = forecast
+        .peak_long
+        .or(forecast.peak)
+        .map(|p| match forecast.mean_now_eps {
+            Some(mean) if stale => on_measured(p.mean_eps, mean),
+            _ => p.mean_eps,
+        });
     let mut reasons = vec![format!(
         "measured {:.0} ev/s (growth {:+.1}/s, {:.0} ev/s in {:.0} s), forecast needs {} soon ({}; the larger of its mean and its upper band less the headroom) and its mean peaks at {} over the sizing horizon, {} shards of {:.0} ev/s at {:.0}% headroom",
         state.measured_eps,
@@ -388,12 +408,19 @@ fn shrink(
         ));
     };
     let stable_ms = now_ms - low_since.min(now_ms);
+    // Merges halve a stream at most per tick, so coming down from a burst
+    // takes several rounds; those after the first of one low period (any
+    // growth ends the period) are one change with it. The budget is
+    // against flapping, and a descent does not flap.
+    let continuing = state
+        .low_since_ms
+        .is_some_and(|since| state.changes_ms.iter().any(|&at| at >= since));
     let mut plan = Plan {
         target_shards: shards,
         actions: Vec::new(),
         reasons: Vec::new(),
         low_since_ms: Some(low_since),
-        spends_budget: true,
+        spends_budget: !continuing,
     };
     if stable_ms < config.scale_down_stable_ms {
         hold(
@@ -412,7 +439,7 @@ fn shrink(
             &mut reasons,
             format!("the last split was {} s ago", (now_ms - split) / 1000),
         );
-    } else if budget_left(config, state, now_ms) == 0 {
+    } else if !continuing && budget_left(config, state, now_ms) == 0 {
         hold(&mut reasons, "the change budget is spent".into());
     } else {
         plan.actions = merges(config, state, (shards - target) as usize);

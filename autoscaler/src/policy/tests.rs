@@ -247,12 +247,55 @@ fn a_shrink_leaves_the_growth_room_and_what_the_forecast_needs() {
     let shrink_to = |forecast_mean: f64| {
         let mut input = state(&[300.0; 4]);
         input.low_since_ms = Some(0);
-        let plan = decide(&config(), &input, &flat(forecast_mean), 60 * MIN_MS);
+        let view = rising(1200.0, forecast_mean);
+        let plan = decide(&config(), &input, &view, 60 * MIN_MS);
         (merge_count(&plan), plan.target_shards)
     };
     assert_eq!(shrink_to(1500.0), (2, 2));
-    // A forecast mean of 2400 over the sizing horizon needs 3 at 833.
+    // A forecast mean rising to 2400 over the sizing horizon needs 3 at 833.
     assert_eq!(shrink_to(2400.0), (1, 3));
+}
+
+#[test]
+fn a_forecast_left_far_above_the_measurement_holds_its_shape_not_its_level() {
+    // 1200 ev/s measured on 4 shards, low for 10 minutes.
+    let shrink_to = |view: &ForecastView| {
+        let mut input = state(&[300.0; 4]);
+        input.low_since_ms = Some(50 * MIN_MS);
+        decide(&config(), &input, view, 60 * MIN_MS).target_shards
+    };
+    // Inside its band, the forecast's level over the sizing horizon
+    // (3000 ev/s, 4 shards at 833) holds every shard.
+    assert_eq!(shrink_to(&rising(1300.0, 3000.0)), 4);
+    // Still carrying a burst that ended (20,000 now against 1200
+    // measured): its rise by half is put on the measurement, 1800 ev/s,
+    // which 3 shards hold, and the shrink goes to 3.
+    assert_eq!(shrink_to(&rising(20_000.0, 30_000.0)), 3);
+}
+
+#[test]
+fn the_rounds_of_one_descent_spend_the_budget_once() {
+    let config = config();
+    let now = 100 * MIN_MS;
+    let low_since = now - 6 * MIN_MS;
+    // The budget was spent before this low period began.
+    let spent: Vec<u64> = (0..config.change_budget)
+        .map(|i| low_since - MIN_MS * u64::from(i + 1))
+        .collect();
+    let descend = |changes_ms: Vec<u64>| {
+        let mut input = state(&[50.0; 8]);
+        input.low_since_ms = Some(low_since);
+        input.changes_ms = changes_ms;
+        decide(&config, &input, &flat(400.0), now)
+    };
+    let held = descend(spent.clone());
+    assert_eq!(merge_count(&held), 0, "{:?}", held.reasons);
+    // A round of this low period's descent is among them: go on, free.
+    let mut descending = spent;
+    descending.push(now - MIN_MS);
+    let going_on = descend(descending);
+    assert_eq!(merge_count(&going_on), 4, "{:?}", going_on.reasons);
+    assert!(!going_on.spends_budget);
 }
 
 struct ShrinkCase {
