@@ -20,12 +20,15 @@
 //! - `scenarios/`: one file per scenario: `open_loop`, `max_throughput`,
 //!   `trace_replay`.
 //! - `broker`: `--spawn-broker`, a `surge serve` child on a temp dir.
+//! - `calibrate`: one shard's capacity for the autoscaler, from a max
+//!   throughput run and open-loop steps below it.
 //! - `run`: connects, creates the stream, starts everything, stops it.
 //! - `progress`: the live line once a second and the per-second timeline.
 //! - `report`: `Report`, the one serde schema of results; the final table.
 //! - `plot`: rate and latency over time, as SVG or PNG.
 
 pub mod broker;
+pub mod calibrate;
 pub mod config;
 pub mod consumer;
 pub mod error;

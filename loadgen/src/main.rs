@@ -12,7 +12,10 @@ use surge_loadgen::config::{
     Scenario, TraceConfig, TraceScale, DURATION_DEFAULT,
 };
 use surge_loadgen::workload::{KeyDist, SizeDist, WorkloadConfig};
-use surge_loadgen::{plot, run};
+use surge_loadgen::{calibrate, plot, run};
+
+/// Each run of a calibration, unless --duration says otherwise.
+const CALIBRATE_DURATION_DEFAULT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Load generator for Surge: open loop, max throughput or trace replay.
 /// Every run is bounded (default 10 s) and reports durability, batch and
@@ -27,8 +30,9 @@ struct Args {
     /// (binary: $SURGE_BIN or `surge` next to this one).
     #[arg(long)]
     spawn_broker: bool,
-    #[arg(long, default_value = "loadgen")]
-    stream: String,
+    /// Default: loadgen (surge-calibrate with --calibrate).
+    #[arg(long)]
+    stream: Option<String>,
     /// Create the stream (an existing one is reused as it is).
     #[arg(long)]
     create_stream: bool,
@@ -71,6 +75,16 @@ struct Args {
     /// Max throughput: unacknowledged events per producer.
     #[arg(long, default_value_t = 4096)]
     in_flight: u32,
+    /// Measure one shard's capacity for `autoscaler.capacity_per_shard_eps`:
+    /// max throughput on a fresh one-shard stream (created and deleted),
+    /// then open loop at 90%, 80%, ... 50% of it until a run acknowledges
+    /// everything, keeps up, and keeps its p99 under --p99-max. Each run
+    /// lasts --duration (default 5 s here).
+    #[arg(long, conflicts_with_all = ["rate", "trace"])]
+    calibrate: bool,
+    /// --calibrate: the p99 bound, from the intended send time.
+    #[arg(long, default_value = "50ms")]
+    p99_max: String,
     /// Replay a `timestamp,value` CSV as a rate.
     #[arg(long)]
     trace: Option<PathBuf>,
@@ -134,6 +148,26 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
+    if args.calibrate {
+        let p99_max_us =
+            u64::try_from(parse_duration(&args.p99_max)?.as_micros()).context("--p99-max")?;
+        let calibration = runtime
+            .block_on(calibrate::calibrate(
+                &config,
+                &addr,
+                p99_max_us,
+                !args.quiet,
+            ))
+            .context("calibration")?;
+        drop(spawned);
+        print!("{}", calibration.table());
+        if let Some(path) = &args.json {
+            let json = serde_json::to_string_pretty(&calibration)?;
+            std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("calibration: {}", path.display());
+        }
+        return Ok(());
+    }
     let report = runtime
         .block_on(run::run(&config, &addr, !args.quiet))
         .context("load run")?;
@@ -172,14 +206,24 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
     };
     let duration = match &args.duration {
         Some(text) => parse_duration(text)?,
+        None if args.calibrate => CALIBRATE_DURATION_DEFAULT,
         None => DURATION_DEFAULT,
     };
+    let stream = args.stream.clone().unwrap_or_else(|| {
+        let default = if args.calibrate {
+            "surge-calibrate"
+        } else {
+            "loadgen"
+        };
+        default.to_owned()
+    });
+    let durability = DurabilityChoice::parse(&args.durability)?;
     Ok(RunConfig {
         broker: args.broker.clone().unwrap_or_default(),
-        stream: args.stream.clone(),
-        create_stream: args.create_stream.then_some(CreateStream {
-            shards: args.shards,
-            durability: DurabilityChoice::parse(&args.durability)?,
+        stream,
+        create_stream: (args.create_stream || args.calibrate).then_some(CreateStream {
+            shards: if args.calibrate { 1 } else { args.shards },
+            durability,
         }),
         producers: args.producers,
         connections: args.connections.unwrap_or(args.producers),
