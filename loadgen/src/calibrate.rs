@@ -1,10 +1,12 @@
-//! Calibration: how many events/s one shard sustains, at a durability,
+//! Calibration: how many events/s a shard sustains, at a durability,
 //! event size and batching, for the autoscaler's
 //! `autoscaler.capacity_per_shard_eps`. One max-throughput run on a fresh
-//! one-shard stream finds the ceiling; open-loop runs then step down from
-//! it until one keeps every event acknowledged, keeps up with its rate and
-//! keeps its p99 (from the intended send time) under the bound. That rate
-//! is the shard's capacity: the autoscaler's headroom comes on top of it.
+//! stream of N shards (one by default; as many as will share the broker
+//! gives what each sustains beside the others) finds the ceiling;
+//! open-loop runs then step down from it until one keeps every event
+//! acknowledged, keeps up with its rate and keeps its p99 (from the
+//! intended send time) under the bound. That rate over N is a shard's
+//! capacity: the autoscaler's headroom comes on top of it.
 
 use serde::{Deserialize, Serialize};
 use surge_client::{Client, ClientConfig};
@@ -54,26 +56,28 @@ impl Step {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
+    pub shards: u32,
     pub durability: String,
     pub event_size: String,
     pub batch_bytes: u32,
     pub linger_ms: u32,
     pub p99_max_us: u64,
-    /// Closed loop, one shard.
+    /// Closed loop, all shards.
     pub max_per_s: f64,
     pub steps: Vec<Step>,
-    /// The highest rate within the bound; `None` when even the lowest step
-    /// was not.
-    pub capacity_per_s: Option<f64>,
+    /// The highest rate within the bound over the shard count; `None` when
+    /// even the lowest step was not within it.
+    pub capacity_per_shard_per_s: Option<f64>,
 }
 
 impl Calibration {
     /// What an operator reads: the runs and the setting to use.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "calibration: 1 shard, durability {}, event size {}, batch {} B, linger {} ms, p99 bound {} us\n\
+            "calibration: {} shard(s), durability {}, event size {}, batch {} B, linger {} ms, p99 bound {} us\n\
              max throughput (closed loop): {:.0} events/s\n\
              {:>12} {:>12} {:>10} {:>7} {:>9} {:>9}  within\n",
+            self.shards,
             self.durability,
             self.event_size,
             self.batch_bytes,
@@ -99,13 +103,13 @@ impl Calibration {
                 if step.within { "yes" } else { "no" },
             ));
         }
-        match self.capacity_per_s {
+        match self.capacity_per_shard_per_s {
             Some(capacity) => out.push_str(&format!(
                 "capacity per shard: {capacity:.0} events/s\n\
                  set it with: surge serve --set autoscaler.capacity_per_shard_eps={capacity:.0}\n"
             )),
             None => out.push_str(&format!(
-                "no step kept within the bound: one shard sustains less than {:.0}% of its maximum with a p99 under {} us\n",
+                "no step kept within the bound: the stream sustains less than {:.0}% of its maximum with a p99 under {} us\n",
                 FRACTIONS[FRACTIONS.len() - 1] * 100.0,
                 self.p99_max_us
             )),
@@ -115,21 +119,20 @@ impl Calibration {
 }
 
 /// Calibrates against the broker at `addr` with `base`'s workload,
-/// batching and durability, on a stream of one shard named
-/// `base.stream`, which must not exist (it is created and deleted here).
-/// Each run lasts `base.duration_ms` after `base.warmup_ms`.
+/// batching, durability and shard count (one without `create_stream`), on
+/// a stream named `base.stream`, which must not exist (it is created and
+/// deleted here). Each run lasts `base.duration_ms` after
+/// `base.warmup_ms`.
 pub async fn calibrate(
     base: &RunConfig,
     addr: &str,
     p99_max_us: u64,
     live: bool,
 ) -> Result<Calibration, LoadgenError> {
-    let durability = base
-        .create_stream
-        .as_ref()
-        .map_or(crate::config::DurabilityChoice::Fsync, |create| {
-            create.durability
-        });
+    let create = base.create_stream.unwrap_or(CreateStream {
+        shards: 1,
+        durability: crate::config::DurabilityChoice::Fsync,
+    });
     let admin = Client::connect(ClientConfig {
         addr: addr.to_owned(),
         client_id: "surge-loadgen-calibrate".to_owned(),
@@ -140,15 +143,12 @@ pub async fn calibrate(
         return Err(LoadgenError::invalid(
             "stream",
             &base.stream,
-            "exists; calibration needs a fresh one-shard stream (give another --stream)",
+            "exists; calibration needs a fresh stream (give another --stream)",
         ));
     }
     let runs = async {
         let first = RunConfig {
-            create_stream: Some(CreateStream {
-                shards: 1,
-                durability,
-            }),
+            create_stream: Some(create),
             consumers: 0,
             ..base.clone()
         };
@@ -170,13 +170,15 @@ pub async fn calibrate(
             }
         }
         Ok::<_, LoadgenError>(Calibration {
-            durability: durability.name().to_owned(),
+            shards: create.shards,
+            durability: create.durability.name().to_owned(),
             event_size: max.event_size.clone(),
             batch_bytes: base.batch_bytes,
             linger_ms: base.linger_ms,
             p99_max_us,
             max_per_s,
-            capacity_per_s: capacity(&steps),
+            capacity_per_shard_per_s: capacity(&steps)
+                .map(|rate| rate / f64::from(create.shards.max(1))),
             steps,
         })
     };

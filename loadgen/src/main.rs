@@ -75,11 +75,11 @@ struct Args {
     /// Max throughput: unacknowledged events per producer.
     #[arg(long, default_value_t = 4096)]
     in_flight: u32,
-    /// Measure one shard's capacity for `autoscaler.capacity_per_shard_eps`:
-    /// max throughput on a fresh one-shard stream (created and deleted),
+    /// Measure a shard's capacity for `autoscaler.capacity_per_shard_eps`:
+    /// max throughput on a fresh stream of --shards (created and deleted),
     /// then open loop at 90%, 80%, ... 50% of it until a run acknowledges
-    /// everything, keeps up, and keeps its p99 under --p99-max. Each run
-    /// lasts --duration (default 5 s here).
+    /// everything, keeps up, and keeps its p99 under --p99-max; that rate
+    /// over --shards. Each run lasts --duration (default 5 s here).
     #[arg(long, conflicts_with_all = ["rate", "trace"])]
     calibrate: bool,
     /// --calibrate: the p99 bound, from the intended send time.
@@ -222,7 +222,7 @@ fn run_config(args: &Args) -> anyhow::Result<RunConfig> {
         broker: args.broker.clone().unwrap_or_default(),
         stream,
         create_stream: (args.create_stream || args.calibrate).then_some(CreateStream {
-            shards: if args.calibrate { 1 } else { args.shards },
+            shards: args.shards,
             durability,
         }),
         producers: args.producers,

@@ -12,7 +12,7 @@ fn config() -> RunConfig {
         broker: String::new(),
         stream: "calibrate".into(),
         create_stream: Some(CreateStream {
-            shards: 1,
+            shards: 2,
             durability: DurabilityChoice::Write,
         }),
         producers: 1,
@@ -63,7 +63,11 @@ async fn calibration_steps_down_to_a_rate_within_the_bound_and_cleans_up() {
     assert!(calibration.max_per_s > 0.0);
     assert_eq!(calibration.durability, "write");
     let last = *calibration.steps.last().expect("at least one step");
-    assert_eq!(calibration.capacity_per_s, Some(last.asked_per_s));
+    assert_eq!(calibration.shards, 2);
+    assert_eq!(
+        calibration.capacity_per_shard_per_s,
+        Some(last.asked_per_s / 2.0)
+    );
     assert!(last.within && last.errors == 0 && last.timeouts == 0);
     assert!(last.asked_per_s <= calibration.max_per_s * FRACTIONS[0]);
     let before = &calibration.steps[..calibration.steps.len() - 1];
@@ -83,8 +87,8 @@ async fn calibration_steps_down_to_a_rate_within_the_bound_and_cleans_up() {
         client.describe_stream("calibrate").await.is_err(),
         "the calibration's stream is deleted"
     );
-    // A stream that exists is not calibrated on (its shards are not one
-    // fresh shard), and is left alone.
+    // A stream that exists is not calibrated on (its shards are not fresh
+    // ones, and not its own to delete), and is left alone.
     client
         .create_stream("calibrate", Default::default())
         .await
@@ -102,6 +106,7 @@ fn capacity_is_the_highest_rate_within_the_bound() {
     );
     assert_eq!(capacity(&[step(900.0, false), step(500.0, false)]), None);
     let nothing = Calibration {
+        shards: 1,
         durability: "fsync".into(),
         event_size: "1024 B".into(),
         batch_bytes: 1 << 20,
@@ -109,7 +114,7 @@ fn capacity_is_the_highest_rate_within_the_bound() {
         p99_max_us: 1,
         max_per_s: 1_000.0,
         steps: vec![step(900.0, false), step(500.0, false)],
-        capacity_per_s: None,
+        capacity_per_shard_per_s: None,
     };
     let table = nothing.table();
     assert!(table.contains("no step kept within the bound"), "{table}");
