@@ -67,20 +67,31 @@ fn oracle_is_never_over_capacity_and_reactive_reacts() {
 
 #[test]
 fn every_policy_covers_a_lasting_step() {
-    let config = config();
-    let (_, timeline) = sim::simulate(&trace(&csv(9, 6, 3.0), &config), &config);
-    // The last hours of the trace are well after the step.
-    let tail = timeline.at_ms.len() - 20;
-    for (name, capacity) in [
-        ("surge", &timeline.surge),
-        ("reactive", &timeline.reactive),
-        ("surge node", &timeline.surge_node),
-    ] {
-        let covered = capacity[tail..]
-            .iter()
-            .zip(&timeline.demand[tail..])
-            .all(|(cap, demand)| cap >= demand);
-        assert!(covered, "{name} does not cover demand after the step");
+    // Surge on a node deciding at the common interval and twice as often.
+    for node_interval_ms in [10_000, 5_000] {
+        let config = SimConfig {
+            node_interval_ms,
+            ..config()
+        };
+        let (report, timeline) = sim::simulate(&trace(&csv(9, 6, 3.0), &config), &config);
+        let node_lead_s = (config.change_latency_ms + node_interval_ms) as f64 / 1000.0;
+        assert_eq!(report.regime2[0].lead_s, node_lead_s);
+        // The last hours of the trace are well after the step.
+        let tail = timeline.at_ms.len() - 20;
+        for (name, capacity) in [
+            ("surge", &timeline.surge),
+            ("reactive", &timeline.reactive),
+            ("surge node", &timeline.surge_node),
+        ] {
+            let covered = capacity[tail..]
+                .iter()
+                .zip(&timeline.demand[tail..])
+                .all(|(cap, demand)| cap >= demand);
+            assert!(
+                covered,
+                "{name} does not cover demand after the step ({node_interval_ms} ms)"
+            );
+        }
     }
 }
 
@@ -117,5 +128,12 @@ fn bad_settings_are_refused() {
         ..SimConfig::default()
     };
     assert!(config.validate().is_err());
+    for node_interval_ms in [0, 3_000, 20_000] {
+        let config = SimConfig {
+            node_interval_ms,
+            ..SimConfig::default()
+        };
+        assert!(config.validate().is_err(), "{node_interval_ms}");
+    }
     assert!(SimConfig::default().validate().is_ok());
 }

@@ -1,7 +1,9 @@
-//! One pass over a trace: every tick, each policy sees the measured rate
-//! (the mean over the last interval), Surge's two variants also the
-//! forecast; each decides; each is scored against the demand at that
-//! instant. The forecaster sees only the trace before the current tick.
+//! One pass over a trace: every decision interval, each policy sees the
+//! measured rate (the mean over its last interval), Surge's two variants
+//! also the forecast; each decides. Surge on a node (regime 2) may decide
+//! more often, at `node_interval_ms`; every policy is scored against the
+//! demand at each of those ticks. The forecaster sees only the trace
+//! before the current tick.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -93,13 +95,13 @@ impl SurgePolicy {
     }
 }
 
-fn policy_config(config: &SimConfig, lead_ms: u64) -> PolicyConfig {
+fn policy_config(config: &SimConfig, lead_ms: u64, interval_ms: u64) -> PolicyConfig {
     let mut engine = crate::config::AutoscalerConfig::new("unused");
     engine.capacity_per_shard_eps = config.capacity_per_shard_eps;
     engine.headroom = config.headroom;
     let mut policy = PolicyConfig::from_config(&engine);
     policy.lead_ms = lead_ms;
-    policy.interval_ms = config.stretched(config.interval_ms);
+    policy.interval_ms = config.stretched(interval_ms);
     policy.scale_down_cooldown_ms = config.stretched(policy.scale_down_cooldown_ms);
     policy.scale_down_stable_ms = config.stretched(policy.scale_down_stable_ms);
     policy.budget_window_ms = config.stretched(policy.budget_window_ms);
@@ -170,12 +172,14 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
     let smape_from = start_ms + span_ms * 7 / 10;
     let interval_ms = config.stretched(config.interval_ms);
     let lead_ms = config.stretched(config.lead_ms);
-    let node_lead_ms = config.stretched(config.change_latency_ms + config.interval_ms);
+    let node_interval_ms = config.stretched(config.node_interval_ms);
+    let node_lead_ms = config.stretched(config.change_latency_ms + config.node_interval_ms);
     let horizon_ms = config.stretched(config.horizon_ms);
     let sizing_ms = config.stretched(config.sizing_horizon_ms);
     let plot_from = last_ms.saturating_sub((config.plot_days * DAY_MS as f64) as u64);
     let plot_every =
-        ((last_ms - plot_from.max(start_ms)) / interval_ms / TIMELINE_POINTS_MAX as u64).max(1);
+        ((last_ms - plot_from.max(start_ms)) / node_interval_ms / TIMELINE_POINTS_MAX as u64)
+            .max(1);
 
     let forecast_config = ForecastConfig {
         quantile: config.quantile,
@@ -190,8 +194,9 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
         config.headroom,
         config.capacity_per_shard_eps,
     );
-    let mut surge = SurgePolicy::new(policy_config(config, lead_ms), first);
-    let mut surge_node = SurgePolicy::new(policy_config(config, node_lead_ms), first);
+    let mut surge = SurgePolicy::new(policy_config(config, lead_ms, config.interval_ms), first);
+    let node_config = policy_config(config, node_lead_ms, config.node_interval_ms);
+    let mut surge_node = SurgePolicy::new(node_config, first);
     let mut reactive = Reactive::new(
         config.reactive_high,
         config.reactive_low,
@@ -201,6 +206,7 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
     let mut reactive_capacity = Capacity::new(first);
     let mut oracle = Capacity::new(first);
     let mut recent = Recent::default();
+    let mut node_recent = Recent::default();
     let mut smapes = SmapeCollector::default();
     let mut selected: HashMap<String, u64> = HashMap::new();
     let mut timeline = Timeline::default();
@@ -211,52 +217,58 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
     let mut now = start_ms;
     while now <= last_ms {
         let demand = demand_at(now);
-        let measured = (demand_at(now.saturating_sub(interval_ms).max(start_ms)) + demand) / 2.0;
-        recent.push(now, measured);
-        let growth = recent.growth_per_s();
-        if forecaster
-            .fitted_at_ms()
-            .is_none_or(|at| now >= at + config.refit_ms)
-            && now > start_ms
-        {
-            forecaster.refit(&series.until(now));
-            if let Some(model) = forecaster.model_for(0) {
-                *selected.entry(model.name().to_string()).or_default() += 1;
-            }
-            if now >= smape_from && now + DAY_MS <= last_ms {
-                for ahead in [HOUR_MS, DAY_MS] {
-                    let actual = demand_at(now + ahead);
-                    let band = forecaster.band_at(now + ahead).map(|b| b.mean);
-                    smapes.add("selected", ahead, actual, band);
-                    for kind in ModelKind::ALL {
-                        smapes.add(
-                            kind.name(),
-                            ahead,
-                            actual,
-                            forecaster.mean_of(kind, now + ahead),
-                        );
+        let mean_over =
+            |span_ms: u64| (demand_at(now.saturating_sub(span_ms).max(start_ms)) + demand) / 2.0;
+        let decides = (now - start_ms).is_multiple_of(interval_ms);
+        let measured = mean_over(interval_ms);
+        if decides {
+            recent.push(now, measured);
+            if forecaster
+                .fitted_at_ms()
+                .is_none_or(|at| now >= at + config.refit_ms)
+                && now > start_ms
+            {
+                forecaster.refit(&series.until(now));
+                if let Some(model) = forecaster.model_for(0) {
+                    *selected.entry(model.name().to_string()).or_default() += 1;
+                }
+                if now >= smape_from && now + DAY_MS <= last_ms {
+                    for ahead in [HOUR_MS, DAY_MS] {
+                        let actual = demand_at(now + ahead);
+                        let band = forecaster.band_at(now + ahead).map(|b| b.mean);
+                        smapes.add("selected", ahead, actual, band);
+                        for kind in ModelKind::ALL {
+                            smapes.add(
+                                kind.name(),
+                                ahead,
+                                actual,
+                                forecaster.mean_of(kind, now + ahead),
+                            );
+                        }
                     }
                 }
             }
+            forecaster.observe(now, measured);
+            let slow_view = view(&forecaster, now, lead_ms + horizon_ms, lead_ms + sizing_ms);
+            surge.step(now, measured, recent.growth_per_s(), &slow_view);
+            let planned = reactive_capacity.planned();
+            if let Some(shards) = reactive.decide(now, measured, planned, cap) {
+                reactive_capacity.resize(now, lead_ms, shards);
+            }
+            let next = demand_at(now + interval_ms);
+            oracle.resize(now, 0, oracle_shards(demand, next, config.headroom, cap));
         }
-        forecaster.observe(now, measured);
+        let node_measured = mean_over(node_interval_ms);
+        node_recent.push(now, node_measured);
         let fast_view = view(
             &forecaster,
             now,
             node_lead_ms + horizon_ms,
             node_lead_ms + sizing_ms,
         );
-        let slow_view = view(&forecaster, now, lead_ms + horizon_ms, lead_ms + sizing_ms);
-        surge.step(now, measured, growth, &slow_view);
-        surge_node.step(now, measured, growth, &fast_view);
-        let planned = reactive_capacity.planned();
-        if let Some(shards) = reactive.decide(now, measured, planned, cap) {
-            reactive_capacity.resize(now, lead_ms, shards);
-        }
-        let next = demand_at(now + interval_ms);
-        oracle.resize(now, 0, oracle_shards(demand, next, config.headroom, cap));
+        surge_node.step(now, node_measured, node_recent.growth_per_s(), &fast_view);
         if now >= scored_from {
-            if let Some(band) = forecaster.band_at(now) {
+            if let Some(band) = forecaster.band_at(now).filter(|_| decides) {
                 if anomaly::score(measured, &band).abs() > 1.0 {
                     anomaly_ticks += 1;
                 }
@@ -289,7 +301,7 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
             timeline.oracle.push(f64::from(oracle.serving(now)) * cap);
         }
         tick += 1;
-        now += interval_ms;
+        now += node_interval_ms;
     }
 
     let reactive_score = reactive_capacity.score("reactive", lead_ms);

@@ -33,11 +33,16 @@ pub struct SimulateArgs {
     /// Decision interval, seconds.
     #[arg(long, default_value_t = 10.0)]
     interval_s: f64,
+    /// Surge's decision interval in regime 2, seconds (a divisor of
+    /// --interval-s; default: the same): the embedded loop's
+    /// `autoscaler.interval_ms`.
+    #[arg(long)]
+    node_interval_s: Option<f64>,
     /// Provisioning lead every policy gets in regime 1, seconds.
     #[arg(long, default_value_t = 30.0)]
     lead_s: f64,
     /// Surge's measured change latency, milliseconds (regime 2's lead is
-    /// this plus one interval).
+    /// this plus one node interval).
     #[arg(long, default_value_t = 1000)]
     change_latency_ms: u64,
     #[arg(long, default_value_t = 1000.0)]
@@ -95,6 +100,10 @@ fn config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
         peak_quantile: args.peak_quantile,
         compress: args.compress,
         interval_ms: ms(args.interval_s, "interval-s")?,
+        node_interval_ms: ms(
+            args.node_interval_s.unwrap_or(args.interval_s),
+            "node-interval-s",
+        )?,
         lead_ms: ms(args.lead_s, "lead-s")?,
         change_latency_ms: args.change_latency_ms,
         capacity_per_shard_eps: args.capacity_per_shard,
