@@ -260,6 +260,12 @@ pub fn decide(
         config.capacity_per_shard_eps,
         config.headroom * 100.0,
     )];
+    if stale {
+        reasons.push(
+            "measured is far below the forecast (a burst it still carries has ended): only its shape counts, as a ratio on the measured rate"
+                .into(),
+        );
+    }
     if let Some(upper) = forecast
         .upper_now_eps
         .filter(|&upper| state.measured_eps > upper)
@@ -445,9 +451,14 @@ fn shrink(
         plan.actions = merges(config, state, (shards - target) as usize);
         plan.target_shards = shards - plan.actions.len() as u32;
         reasons.push(format!(
-            "shrink towards {target} shards ({shards} now, low for {} s): {} merge(s)",
+            "shrink towards {target} shards ({shards} now, low for {} s): {} merge(s){}",
             stable_ms / 1000,
-            plan.actions.len()
+            plan.actions.len(),
+            if continuing {
+                ", going on with this low period's descent (no budget spent)"
+            } else {
+                ""
+            }
         ));
     }
     plan.reasons = reasons;

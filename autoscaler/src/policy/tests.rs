@@ -271,6 +271,16 @@ fn a_forecast_left_far_above_the_measurement_holds_its_shape_not_its_level() {
     // measured): its rise by half is put on the measurement, 1800 ev/s,
     // which 3 shards hold, and the shrink goes to 3.
     assert_eq!(shrink_to(&rising(20_000.0, 30_000.0)), 3);
+    let mut input = state(&[300.0; 4]);
+    input.low_since_ms = Some(50 * MIN_MS);
+    let plan = decide(&config(), &input, &rising(20_000.0, 30_000.0), 60 * MIN_MS);
+    assert!(
+        plan.reasons
+            .iter()
+            .any(|r| r.contains("only its shape counts")),
+        "{:?}",
+        plan.reasons
+    );
 }
 
 #[test]
@@ -296,6 +306,11 @@ fn the_rounds_of_one_descent_spend_the_budget_once() {
     let going_on = descend(descending);
     assert_eq!(merge_count(&going_on), 4, "{:?}", going_on.reasons);
     assert!(!going_on.spends_budget);
+    assert!(
+        going_on.reasons.iter().any(|r| r.contains("descent")),
+        "{:?}",
+        going_on.reasons
+    );
 }
 
 struct ShrinkCase {
