@@ -1,7 +1,7 @@
 //! The candidate models. Each turns the history before the fit time into a
 //! forecast path (a `Series` of means starting at the fit time): seasonal
 //! naive at the history's own step, ETS and MSTL+ETS (augurs) on a
-//! downsampled copy so fitting months of data stays cheap.
+//! downsampled copy so fitting months of data stays cheap; MSTL on logs.
 
 use augurs_core::{Fit, Predict};
 use augurs_ets::trend::AutoETSTrendModel;
@@ -31,7 +31,8 @@ pub enum ModelKind {
     WeeklyMedian,
     /// Exponential smoothing without seasonality.
     Ets,
-    /// MSTL with daily and weekly periods, ETS on the deseasonalised rest.
+    /// MSTL with daily and weekly periods on the logs of the load (seasons
+    /// as ratios), ETS on the deseasonalised rest.
     Mstl,
     /// The pointwise median of the other models' paths: one model's echo
     /// of a past anomaly is outvoted.
@@ -240,12 +241,29 @@ fn mstl(history: &Series, horizon_ms: u64) -> Option<Series> {
     if periods.is_empty() {
         return None;
     }
+    // Seasons of load are multiplicative (the night is a fraction of the
+    // day, whatever the level): fitted on logs, the model's errors are
+    // relative, as sMAPE and the capacity headroom are.
+    let offset = log_offset(&history.values);
+    let logs: Vec<f64> = history.values.iter().map(|v| (v + offset).ln()).collect();
     let trend = AutoETSTrendModel::from(trend_model());
-    let model = MSTLModel::new(periods, trend).fit(&history.values).ok()?;
+    let model = MSTLModel::new(periods, trend).fit(&logs).ok()?;
     let forecast = model
         .predict(horizon_steps(horizon_ms, history.step_ms), None)
         .ok()?;
-    finite(path_from(history, &forecast.point))
+    let point: Vec<f64> = forecast
+        .point
+        .iter()
+        .map(|log| (log.exp() - offset).max(0.0))
+        .collect();
+    finite(path_from(history, &point))
+}
+
+/// Added before taking logs so that zeros (an outage) stay finite: a
+/// small fraction of the typical level, so it barely bends the seasons.
+fn log_offset(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    (median(&mut sorted) * 0.01).max(1e-3)
 }
 
 fn finite(path: Series) -> Option<Series> {
@@ -337,6 +355,29 @@ mod tests {
         assert!(error < 10.0, "sMAPE {error}");
         // Too short for two daily cycles: the model does not apply.
         assert!(fit_path(ModelKind::Mstl, &seasonal(1), DAY_MS, &settings()).is_none());
+    }
+
+    /// Nights at a tenth of the day, and the level tripling over four
+    /// weeks: a season learned in absolute terms (its mean swing) is too
+    /// shallow for the new days and overshoots the new nights; learned in
+    /// ratios it fits.
+    #[test]
+    fn mstl_keeps_seasons_in_proportion_when_the_level_moves() {
+        let per_day = DAY_MS / STEP_MS;
+        let day = |i: u64| {
+            let phase = (i % per_day) as f64 / per_day as f64;
+            0.55 - 0.45 * (phase * std::f64::consts::TAU).cos()
+        };
+        let level = |i: u64| 100.0 * 3f64.powf(i as f64 / (28 * per_day) as f64);
+        let sample = |i: u64| level(i) * day(i);
+        let history = Series::new(0, STEP_MS, (0..28 * per_day).map(sample).collect());
+        let path = fit_path(ModelKind::Mstl, &history, DAY_MS, &settings()).expect("fits");
+        let pairs = (0..per_day).map(|i| {
+            let at = history.end_ms() + i * STEP_MS;
+            (sample(at / STEP_MS), path.at(at).expect("inside the path"))
+        });
+        let error = crate::series::smape(pairs).expect("pairs");
+        assert!(error < 10.0, "sMAPE {error}");
     }
 
     #[test]
