@@ -3,9 +3,11 @@
 //! the paths of the last fit). Every fit's paths are kept for a day and
 //! scored against what then happened, separately for short horizons (what
 //! the policy and anomaly detection use) and for about a day ahead, so each
-//! horizon uses the model with the lowest rolling sMAPE. The band around
-//! the mean comes from that model's own recent errors (log ratios of actual
-//! to forecast), so it is as wide as the model has earned. Measurements
+//! horizon uses the model with the lowest rolling sMAPE (an average over
+//! the last day, or week for a day ahead, of time, not of samples: the
+//! broker's minute steps and a trace's half hours weigh alike). The band
+//! around the mean comes from that model's own recent errors (log ratios of
+//! actual to forecast), so it is as wide as the model has earned. Measurements
 //! outside the band for several ticks in a row re-level the forecast at
 //! once (see `nowcast`): a burst that lasts, or (for a model fitted on
 //! less than a day) a drop after a peak the fit learned from, is the new
@@ -27,8 +29,12 @@ use phase::PhaseProfile;
 
 /// Errors remembered per model and horizon class for the band.
 const RESIDUALS_MAX: usize = 2_000;
-/// Sample weight of a new error in a model's rolling score.
-const SCORE_WEIGHT: f64 = 1.0 / 300.0;
+/// The span of time a model's rolling score remembers (the time constant
+/// of its exponential average), whatever the history's step and however
+/// many stored paths score each sample: short horizons over a day of
+/// load, about a day ahead over a week (one of each cycle of evidence).
+const SCORE_SPAN_SHORT_MS: f64 = DAY_MS as f64;
+const SCORE_SPAN_LONG_MS: f64 = WEEK_MS as f64;
 /// Paths older than this are no longer scored (and dropped).
 const PATH_AGE_MS_MAX: u64 = 26 * 3_600_000;
 /// A sample this many (scaled) median absolute deviations away from the
@@ -100,19 +106,34 @@ impl Score {
         self.band = quantile(&residuals, 1.0 - q).zip(quantile(&residuals, q));
     }
 
-    fn add(&mut self, actual: f64, forecast: f64) {
-        let denominator = actual.abs() + forecast.abs();
-        let term = if denominator > 0.0 {
-            200.0 * (forecast - actual).abs() / denominator
-        } else {
-            0.0
-        };
+    /// Scores the forecasts of one sample (one per stored path that
+    /// reaches it in this horizon class): their mean error moves the
+    /// score by the weight of `step_ms` out of `span_ms`.
+    fn add(&mut self, actual: f64, forecasts: &[f64], step_ms: u64, span_ms: f64) {
+        if forecasts.is_empty() {
+            return;
+        }
+        let term = forecasts
+            .iter()
+            .map(|&forecast| {
+                let denominator = actual.abs() + forecast.abs();
+                if denominator > 0.0 {
+                    200.0 * (forecast - actual).abs() / denominator
+                } else {
+                    0.0
+                }
+            })
+            .sum::<f64>()
+            / forecasts.len() as f64;
+        let weight = 1.0 - (-(step_ms as f64) / span_ms).exp();
         self.smape = Some(match self.smape {
             None => term,
-            Some(old) => old + SCORE_WEIGHT * (term - old),
+            Some(old) => old + weight * (term - old),
         });
-        self.residuals.push_back(log_ratio(actual, forecast));
-        if self.residuals.len() > RESIDUALS_MAX {
+        for &forecast in forecasts {
+            self.residuals.push_back(log_ratio(actual, forecast));
+        }
+        while self.residuals.len() > RESIDUALS_MAX {
             self.residuals.pop_front();
         }
     }
@@ -252,7 +273,9 @@ impl Forecaster {
             if !actual.is_finite() || at_ms < since_ms {
                 continue;
             }
+            let factor = self.phase.as_ref().map_or(1.0, |p| p.factor(at_ms));
             for candidate in &mut self.candidates {
+                let (mut short, mut long) = (Vec::new(), Vec::new());
                 for (fit_ms, path) in &candidate.paths {
                     let Some(ahead_ms) = at_ms.checked_sub(*fit_ms) else {
                         continue;
@@ -260,13 +283,19 @@ impl Forecaster {
                     let Some(forecast) = path.at(at_ms) else {
                         continue;
                     };
-                    let forecast = forecast * self.phase.as_ref().map_or(1.0, |p| p.factor(at_ms));
                     if ahead_ms <= short_ms {
-                        candidate.short.add(actual, forecast);
+                        short.push(forecast * factor);
                     } else if (LONG_FROM_MS..=LONG_TO_MS).contains(&ahead_ms) {
-                        candidate.long.add(actual, forecast);
+                        long.push(forecast * factor);
                     }
                 }
+                let step_ms = history.step_ms;
+                candidate
+                    .short
+                    .add(actual, &short, step_ms, SCORE_SPAN_SHORT_MS);
+                candidate
+                    .long
+                    .add(actual, &long, step_ms, SCORE_SPAN_LONG_MS);
             }
         }
     }

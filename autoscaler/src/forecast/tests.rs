@@ -126,3 +126,31 @@ fn no_band_before_a_fit() {
     assert!(forecaster.band_at(0).is_none());
     assert!(forecaster.model_for(0).is_none());
 }
+
+/// A score remembers a span of time: scored every minute (the broker's
+/// history) or every half hour (a trace), with four paths reaching each
+/// sample or one, the same two days of errors give the same score. Per
+/// scored pair, the broker's day-ahead choice remembered about an hour.
+#[test]
+fn a_score_weighs_time_not_samples() {
+    let score_over = |step_ms: u64, paths: usize| {
+        let mut score = Score::default();
+        let mut at_ms = 0;
+        while at_ms < 2 * DAY_MS {
+            // 10% off for a day, then 30% off: sMAPE terms of 9.52 and 26.09.
+            let forecast = if at_ms < DAY_MS { 110.0 } else { 130.0 };
+            score.add(100.0, &vec![forecast; paths], step_ms, SCORE_SPAN_LONG_MS);
+            at_ms += step_ms;
+        }
+        score.smape.expect("scored")
+    };
+    let broker = score_over(60_000, 4);
+    let trace = score_over(30 * 60_000, 1);
+    assert!((broker - trace).abs() < 0.5, "{broker} against {trace}");
+    // A week's span: the second day moved the score a seventh of the way.
+    let expected = 9.52 + (26.09 - 9.52) * (1.0 - (-1.0f64 / 7.0).exp());
+    assert!(
+        (broker - expected).abs() < 0.05,
+        "{broker} against {expected}"
+    );
+}
