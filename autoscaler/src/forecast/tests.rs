@@ -147,7 +147,7 @@ fn a_score_weighs_time_not_samples() {
     let broker = score_over(60_000, 4);
     let trace = score_over(30 * 60_000, 1);
     assert!((broker - trace).abs() < 0.5, "{broker} against {trace}");
-    // A week's span: the second day moved the score a seventh of the way.
+    // A week's span: the second day moved the score 1 - e^(-1/7) of the way.
     let expected = 9.52 + (26.09 - 9.52) * (1.0 - (-1.0f64 / 7.0).exp());
     assert!(
         (broker - expected).abs() < 0.05,
