@@ -95,6 +95,10 @@ pub struct Band {
 #[derive(Debug, Clone, Default)]
 struct Score {
     smape: Option<f64>,
+    /// The decayed weight of every sample scored so far: it divides each
+    /// new sample's weight, so early on the score is the plain mean of
+    /// its samples, not the first sample's error held for a whole span.
+    weight: f64,
     residuals: VecDeque<f64>,
     /// Band quantiles of the residuals, computed once per refit.
     band: Option<(f64, f64)>,
@@ -126,9 +130,10 @@ impl Score {
             .sum::<f64>()
             / forecasts.len() as f64;
         let weight = 1.0 - (-(step_ms as f64) / span_ms).exp();
+        self.weight = self.weight * (1.0 - weight) + weight;
         self.smape = Some(match self.smape {
             None => term,
-            Some(old) => old + weight * (term - old),
+            Some(old) => old + weight / self.weight * (term - old),
         });
         for &forecast in forecasts {
             self.residuals.push_back(log_ratio(actual, forecast));

@@ -147,10 +147,25 @@ fn a_score_weighs_time_not_samples() {
     let broker = score_over(60_000, 4);
     let trace = score_over(30 * 60_000, 1);
     assert!((broker - trace).abs() < 0.5, "{broker} against {trace}");
-    // A week's span: the second day moved the score 1 - e^(-1/7) of the way.
-    let expected = 9.52 + (26.09 - 9.52) * (1.0 - (-1.0f64 / 7.0).exp());
+    // A week's span: the first day weighs e^(-1/7) of the second.
+    let decay = (-1.0f64 / 7.0).exp();
+    let expected = (9.52 * decay + 26.09) / (1.0 + decay);
     assert!(
         (broker - expected).abs() < 0.05,
         "{broker} against {expected}"
     );
+}
+
+/// Early on, a score is the mean of what it has seen: the first sample's
+/// error does not hold it for a span (a day, at minute steps).
+#[test]
+fn an_early_score_is_the_mean_so_far() {
+    let mut score = Score::default();
+    score.add(100.0, &[300.0], 60_000, SCORE_SPAN_SHORT_MS);
+    for _ in 0..99 {
+        score.add(100.0, &[100.0], 60_000, SCORE_SPAN_SHORT_MS);
+    }
+    // One term of 100 and 99 of 0.
+    let smape = score.smape.expect("scored");
+    assert!((smape - 1.0).abs() < 0.1, "{smape}");
 }
