@@ -73,13 +73,19 @@ impl Streams {
         let view = stream.view();
         let plan = topology::plan(&view.meta, &change, self.dirs())
             .map_err(|message| (ErrorCode::InvalidRequest, message))?;
-        let prepared = self.prepare_successors(&stream.name, &plan, self.log_config(&view.meta));
+        let prepared = async {
+            let prepared = self
+                .prepare_successors(&stream.name, &plan, self.log_config(&view.meta))
+                .await;
+            (prepared, started.elapsed().as_micros() as u64)
+        };
         let sealed = async {
             let no_forwarding = stream.exclusive_change().await;
             let seals = seal_all(&view, &plan).await;
             (no_forwarding, seals, started.elapsed().as_micros() as u64)
         };
-        let (prepared, (no_forwarding, seals, sealed_us)) = tokio::join!(prepared, sealed);
+        let ((prepared, successors_us), (no_forwarding, seals, sealed_us)) =
+            tokio::join!(prepared, sealed);
         let (prepared, seals) = match (prepared, seals) {
             (Ok(prepared), Ok(seals)) => (prepared, seals),
             (prepared, seals) => {
@@ -158,7 +164,7 @@ impl Streams {
         let settled_us = self.settle_change(&stream, &record, next).await;
         self.refill_pools();
         // Cumulative phase ends, to see where a slow change spent its time.
-        tracing::info!(stream = %stream.name, ?change, epoch, took_us, sealed_us, prepared_us, committed_us, settled_us, "topology changed");
+        tracing::info!(stream = %stream.name, ?change, epoch, took_us, sealed_us, successors_us, prepared_us, committed_us, settled_us, "topology changed");
         Ok(ChangeDone {
             epoch,
             sealed: plan.sealed.clone(),
