@@ -17,6 +17,7 @@
 pub mod models;
 mod nowcast;
 mod phase;
+mod profile;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -205,7 +206,9 @@ impl Forecaster {
         // Models learn from the span they use, with isolated spikes
         // removed (bursts are for reactive scaling; a seasonal model
         // would repeat them a day or a week later). Scoring sees them.
-        let span_ms = self.config.models.train_span_ms.max(WEEK_MS) + 2 * DAY_MS;
+        // The weekly profile learns over the training span, each of its
+        // samples against the weeks before.
+        let span_ms = self.config.models.train_span_ms + profile::CYCLES as u64 * WEEK_MS;
         let cleaned = history
             .tail((span_ms / history.step_ms) as usize)
             .despiked(SPIKE_HALF_WINDOW, SPIKE_MADS);

@@ -1,7 +1,8 @@
 //! The candidate models. Each turns the history before the fit time into a
 //! forecast path (a `Series` of means starting at the fit time): seasonal
-//! naive at the history's own step, ETS and MSTL+ETS (augurs) on a
-//! downsampled copy so fitting months of data stays cheap; MSTL on logs.
+//! naive at the history's own step; ETS, MSTL+ETS (augurs, on logs) and
+//! the seasonal profiles (`profile`) on a downsampled copy so fitting
+//! months of data stays cheap.
 
 use augurs_core::{Fit, Predict};
 use augurs_ets::trend::AutoETSTrendModel;
@@ -9,6 +10,7 @@ use augurs_ets::AutoETS;
 use augurs_mstl::MSTLModel;
 use serde::{Deserialize, Serialize};
 
+use super::profile::profile_path;
 use crate::series::Series;
 
 pub const DAY_MS: u64 = 24 * 3_600_000;
@@ -29,6 +31,11 @@ pub enum ModelKind {
     /// value is one noisy sample of the slot, a holiday or an outage in
     /// it is outvoted by the others.
     WeeklyMedian,
+    /// The median of the last eight days in logs, plus the last hour's
+    /// deviation from it as far as such deviations persisted (`profile`).
+    DailyProfile,
+    /// The same over the last eight weeks.
+    WeeklyProfile,
     /// Exponential smoothing without seasonality.
     Ets,
     /// MSTL with daily and weekly periods on the logs of the load (seasons
@@ -40,9 +47,11 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 7] = [
+    pub const ALL: [ModelKind; 9] = [
         ModelKind::Ensemble,
         ModelKind::Mstl,
+        ModelKind::WeeklyProfile,
+        ModelKind::DailyProfile,
         ModelKind::WeeklyMedian,
         ModelKind::SeasonalWeekly,
         ModelKind::SeasonalDaily,
@@ -58,6 +67,8 @@ impl ModelKind {
             ModelKind::WeeklyMedian => "seasonal_median_weekly",
             ModelKind::Ets => "ets",
             ModelKind::Mstl => "mstl_ets",
+            ModelKind::DailyProfile => "profile_daily",
+            ModelKind::WeeklyProfile => "profile_weekly",
             ModelKind::Ensemble => "ensemble_median",
         }
     }
@@ -102,6 +113,8 @@ pub fn fit_path(
             let coarse = coarsen(&history, settings.model_step_ms, settings.train_span_ms);
             mstl(&coarse, horizon_ms)?
         }
+        ModelKind::DailyProfile => profile_path(&history, DAY_MS, horizon_ms, settings)?,
+        ModelKind::WeeklyProfile => profile_path(&history, WEEK_MS, horizon_ms, settings)?,
         ModelKind::Ensemble => return None,
     };
     let values = path.values.iter().map(|v| v.max(0.0)).collect();
@@ -126,7 +139,7 @@ pub fn median_path(paths: &[&Series], start_ms: u64, horizon_ms: u64) -> Option<
 }
 
 /// The median (the mean of the middle two for an even count); NaN for none.
-fn median(values: &mut [f64]) -> f64 {
+pub(super) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
     match values.len() {
@@ -143,7 +156,7 @@ fn horizon_steps(horizon_ms: u64, step_ms: u64) -> usize {
 /// The history at the model step, its last `span_ms`. Each coarse sample
 /// is the mean of the fine samples in its bucket, so it is stamped at
 /// their centre, not at the bucket start.
-fn coarsen(history: &Series, model_step_ms: u64, span_ms: u64) -> Series {
+pub(super) fn coarsen(history: &Series, model_step_ms: u64, span_ms: u64) -> Series {
     let step_ms = model_step_ms.max(history.step_ms);
     let mut coarse = history.downsample(step_ms / history.step_ms * history.step_ms);
     coarse.start_ms += (coarse.step_ms - history.step_ms) / 2;
@@ -199,7 +212,7 @@ fn seasonal_median(
 /// The path after the last sample: `point` lies at steps 1..=h past the
 /// last sample, so the path's first value (at the fit time) is the last
 /// sample's level.
-fn path_from(history: &Series, point: &[f64]) -> Series {
+pub(super) fn path_from(history: &Series, point: &[f64]) -> Series {
     let last = history.values.last().copied().unwrap_or(0.0);
     let mut values = Vec::with_capacity(point.len() + 1);
     values.push(last);
@@ -261,7 +274,7 @@ fn mstl(history: &Series, horizon_ms: u64) -> Option<Series> {
 
 /// Added before taking logs so that zeros (an outage) stay finite: a
 /// small fraction of the typical level, so it barely bends the seasons.
-fn log_offset(values: &[f64]) -> f64 {
+pub(super) fn log_offset(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     (median(&mut sorted) * 0.01).max(1e-3)
 }

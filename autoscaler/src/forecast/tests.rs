@@ -30,7 +30,11 @@ fn picks_a_seasonal_model_for_a_seasonal_series() {
     assert!(
         matches!(
             model,
-            ModelKind::Mstl | ModelKind::SeasonalDaily | ModelKind::SeasonalWeekly
+            ModelKind::Mstl
+                | ModelKind::SeasonalDaily
+                | ModelKind::SeasonalWeekly
+                | ModelKind::DailyProfile
+                | ModelKind::WeeklyProfile
         ),
         "{model:?}, scores {:?}",
         forecaster.scores()
