@@ -186,7 +186,11 @@ pub struct ForecastView {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    /// Shards after this tick's actions.
     pub target_shards: u32,
+    /// The count the decision aims at: a stream at most doubles or halves
+    /// per tick, so a larger change takes further rounds.
+    pub goal_shards: u32,
     pub actions: Vec<ActionKind>,
     pub reasons: Vec<String>,
     /// The state's new `low_since_ms`.
@@ -300,6 +304,7 @@ pub fn decide(
     }
     let mut plan = Plan {
         target_shards: shards,
+        goal_shards: shards,
         actions: Vec::new(),
         reasons,
         low_since_ms: None,
@@ -359,6 +364,7 @@ fn grow(
         ));
         return Plan {
             target_shards: shards,
+            goal_shards: shards,
             actions: Vec::new(),
             reasons,
             low_since_ms: None,
@@ -392,6 +398,7 @@ fn grow(
     ));
     Plan {
         target_shards: shards + actions.len() as u32,
+        goal_shards: target,
         actions,
         reasons,
         low_since_ms: None,
@@ -423,6 +430,7 @@ fn shrink(
         .is_some_and(|since| state.changes_ms.iter().any(|&at| at >= since));
     let mut plan = Plan {
         target_shards: shards,
+        goal_shards: shards,
         actions: Vec::new(),
         reasons: Vec::new(),
         low_since_ms: Some(low_since),
@@ -450,6 +458,9 @@ fn shrink(
     } else {
         plan.actions = merges(config, state, (shards - target) as usize);
         plan.target_shards = shards - plan.actions.len() as u32;
+        if !plan.actions.is_empty() {
+            plan.goal_shards = target;
+        }
         reasons.push(format!(
             "shrink towards {target} shards ({shards} now, low for {} s): {} merge(s){}",
             stable_ms / 1000,

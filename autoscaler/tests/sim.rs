@@ -96,6 +96,19 @@ fn every_policy_covers_a_lasting_step() {
 }
 
 #[test]
+fn a_descent_in_rounds_is_one_change() {
+    // The load falls to a tenth: Surge merges pairwise, at most halving
+    // the stream per tick, so it needs several rounds for what reactive
+    // does in one resize.
+    let config = config();
+    let (report, _) = sim::simulate(&trace(&csv(9, 6, 0.1), &config), &config);
+    let (surge, reactive) = (&report.regime1[0], &report.regime1[1]);
+    assert_eq!(reactive.rounds, reactive.changes, "{reactive:?}");
+    assert!(surge.rounds > surge.changes, "{surge:?}");
+    assert!(report.table().contains("rounds"));
+}
+
+#[test]
 fn forecasts_are_scored_and_the_plot_is_written() {
     let config = config();
     let (report, timeline) = sim::simulate(&trace(&csv(12, 99, 1.0), &config), &config);

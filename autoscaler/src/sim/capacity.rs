@@ -15,6 +15,7 @@ pub struct Capacity {
     /// (effective at, shard count), in decision order.
     pending: VecDeque<(u64, u32)>,
     pub changes: u64,
+    pub rounds: u64,
     pub operations: u64,
     over_ticks: u64,
     ticks: u64,
@@ -35,6 +36,10 @@ pub struct Score {
     pub over_provisioned_pct: f64,
     /// Resize decisions.
     pub changes: u64,
+    /// Ticks that changed the count: a decision to more than double or
+    /// halve a stream takes several (Surge's splits and merges are
+    /// pairwise; the baselines resize in one).
+    pub rounds: u64,
     /// Shard operations (splits + merges) those needed.
     pub operations: u64,
     pub mean_shards: f64,
@@ -47,6 +52,7 @@ impl Capacity {
             shards,
             pending: VecDeque::new(),
             changes: 0,
+            rounds: 0,
             operations: 0,
             over_ticks: 0,
             ticks: 0,
@@ -78,11 +84,20 @@ impl Capacity {
 
     /// Decides a new count, in place at `now_ms + lead_ms`.
     pub fn resize(&mut self, now_ms: u64, lead_ms: u64, shards: u32) {
+        if shards != self.planned() {
+            self.changes += 1;
+            self.next_round(now_ms, lead_ms, shards);
+        }
+    }
+
+    /// Another round of the last decision (towards the count it aimed
+    /// at): one change, executed over several ticks.
+    pub fn next_round(&mut self, now_ms: u64, lead_ms: u64, shards: u32) {
         let planned = self.planned();
         if shards == planned {
             return;
         }
-        self.changes += 1;
+        self.rounds += 1;
         self.operations += u64::from(shards.abs_diff(planned));
         self.pending.push_back((now_ms + lead_ms, shards));
     }
@@ -113,6 +128,7 @@ impl Capacity {
                 0.0
             },
             changes: self.changes,
+            rounds: self.rounds,
             operations: self.operations,
             mean_shards: self.shard_sum / ticks,
             max_shards: self.shards_max,
@@ -196,6 +212,9 @@ mod tests {
         capacity.resize(40_000, 30_000, 5);
         assert_eq!(capacity.changes, 1);
         assert_eq!(capacity.operations, 3);
+        capacity.next_round(50_000, 30_000, 9);
+        assert_eq!((capacity.changes, capacity.rounds), (1, 2));
+        assert_eq!(capacity.operations, 7);
     }
 
     #[test]

@@ -173,12 +173,13 @@ impl SimReport {
             let _ = writeln!(out, "\n{title}");
             let _ = writeln!(
                 out,
-                "{:<10} {:>7} {:>11} {:>13} {:>8} {:>10} {:>11} {:>10}",
+                "{:<10} {:>7} {:>11} {:>13} {:>8} {:>7} {:>10} {:>11} {:>10}",
                 "policy",
                 "lead s",
                 "over cap %",
                 "over-prov %",
                 "changes",
+                "rounds",
                 "shard ops",
                 "mean shards",
                 "max shards"
@@ -186,12 +187,13 @@ impl SimReport {
             for row in rows {
                 let _ = writeln!(
                     out,
-                    "{:<10} {:>7.1} {:>11.3} {:>13.1} {:>8} {:>10} {:>11.1} {:>10}",
+                    "{:<10} {:>7.1} {:>11.3} {:>13.1} {:>8} {:>7} {:>10} {:>11.1} {:>10}",
                     row.policy,
                     row.lead_s,
                     row.over_capacity_pct,
                     row.over_provisioned_pct,
                     row.changes,
+                    row.rounds,
                     row.operations,
                     row.mean_shards,
                     row.max_shards

@@ -43,6 +43,8 @@ struct SurgePolicy {
     last_split_ms: Option<u64>,
     low_since_ms: Option<u64>,
     changes_ms: VecDeque<u64>,
+    /// The count the last tick's change aimed at, if it took more rounds.
+    unfinished: Option<u32>,
 }
 
 impl SurgePolicy {
@@ -53,6 +55,7 @@ impl SurgePolicy {
             last_split_ms: None,
             low_since_ms: None,
             changes_ms: VecDeque::new(),
+            unfinished: None,
         }
     }
 
@@ -89,9 +92,16 @@ impl SurgePolicy {
             {
                 self.changes_ms.pop_front();
             }
-            self.capacity
-                .resize(now_ms, self.config.lead_ms, plan.target_shards);
+            let lead_ms = self.config.lead_ms;
+            let onwards = |goal: u32| (goal > shards) == (plan.target_shards > shards);
+            if self.unfinished.is_some_and(onwards) {
+                self.capacity
+                    .next_round(now_ms, lead_ms, plan.target_shards);
+            } else {
+                self.capacity.resize(now_ms, lead_ms, plan.target_shards);
+            }
         }
+        self.unfinished = (plan.goal_shards != plan.target_shards).then_some(plan.goal_shards);
     }
 }
 
