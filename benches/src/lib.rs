@@ -10,6 +10,8 @@
 //! - `benches/append.rs`: `ShardLog::append` per write path and sync mode,
 //!   raw fdatasync latency, zero-copy reads and offset lookups.
 //! - `benches/routing.rs`: `key_hash` and the hash-range shard lookup.
+//! - `benches/forecast.rs`: a forecaster's refit on 90 days of minute
+//!   history, and each candidate model's fit.
 //!
 //! Everything here is built once, outside the timed loops, so a bench
 //! measures only the call it names.
