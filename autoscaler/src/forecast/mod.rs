@@ -374,23 +374,26 @@ impl Forecaster {
         };
         let ahead_ms = at_ms.saturating_sub(last_ms);
         let factor = self.nowcast.factor(ahead_ms);
-        let mean = (band.mean + 1.0) * factor - 1.0;
+        // Corrections act on (rate + 1), so a mean near zero stays one.
+        let mean = ((band.mean + 1.0) * factor - 1.0).max(0.0);
         let near = ahead_ms <= 2 * self.nowcast.near_ms();
         let bound = BAND_FACTOR_MAX.ln();
-        match self.nowcast.band {
-            Some((low, high)) if near => Some(Band {
-                mean: mean.max(0.0),
-                lower: ((mean + 1.0) * low.clamp(-bound, 0.0).exp() - 1.0).max(0.0),
-                upper: (mean + 1.0) * high.clamp(0.0, bound).exp() - 1.0,
-                model: band.model,
-            }),
-            _ => Some(Band {
-                mean: mean.max(0.0),
-                lower: ((band.lower + 1.0) * factor - 1.0).max(0.0),
-                upper: (band.upper + 1.0) * factor - 1.0,
-                model: band.model,
-            }),
-        }
+        let (lower, upper) = match self.nowcast.band {
+            Some((low, high)) if near => (
+                (mean + 1.0) * low.clamp(-bound, 0.0).exp() - 1.0,
+                (mean + 1.0) * high.clamp(0.0, bound).exp() - 1.0,
+            ),
+            _ => (
+                (band.lower + 1.0) * factor - 1.0,
+                (band.upper + 1.0) * factor - 1.0,
+            ),
+        };
+        Some(Band {
+            mean,
+            lower: lower.clamp(0.0, mean),
+            upper: upper.max(mean),
+            model: band.model,
+        })
     }
 
     /// The selected model's band at `at_ms`, from the last fit.

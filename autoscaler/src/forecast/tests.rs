@@ -1,6 +1,8 @@
 //! Forecaster tests: model selection on seasonal series, scoring across
 //! refits, and the re-level when measurements leave the band.
 
+use proptest::prelude::*;
+
 use super::*;
 
 const STEP_MS: u64 = 30 * 60_000;
@@ -172,4 +174,65 @@ fn an_early_score_is_the_mean_so_far() {
     // One term of 100 and 99 of 0.
     let smape = score.smape.expect("scored");
     assert!((smape - 1.0).abs() < 0.1, "{smape}");
+}
+
+/// A history of 30-minute samples: a level, a daily wave, noise, and runs
+/// of missing samples, outages (zeros) and bursts.
+fn arbitrary_history() -> impl Strategy<Value = Series> {
+    let sample = prop_oneof![
+        8 => (0.0f64..1.0).prop_map(Some),
+        1 => Just(None),
+        1 => Just(Some(-1.0)),
+        1 => (10.0f64..1000.0).prop_map(Some),
+    ];
+    (
+        1.0f64..1e7,
+        0usize..20 * 48,
+        prop::collection::vec(sample, 64),
+    )
+        .prop_map(|(level, len, pattern)| {
+            let values = (0..len)
+                .map(|i| match pattern[(i * 7 + i / 48) % pattern.len()] {
+                    None => f64::NAN,
+                    Some(v) if v < 0.0 => 0.0,
+                    Some(v) => {
+                        let phase = (i % 48) as f64 / 48.0;
+                        level * (1.0 + 0.5 * (phase * std::f64::consts::TAU).sin()) * (0.5 + v)
+                    }
+                })
+                .collect();
+            Series::new(1_700_000_000_000, STEP_MS, values)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Whatever the history (gaps, outages, bursts, a few samples or
+    /// weeks), every model either declines or gives finite, non-negative
+    /// means, and the forecaster's band holds its mean.
+    #[test]
+    fn every_history_gives_a_sane_forecast_or_none(history in arbitrary_history()) {
+        let settings = ForecastConfig::default().models;
+        for kind in ModelKind::ALL {
+            if let Some(path) = models::fit_path(kind, &history, DAY_MS, &settings) {
+                prop_assert!(
+                    path.values.iter().all(|v| v.is_finite() && *v >= 0.0),
+                    "{kind:?}: {:?}",
+                    path.values
+                );
+            }
+        }
+        let mut forecaster = Forecaster::new(ForecastConfig::default());
+        forecaster.refit(&history);
+        let now = history.end_ms();
+        forecaster.observe(now, history.values.last().copied().unwrap_or(0.0));
+        for ahead in [0, 1, 6, 24] {
+            if let Some(band) = forecaster.band_at(now + ahead * 3_600_000) {
+                prop_assert!(band.mean.is_finite() && band.lower.is_finite() && band.upper.is_finite(), "{band:?}");
+                prop_assert!(band.lower <= band.mean && band.mean <= band.upper, "{band:?}");
+                prop_assert!(band.lower >= 0.0, "{band:?}");
+            }
+        }
+    }
 }
