@@ -46,6 +46,12 @@ pub fn rebalance(shards: &[ShardLoad], dirs: u32, moves_max: u32, gain_min: f64)
     if shards.len() * dirs as usize > VARIABLES_MAX {
         return Vec::new();
     }
+    // The solver needs bounds that can hold: loads that are not finite
+    // rates (or whose sum is not) say nothing a move could act on.
+    let total: f64 = shards.iter().map(|s| s.events_per_s).sum();
+    if !total.is_finite() || shards.iter().any(|s| s.events_per_s < 0.0) {
+        return Vec::new();
+    }
     let before = peak_load(shards, dirs);
     if before <= 0.0 {
         return Vec::new();
@@ -147,6 +153,15 @@ mod tests {
         assert_eq!(moves.len(), 1, "{moves:?}");
         assert_eq!(moves[0].dir, 1);
         assert!(moves[0].shard == 1 || moves[0].shard == 2, "{moves:?}");
+    }
+
+    #[test]
+    fn loads_that_are_not_rates_move_nothing() {
+        // The solver panicked on these (bounds that cannot hold).
+        for bad in [f64::INFINITY, f64::NAN, -1.0, 1e308] {
+            let shards = [load(1, 1, bad), load(2, 0, 900.0), load(3, 0, 800.0)];
+            assert!(rebalance(&shards, 2, 1, 0.1).is_empty(), "{bad}");
+        }
     }
 
     #[test]

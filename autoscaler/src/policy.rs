@@ -451,7 +451,10 @@ fn shrink(
     {
         hold(
             &mut reasons,
-            format!("the last split was {} s ago", (now_ms - split) / 1000),
+            format!(
+                "the last split was {} s ago",
+                now_ms.saturating_sub(split) / 1000
+            ),
         );
     } else if !continuing && budget_left(config, state, now_ms) == 0 {
         hold(&mut reasons, "the change budget is spent".into());
@@ -513,5 +516,7 @@ fn merges(config: &PolicyConfig, state: &StreamState, count_max: usize) -> Vec<A
     actions
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;
