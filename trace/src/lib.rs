@@ -120,7 +120,9 @@ pub fn parse_timestamp(text: &str) -> Option<f64> {
     let hour: i64 = time_parts.next()?.parse().ok()?;
     let minute: i64 = time_parts.next()?.parse().ok()?;
     let second: f64 = time_parts.next().map_or(Some(0.0), |s| s.parse().ok())?;
-    let valid = (1..=12).contains(&month)
+    // Four-digit years, as ISO 8601 writes them (and their seconds fit).
+    let valid = (0..=9999).contains(&year)
+        && (1..=12).contains(&month)
         && (1..=31).contains(&day)
         && (0..24).contains(&hour)
         && (0..60).contains(&minute)
@@ -147,7 +149,58 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Pieces of trace lines, valid and not: dates near and far, numbers
+    /// of every size, separators, garbage.
+    fn line() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            "[0-9]{1,20}",
+            "-?[0-9]{1,6}\\.[0-9]{0,4}(e[+-]?[0-9]{1,3})?",
+            "[0-9]{1,19}-[0-9]{1,3}-[0-9]{1,3}[ T][0-9]{1,3}:[0-9]{1,3}(:[0-9.]{1,6})?Z?",
+            Just("nan".to_string()),
+            Just("inf".to_string()),
+            "[ -~]{0,12}",
+        ];
+        (
+            part.clone(),
+            prop::sample::select(vec![",", ", ", "", ",,"]),
+            part,
+        )
+            .prop_map(|(a, sep, b)| format!("{a}{sep}{b}"))
+    }
+
+    proptest! {
+        /// Any text is rows with finite, increasing timestamps and finite
+        /// values, or an error naming a line: never a panic.
+        #[test]
+        fn any_text_parses_or_fails_cleanly(lines in prop::collection::vec(line(), 0..12)) {
+            let text = lines.join("\n");
+            match parse_rows(&text, 8) {
+                Ok(rows) => {
+                    prop_assert!(!rows.is_empty() && rows.len() <= 8);
+                    prop_assert!(rows.iter().all(|r| r.at_s.is_finite() && r.value.is_finite()));
+                    prop_assert!(rows.windows(2).all(|w| w[0].at_s < w[1].at_s));
+                }
+                Err(error) => prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_year_out_of_range_is_a_bad_timestamp() {
+        // Seconds since the epoch overflowed i64 (a panic in debug builds).
+        for text in [
+            "999999999999999-01-01 00:00",
+            "-999999999999999-01-01 00:00",
+        ] {
+            assert_eq!(parse_timestamp(text), None, "{text}");
+        }
+        assert!(parse_rows("9223372036854775807-12-31 23:59:59,1\n", 10).is_err());
+        assert!(parse_timestamp("9999-12-31 23:59:59").is_some());
+    }
 
     #[test]
     fn timestamps_parse_as_utc_seconds() {
