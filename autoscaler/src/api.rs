@@ -105,7 +105,13 @@ pub struct Decision {
     pub anomalies: Vec<Anomaly>,
     pub model: String,
     pub shards_before: u32,
+    /// Shards once this decision's actions are applied.
     pub shards_target: u32,
+    /// The count the decision aims at: a stream at most doubles or halves
+    /// per round, so a larger change goes on in the next ticks' rounds.
+    /// (0 in decisions recorded before it existed.)
+    #[serde(default)]
+    pub shards_goal: u32,
 }
 
 /// A measurement far outside the prediction interval.

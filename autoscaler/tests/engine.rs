@@ -245,6 +245,19 @@ async fn a_peak_in_the_first_minute_does_not_hold_merges_until_the_next_refit() 
     assert!(prediction.points[0].mean_eps > 2000.0, "{prediction:?}");
     // Well within the five minutes to the next refit.
     run_for(&scaler, &broker, 120, 20.0).await;
+    // Merges at most halve the stream per tick: the descent's first round
+    // says where it is going.
+    let peak = peak_shards as u32;
+    let first_merge = scaler
+        .decisions(20)
+        .into_iter()
+        .find(|d| d.shards_before == peak && d.shards_target < peak)
+        .expect("a merge round from the peak");
+    assert_eq!(
+        (first_merge.shards_target, first_merge.shards_goal),
+        (peak.div_ceil(2), 1),
+        "{first_merge:?}"
+    );
     let shards = broker.open_shards(STREAM);
     assert_eq!(
         shards,

@@ -155,6 +155,7 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
             model: view.model,
             shards_before,
             shards_target: plan.target_shards,
+            shards_goal: plan.goal_shards,
         };
         self.record(&mut shared, decision.clone());
         Some(decision)

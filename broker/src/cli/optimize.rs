@@ -39,8 +39,13 @@ pub async fn run(args: OptimizeArgs) -> anyhow::Result<()> {
         println!("(the autoscaler is in dry mode: nothing is applied)");
     }
     for decision in &answer.decisions {
+        let towards = if decision.shards_goal != decision.shards_target {
+            format!(", towards {}", decision.shards_goal)
+        } else {
+            String::new()
+        };
         println!(
-            "{}: {} -> {} shards (model {})",
+            "{}: {} -> {} shards{towards} (model {})",
             decision.stream, decision.shards_before, decision.shards_target, decision.model
         );
         for action in &decision.actions {
