@@ -11,7 +11,12 @@
 //! measured load above it scales at once, ignoring the change budget
 //! without spending it. A need above the per-shard target grows the stream
 //! so the need fills `GROWTH_FILL` of it, which leaves room for the load to
-//! rise before the next change.
+//! rise before the next change. While the measurement is inside the
+//! forecast's band, the forecast bounds both guesses about the rise: the
+//! growth's straight line stops at the band's upper edge, and at a crest
+//! the forecast foresees the room ends there too (on a trace with hourly
+//! spikes, the room held a third more shards than the spike's top for
+//! the minutes until the merge).
 //! Shrinking needs both measurements and forecast to allow it: the
 //! measured need below `SHRINK_BELOW` of the per-shard target for
 //! `scale_down_stable`, not within `scale_down_cooldown` of a split, within
@@ -158,7 +163,6 @@ pub fn decide(
 ) -> Plan {
     let shards = state.shards.len() as u32;
     let per_shard = config.shard_target_eps();
-    let reactive = state.measured_eps + state.growth_eps_per_s.max(0.0) * config.growth_ahead_s();
     // The forecast gives the shape and the measurement the level: the
     // nowcast's average follows the level minutes late. Its rise from now
     // to its peak goes on the measured rate, and a band as wide now as at
@@ -177,6 +181,23 @@ pub fn decide(
         (Some(mean), Some(upper)) => state.measured_eps < mean - 2.0 * (upper - mean).max(0.0),
         _ => false,
     };
+    // While the measurement is inside the band, the forecast knows where
+    // the load goes better than a straight line: the growth's
+    // extrapolation stops at the band's upper edge over the horizons
+    // ahead. Measured load above the band is never held back.
+    let foreseen = Peak::max(forecast.peak, forecast.peak_long)
+        .map(|peak| peak.upper_eps)
+        .filter(|_| {
+            !stale
+                && forecast
+                    .upper_now_eps
+                    .is_some_and(|upper| state.measured_eps <= upper)
+        });
+    let extrapolated =
+        state.measured_eps + state.growth_eps_per_s.max(0.0) * config.growth_ahead_s();
+    let reactive = foreseen.map_or(extrapolated, |upper| {
+        extrapolated.min(state.measured_eps.max(upper))
+    });
     let on_measured = |peak: f64, now: f64| {
         if stale && now > 0.0 {
             state.measured_eps * (peak / now).max(1.0)
@@ -226,13 +247,35 @@ pub fn decide(
             "measured is above the forecast band ({upper:.0} ev/s): reactive sizing leads"
         ));
     }
+    if reactive < extrapolated {
+        reasons.push(format!(
+            "growth extrapolated to {extrapolated:.0} ev/s, held at the forecast's upper band ({reactive:.0} ev/s), which the measurement is inside"
+        ));
+    }
     let need = reactive.max(predicted.unwrap_or(0.0));
     let target_up = config.shards_for(need, per_shard);
     if target_up > shards {
         let urgent = config
             .shards_for(reactive, per_shard)
             .saturating_sub(shards);
-        let target = config.shards_for(need, per_shard * GROWTH_FILL);
+        let roomy = config.shards_for(need, per_shard * GROWTH_FILL);
+        // At a crest the forecast foresees (its band over the sizing
+        // horizon no higher than over the growth horizon), room for a
+        // further rise is room for what the band's upper edge needs: more
+        // is held idle until the merge.
+        let crest = match (forecast.peak, forecast.peak_long) {
+            (Some(near), Some(long)) => long.upper_eps <= near.upper_eps,
+            _ => false,
+        };
+        let target = match foreseen.filter(|&upper| crest && need <= upper) {
+            Some(upper) => roomy.min(config.shards_for(upper, per_shard).max(target_up)),
+            None => roomy,
+        };
+        if target < roomy {
+            reasons.push(format!(
+                "the forecast's band crests within the sizing horizon: {target} shards hold its upper edge, no room beyond it"
+            ));
+        }
         return grow(config, state, now_ms, target, urgent, reasons);
     }
     // Shrinking: measured load must be low, and the forecast's mean must

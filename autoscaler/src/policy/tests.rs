@@ -30,6 +30,11 @@ fn state(loads: &[f64]) -> StreamState {
     }
 }
 
+/// The band's upper edge over the sizing horizon goes on rising past the
+/// growth horizon's (by this factor) in the fixtures below, so a growth
+/// keeps its room; `crest` makes the two horizons' peaks one.
+const STILL_RISING: f64 = 2.0;
+
 fn forecast(mean: f64, upper: f64, peak: f64) -> ForecastView {
     ForecastView {
         model: "test".into(),
@@ -41,7 +46,7 @@ fn forecast(mean: f64, upper: f64, peak: f64) -> ForecastView {
         }),
         peak_long: Some(Peak {
             mean_eps: mean,
-            upper_eps: peak,
+            upper_eps: peak * STILL_RISING,
         }),
     }
 }
@@ -58,9 +63,15 @@ fn rising(now: f64, peak: f64) -> ForecastView {
         }),
         peak_long: Some(Peak {
             mean_eps: peak,
-            upper_eps: peak * 1.1,
+            upper_eps: peak * 1.1 * STILL_RISING,
         }),
     }
+}
+
+/// `view` with its band peaking within the growth horizon.
+fn crest(mut view: ForecastView) -> ForecastView {
+    view.peak_long = view.peak;
+    view
 }
 
 fn flat(mean: f64) -> ForecastView {
@@ -174,6 +185,55 @@ fn growth_table() {
         assert_eq!(splits(&plan).len(), count, "case {i}: {:?}", plan.reasons);
         assert!(!plan.reasons.is_empty(), "case {i}");
     }
+}
+
+#[test]
+fn at_a_foreseen_crest_a_growth_leaves_no_room_past_the_band() {
+    // 1200 ev/s measured on 2 shards; the band's upper edge rises from
+    // 1400 to 2400 within the growth horizon (2000 at the target).
+    let grow_to = |view: &ForecastView, loads: &[f64]| {
+        let plan = decide(&config(), &state(loads), view, 0);
+        (plan.target_shards, plan.reasons)
+    };
+    let view = forecast(1200.0, 1400.0, 2400.0);
+    // Rising on past it: room for the rise, 2000 at 600 a shard.
+    assert_eq!(grow_to(&view, &[600.0, 600.0]).0, 4);
+    // Cresting there: 3 shards hold the upper edge (2400 at 800 each).
+    let (target, reasons) = grow_to(&crest(view.clone()), &[600.0, 600.0]);
+    assert_eq!(target, 3, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("crests")), "{reasons:?}");
+    // A measurement above the band (1500 against 1400) is not what the
+    // forecast foresaw: the room stays.
+    let (target, reasons) = grow_to(&crest(view), &[750.0, 750.0]);
+    assert_eq!(target, 4, "{reasons:?}");
+}
+
+#[test]
+fn a_tracking_forecast_holds_the_extrapolated_growth_at_its_band() {
+    // 1600 ev/s growing by 40/s: 3400 ev/s by the time the next change
+    // is in place (45 s), 5 shards at the target.
+    let plan_for = |view: &ForecastView| {
+        let mut input = state(&[400.0; 4]);
+        input.growth_eps_per_s = 40.0;
+        decide(&config(), &input, view, 10 * MIN_MS)
+    };
+    // The measurement is inside a flat band whose upper edge is 1760
+    // ahead: the line stops there, and 4 shards hold it.
+    let held = plan_for(&crest(flat(1600.0)));
+    assert!(held.actions.is_empty(), "{:?}", held.reasons);
+    assert!(
+        held.reasons
+            .iter()
+            .any(|r| r.contains("held at the forecast")),
+        "{:?}",
+        held.reasons
+    );
+    // Above the band (upper 1500), the extrapolation sizes: 6 with room.
+    let mut outrun = crest(flat(1600.0));
+    outrun.upper_now_eps = Some(1500.0);
+    assert_eq!(plan_for(&outrun).target_shards, 6);
+    // Without a forecast too.
+    assert_eq!(plan_for(&no_forecast()).target_shards, 6);
 }
 
 #[test]
