@@ -1,14 +1,12 @@
 //! The autoscaler's side of the API: `GET /predict_load`, `POST
 //! /optimize_topology`, `POST /hint_load` (and `GET` for the stored
-//! hints), `GET /decisions`. Query parameters are parsed here, by name, so
-//! a bad one is answered 400 with that name; a stream the broker does not
-//! have is 404.
+//! hints), `GET /decisions`. A bad parameter is answered 400 with its name
+//! (see `params`); a stream the broker does not have is 404.
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -16,43 +14,11 @@ use surge_autoscaler::engine::{unix_ms, DECISIONS_MAX};
 use surge_autoscaler::{Anomaly, AutoscalerError, Decision, Hint, HintRequest, Prediction};
 
 use super::error::ApiError;
+use super::params::Params;
 use super::AppState;
-
-type Params = Query<HashMap<String, String>>;
 
 /// Decisions returned when the caller gives no `limit`.
 const DECISIONS_DEFAULT: usize = 100;
-
-fn required<'a>(params: &'a HashMap<String, String>, field: &str) -> Result<&'a str, ApiError> {
-    match params.get(field).map(|value| value.trim()) {
-        Some(value) if !value.is_empty() => Ok(value),
-        _ => Err(ApiError::bad_field(field, format!("`{field}` is required"))),
-    }
-}
-
-fn number(params: &HashMap<String, String>, field: &str) -> Result<Option<u64>, ApiError> {
-    let Some(value) = params.get(field).map(|value| value.trim()) else {
-        return Ok(None);
-    };
-    value.parse::<u64>().map(Some).map_err(|_| {
-        ApiError::bad_field(
-            field,
-            format!("`{field}` must be a whole number, got {value:?}"),
-        )
-    })
-}
-
-/// A time: unix milliseconds, or `now`.
-fn instant(
-    params: &HashMap<String, String>,
-    field: &str,
-    now_ms: u64,
-) -> Result<Option<u64>, ApiError> {
-    match params.get(field).map(|value| value.trim()) {
-        Some("now") => Ok(Some(now_ms)),
-        _ => number(params, field),
-    }
-}
 
 /// 404 unless the broker has the stream.
 fn known(state: &AppState, stream: &str) -> Result<(), ApiError> {
@@ -74,15 +40,20 @@ fn from_engine(stream: &str, err: AutoscalerError) -> ApiError {
 /// one sizing horizon later), `step` (ms; default the autoscaler's interval).
 pub async fn predict_load(
     State(state): State<AppState>,
-    Query(params): Params,
+    params: Params,
 ) -> Result<Json<Prediction>, ApiError> {
-    let stream = required(&params, "stream")?;
+    params.only(&["stream", "from", "to", "step"])?;
+    let stream = params.required("stream")?;
     let now_ms = unix_ms(SystemTime::now());
     let config = state.engine.config();
-    let from = instant(&params, "from", now_ms)?.unwrap_or(now_ms);
+    let from = params.instant("from", now_ms)?.unwrap_or(now_ms);
     let horizon_ms = config.sizing_horizon.as_millis() as u64;
-    let to = instant(&params, "to", now_ms)?.unwrap_or(from.saturating_add(horizon_ms));
-    let step = number(&params, "step")?.unwrap_or(config.interval.as_millis() as u64);
+    let to = params
+        .instant("to", now_ms)?
+        .unwrap_or(from.saturating_add(horizon_ms));
+    let step = params
+        .number("step")?
+        .unwrap_or(config.interval.as_millis() as u64);
     if step == 0 {
         return Err(ApiError::bad_field("step", "`step` must be at least 1 ms"));
     }
@@ -124,15 +95,27 @@ pub struct OptimizeResponse {
     pub decisions: Vec<Decision>,
 }
 
-/// Body (optional): `{"stream": "...", "dry_run": true}`.
+/// Body (optional): `{"stream": "...", "dry_run": true}`, or the same as
+/// query parameters (`?dry_run=true`), not both: a dry run asked for where
+/// it was not read would apply the plan.
 pub async fn optimize_topology(
     State(state): State<AppState>,
+    params: Params,
     body: Bytes,
 ) -> Result<Json<OptimizeResponse>, ApiError> {
+    params.only(&["stream", "dry_run"])?;
     let request: OptimizeRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        OptimizeRequest::default()
-    } else {
+        OptimizeRequest {
+            stream: params.get("stream").map(str::to_owned),
+            dry_run: params.flag("dry_run")?.unwrap_or(false),
+        }
+    } else if params.is_empty() {
         serde_json::from_slice(&body).map_err(|err| ApiError::bad_body(&err))?
+    } else {
+        return Err(ApiError::bad_field(
+            "body",
+            "give the request in the body or as query parameters, not both",
+        ));
     };
     if let Some(stream) = &request.stream {
         known(&state, stream)?;
@@ -155,8 +138,10 @@ pub async fn optimize_topology(
 /// Body: `{"stream", "start_ms", "end_ms", "rate_eps" | "multiplier"}`.
 pub async fn hint_load(
     State(state): State<AppState>,
+    params: Params,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Hint>), ApiError> {
+    params.only(&[])?;
     let request: HintRequest =
         serde_json::from_slice(&body).map_err(|err| ApiError::bad_body(&err))?;
     known(&state, &request.stream)?;
@@ -172,9 +157,10 @@ pub struct HintsResponse {
 /// `GET /hint_load?stream=`: the hints stored for a stream.
 pub async fn list_hints(
     State(state): State<AppState>,
-    Query(params): Params,
+    params: Params,
 ) -> Result<Json<HintsResponse>, ApiError> {
-    let stream = required(&params, "stream")?;
+    params.only(&["stream"])?;
+    let stream = params.required("stream")?;
     known(&state, stream)?;
     Ok(Json(HintsResponse {
         hints: state.engine.hints(stream),
@@ -191,16 +177,17 @@ pub struct DecisionsResponse {
 /// `limit` (default 100, at most the log's size) and `stream` (optional).
 pub async fn decisions(
     State(state): State<AppState>,
-    Query(params): Params,
+    params: Params,
 ) -> Result<Json<DecisionsResponse>, ApiError> {
-    let limit = number(&params, "limit")?.unwrap_or(DECISIONS_DEFAULT as u64);
+    params.only(&["limit", "stream"])?;
+    let limit = params.number("limit")?.unwrap_or(DECISIONS_DEFAULT as u64);
     if limit == 0 || limit > DECISIONS_MAX as u64 {
         return Err(ApiError::bad_field(
             "limit",
             format!("`limit` must be 1..={DECISIONS_MAX}"),
         ));
     }
-    let stream = params.get("stream").map(|name| name.trim());
+    let stream = params.get("stream");
     if let Some(stream) = stream {
         known(&state, stream)?;
     }

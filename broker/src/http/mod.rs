@@ -8,11 +8,13 @@
 //! - `autoscale`: `GET /predict_load`, `POST /optimize_topology`,
 //!   `POST|GET /hint_load`, `GET /decisions`.
 //! - `error`: the JSON error body naming the field at fault.
+//! - `params`: query parameters, by name; unknown names are errors.
 //! - `client`: a minimal HTTP/1.1 client for the `surge` commands.
 
 pub mod autoscale;
 pub mod client;
 pub mod error;
+pub mod params;
 pub mod topology;
 
 use std::sync::Arc;

@@ -4,12 +4,13 @@
 //! The types are shared with the `surge topology` and `surge stream
 //! describe` commands, which read this answer.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use surge_autoscaler::{NodeRates, ShardRates};
 
 use super::error::ApiError;
+use super::params::Params;
 use super::AppState;
 use crate::streams::Stream;
 
@@ -55,16 +56,13 @@ pub struct ShardTopology {
     pub rates: Option<ShardRates>,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct TopologyQuery {
-    stream: Option<String>,
-}
-
+/// `stream` (optional): one stream, else all.
 pub async fn get_topology(
     State(state): State<AppState>,
-    Query(query): Query<TopologyQuery>,
+    params: Params,
 ) -> Result<Json<Topology>, ApiError> {
-    let streams = match &query.stream {
+    params.only(&["stream"])?;
+    let streams = match params.get("stream") {
         Some(name) => vec![state
             .broker
             .streams

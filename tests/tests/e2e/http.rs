@@ -235,6 +235,44 @@ fn bad_requests_get_json_errors_naming_the_field() {
                 400,
                 "from",
             ),
+            // A parameter the endpoint does not take is named, not
+            // ignored in favour of a default.
+            (
+                "GET",
+                "/predict_load?stream=orders&setp=5",
+                None,
+                400,
+                "setp",
+            ),
+            ("GET", "/get_topology?streams=orders", None, 400, "streams"),
+            (
+                "GET",
+                "/decisions?stream=orders&stream=other",
+                None,
+                400,
+                "stream",
+            ),
+            (
+                "POST",
+                "/hint_load?stream=orders",
+                Some(r#"{"stream": "orders", "start_ms": 1, "end_ms": 2, "rate_eps": 5}"#),
+                400,
+                "stream",
+            ),
+            (
+                "POST",
+                "/optimize_topology?dry_run=maybe",
+                None,
+                400,
+                "dry_run",
+            ),
+            (
+                "POST",
+                "/optimize_topology?dry_run=true",
+                Some(r#"{"dry_run": false}"#),
+                400,
+                "body",
+            ),
             ("GET", "/get_topology?stream=nope", None, 404, "stream"),
             ("GET", "/decisions?limit=0", None, 400, "limit"),
             ("GET", "/decisions?limit=many", None, 400, "limit"),
@@ -306,6 +344,12 @@ fn bad_requests_get_json_errors_naming_the_field() {
         let plan = json(&plan.body);
         assert_eq!(plan["dry_run"], true);
         assert!(plan["decisions"].is_array());
+        // As a query parameter too: it was ignored, and the plan applied.
+        let plan = broker
+            .http("POST", "/optimize_topology?dry_run=true", None)
+            .await;
+        assert_eq!(plan.status, 200, "{}", plan.text());
+        assert_eq!(json(&plan.body)["dry_run"], true);
     });
 }
 
