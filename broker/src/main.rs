@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", cli::report(&err));
+            eprintln!("error: {}", surge_client::report(err.as_ref()));
             ExitCode::FAILURE
         }
     }

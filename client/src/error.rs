@@ -90,3 +90,53 @@ impl From<FrameError> for ClientError {
         }
     }
 }
+
+/// An error and its causes on one line, for the commands built on this
+/// client. Most errors print their cause in their own message too, so a
+/// cause the line already holds is not repeated (a chain printed whole read
+/// "File exists (os error 17): File exists (os error 17)").
+pub fn report(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = next.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on {addr}: {source}")]
+    struct Listen {
+        addr: String,
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("starting the broker")]
+    struct Starting(#[source] Listen);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = || std::io::Error::from(std::io::ErrorKind::AlreadyExists);
+        let err = Starting(Listen {
+            addr: "127.0.0.1:1".into(),
+            source: io(),
+        });
+        assert_eq!(
+            report(&err),
+            format!(
+                "starting the broker: cannot listen on 127.0.0.1:1: {}",
+                io()
+            )
+        );
+    }
+}

@@ -35,7 +35,7 @@ mod sender;
 pub use client::Client;
 pub use config::{ClientConfig, ConsumerConfig, ProducerConfig, StartFrom};
 pub use consumer::{ConsumedRecord, Consumer};
-pub use error::ClientError;
+pub use error::{report, ClientError};
 pub use event::{Event, TYPE_HEADER};
 pub use producer::{Ack, AckFuture, Deliveries, Delivery, Producer};
 

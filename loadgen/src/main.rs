@@ -3,6 +3,7 @@
 //! SVG. The only place anyhow is used.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
@@ -125,8 +126,17 @@ struct Args {
     quiet: bool,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", surge_client::report(err.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let mut config = run_config(&args)?;
     if args.duration.is_none() && matches!(config.scenario, Scenario::TraceReplay(_)) {
         config.duration_ms = run::trace_duration_ms(&config)?;

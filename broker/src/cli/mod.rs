@@ -188,22 +188,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The error and its causes on one line. Many of our errors print their
-/// cause in their own message too; a cause already there is not repeated
-/// (`anyhow`'s `{:#}` printed "File exists (os error 17): File exists (os
-/// error 17)").
-pub fn report(err: &anyhow::Error) -> String {
-    let mut line = err.to_string();
-    for cause in err.chain().skip(1) {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-    }
-    line
-}
-
 /// Logs go to stderr; `SURGE_LOG` sets the level (error, warn, info, debug,
 /// trace) or per-target directives (`info,surge_broker::storage=debug`).
 pub fn init_tracing() {
@@ -239,23 +223,5 @@ mod tests {
         assert!(parse_time("soon", 0).is_err());
         assert!(parse_time("+99999999999999999h", 0).is_err());
         assert_eq!(query_value("a b&c"), "a+b%26c");
-    }
-
-    #[test]
-    fn a_cause_already_in_the_message_is_not_repeated() {
-        let io = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
-        let listen = surge_broker::error::BrokerError::Listen {
-            addr: "127.0.0.1:1".into(),
-            source: io,
-        };
-        let err = anyhow::Error::new(listen).context("starting the broker");
-        let line = report(&err);
-        assert_eq!(
-            line,
-            format!(
-                "starting the broker: cannot listen on 127.0.0.1:1: {}",
-                std::io::Error::from(std::io::ErrorKind::AlreadyExists)
-            )
-        );
     }
 }

@@ -117,7 +117,7 @@ async fn measured(name: &str, http: &HttpAddr) -> Result<Vec<ShardTopology>, Str
     let topology: Topology = http
         .call("GET", &path, None)
         .await
-        .map_err(|err| super::report(&err))?;
+        .map_err(|err| surge_client::report(err.as_ref()))?;
     Ok(topology
         .streams
         .into_iter()
