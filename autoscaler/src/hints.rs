@@ -46,7 +46,7 @@ impl HintStore {
 
     /// Validates, stores durably, then returns the hint.
     pub fn add(&mut self, request: HintRequest, now_ms: u64) -> Result<Hint, AutoscalerError> {
-        validate(&request)?;
+        validate(&request, now_ms)?;
         let mut stored = Stored {
             next_id: self.stored.next_id + 1,
             hints: self
@@ -89,7 +89,7 @@ impl HintStore {
     }
 }
 
-fn validate(request: &HintRequest) -> Result<(), AutoscalerError> {
+fn validate(request: &HintRequest, now_ms: u64) -> Result<(), AutoscalerError> {
     if request.stream.is_empty() {
         return Err(AutoscalerError::invalid("stream", "must not be empty"));
     }
@@ -125,6 +125,16 @@ fn validate(request: &HintRequest) -> Result<(), AutoscalerError> {
             ))
         }
         _ => Ok(()),
+    }?;
+    // A window already over would be stored, listed and never used: most
+    // likely a time in seconds, or the wrong day.
+    if request.end_ms <= now_ms {
+        Err(AutoscalerError::invalid(
+            "end_ms",
+            format!("the window ended before now ({now_ms} ms): a hint announces load to come"),
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -180,6 +190,14 @@ mod tests {
                 .expect_err("invalid hint refused");
             assert_eq!(field_of(err), field, "{case:?}");
         }
+        // Unix seconds where milliseconds belong: a window in 1970.
+        let seconds = HintRequest {
+            start_ms: 1_796_600_000,
+            end_ms: 1_796_603_600,
+            ..request(Some(1.0), None)
+        };
+        let err = hints.add(seconds, 1_796_600_000_000).expect_err("past");
+        assert_eq!(field_of(err), "end_ms");
         assert!(hints.for_stream("orders").is_empty());
     }
 

@@ -321,6 +321,14 @@ fn bad_requests_get_json_errors_naming_the_field() {
                 404,
                 "stream",
             ),
+            // A window over before it is announced (here in 1970).
+            (
+                "POST",
+                "/hint_load",
+                Some(r#"{"stream": "orders", "start_ms": 1, "end_ms": 2, "rate_eps": 5}"#),
+                400,
+                "end_ms",
+            ),
         ];
         for (method, path, body, status, field) in cases {
             let answer = broker.http(method, path, *body).await;
