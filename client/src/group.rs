@@ -48,7 +48,16 @@ impl GroupKey {
             session_timeout_ms: wire_ms(self.session_timeout),
         };
         let assignment = self.client.request(&req).await?;
-        ClientError::check(assignment.error, format!("join group {}", self.group))?;
+        // The answer carries a code only: say what is wrong with a name.
+        let context = if surge_protocol::valid_name(&self.group) {
+            format!("join group {}", self.group)
+        } else {
+            format!(
+                "join group {:?}: group names are 1-255 characters of [A-Za-z0-9._-]",
+                self.group
+            )
+        };
+        ClientError::check(assignment.error, context)?;
         Ok(assignment)
     }
 }

@@ -23,8 +23,8 @@ pub struct ConsumeArgs {
     /// Keep waiting for new events instead of stopping at the end.
     #[arg(long)]
     follow: bool,
-    /// Stop after this many events.
-    #[arg(long)]
+    /// Stop after this many events (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_events: Option<u64>,
     /// Print shard, offset and key before each value.
     #[arg(long)]

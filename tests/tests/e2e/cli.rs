@@ -79,6 +79,20 @@ fn walkthrough() {
     );
     let none = stdout(&broker.cli(&["consume", "orders", "--group", "billing"], None));
     assert_eq!(none.lines().count(), 0);
+    // Bad arguments say what is wrong and print no event (`--max-events 0`
+    // printed one).
+    for (args, says) in [
+        (["--max-events", "0"], "--max-events"),
+        (["--group", "no spaces"], "group names are"),
+    ] {
+        let refused = broker.cli(&[&["consume", "orders"][..], &args[..]].concat(), None);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(refused.stdout.is_empty(), "{args:?}");
+    }
 
     let described = stdout(&broker.cli(&["stream", "describe", "orders"], None));
     assert!(described.contains("durability  fsync"), "{described}");
