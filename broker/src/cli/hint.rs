@@ -17,13 +17,22 @@ pub struct HintArgs {
     #[arg(long)]
     end: String,
     /// Expected events/s inside the window.
-    #[arg(long, conflicts_with = "multiplier")]
+    #[arg(long, conflicts_with = "multiplier", value_parser = finite)]
     rate: Option<f64>,
     /// Expected load as a multiple of the forecast.
-    #[arg(long)]
+    #[arg(long, value_parser = finite)]
     multiplier: Option<f64>,
     #[command(flatten)]
     http: HttpAddr,
+}
+
+/// JSON has no NaN or infinity: sent, they became `null`, and the broker
+/// answered that no rate was given.
+fn finite(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() => Ok(value),
+        _ => Err(format!("expected a finite number, got {text:?}")),
+    }
 }
 
 pub async fn run(args: HintArgs) -> anyhow::Result<()> {
@@ -50,4 +59,15 @@ pub async fn run(args: HintArgs) -> anyhow::Result<()> {
         hint.id, hint.stream, hint.start_ms, hint.end_ms
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_are_finite_numbers() {
+        assert_eq!(super::finite("2.5"), Ok(2.5));
+        for text in ["nan", "inf", "-inf", "many"] {
+            assert!(super::finite(text).is_err(), "{text}");
+        }
+    }
 }
