@@ -235,11 +235,9 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
     }
 
     /// Stores a hint durably, then returns it.
-    pub fn add_hint(&self, hint: HintRequest) -> Result<Hint, AutoscalerError> {
-        self.shared
-            .lock()
-            .hints
-            .add(hint, unix_ms(SystemTime::now()))
+    /// Stores a hint at `now_ms` (unix ms, the clock `tick` is given).
+    pub fn add_hint(&self, hint: HintRequest, now_ms: u64) -> Result<Hint, AutoscalerError> {
+        self.shared.lock().hints.add(hint, now_ms)
     }
 
     pub fn hints(&self, stream: &str) -> Vec<Hint> {

@@ -101,7 +101,7 @@ async fn history_hints_and_decisions_survive_a_restart() {
             rate_eps: None,
             multiplier: Some(3.0),
         };
-        scaler.add_hint(hint).expect("hint stored");
+        scaler.add_hint(hint, broker.now_ms()).expect("hint stored");
         assert!(!scaler.decisions(10).is_empty());
     }
     let scaler = open(dir.path(), &broker, true);
@@ -130,13 +130,16 @@ async fn a_hint_scales_before_the_load_arrives() {
     assert_eq!(broker.open_shards(STREAM), 1);
     let now = broker.now_ms();
     scaler
-        .add_hint(HintRequest {
-            stream: STREAM.into(),
-            start_ms: now + 5 * 60_000,
-            end_ms: now + 3_600_000,
-            rate_eps: Some(3000.0),
-            multiplier: None,
-        })
+        .add_hint(
+            HintRequest {
+                stream: STREAM.into(),
+                start_ms: now + 5 * 60_000,
+                end_ms: now + 3_600_000,
+                rate_eps: Some(3000.0),
+                multiplier: None,
+            },
+            now,
+        )
         .expect("hint");
     // Capacity is not held for a window minutes away (the growth horizon
     // is one minute past the lead)...

@@ -145,7 +145,7 @@ pub async fn hint_load(
     let request: HintRequest =
         serde_json::from_slice(&body).map_err(|err| ApiError::bad_body(&err))?;
     known(&state, &request.stream)?;
-    let hint = state.engine.add_hint(request)?;
+    let hint = state.engine.add_hint(request, unix_ms(SystemTime::now()))?;
     Ok((StatusCode::CREATED, Json(hint)))
 }
 
