@@ -12,7 +12,8 @@
 //! once (see `nowcast`): a burst that lasts, or (for a model fitted on
 //! less than a day) a drop after a peak the fit learned from, is the new
 //! level until a refit says otherwise. Spikes that recur at the same phase
-//! of the hour or the day are put back on every model's path (`phase`).
+//! of the hour are put back on every model's path (`phase`), and the level
+//! correction learns nothing next to them.
 
 pub mod models;
 mod nowcast;
@@ -332,6 +333,12 @@ impl Forecaster {
 
     /// Takes a measurement between refits (for the level correction).
     pub fn observe(&mut self, at_ms: u64, actual: f64) {
+        // Next to a recurring spike the measurement is the spike early,
+        // late or of another height: as a level it multiplied the spike
+        // itself (a re-level on an early ramp sized for four times the top).
+        if self.phase.as_ref().is_some_and(|p| p.near_spike(at_ms)) {
+            return;
+        }
         let near_ms = self.nowcast.near_ms();
         let (Some(now), Some(near), Some(band)) = (
             self.model_band_at(at_ms),

@@ -84,6 +84,19 @@ impl PhaseProfile {
         })
     }
 
+    /// Whether a recurring spike is in the slot of `at_ms` or either one
+    /// beside it: a measurement there off the forecast is the spike early,
+    /// late or of another height, not a change of the level.
+    pub fn near_spike(&self, at_ms: u64) -> bool {
+        [
+            at_ms.saturating_sub(self.slot_ms),
+            at_ms,
+            at_ms + self.slot_ms,
+        ]
+        .iter()
+        .any(|&at| self.factor(at) != 1.0)
+    }
+
     /// The factor on a despiked forecast at `at_ms`, interpolated between
     /// slots as the samples are.
     pub fn factor(&self, at_ms: u64) -> f64 {

@@ -127,6 +127,41 @@ fn a_seasoned_model_is_re_levelled_upwards_only() {
 }
 
 #[test]
+fn a_recurring_spike_arriving_early_does_not_move_the_level() {
+    // Three days of 5-minute samples at about 100, 1300 at minute 10 of
+    // every hour.
+    const STEP: u64 = 300_000;
+    const HOUR: u64 = 3_600_000;
+    let values = (0..3 * DAY_MS / STEP)
+        .map(|i| {
+            if i * STEP % HOUR == 600_000 {
+                1300.0
+            } else {
+                100.0 + (i % 3) as f64
+            }
+        })
+        .collect();
+    let history = Series::new(0, STEP, values);
+    let mut forecaster = Forecaster::new(ForecastConfig::default());
+    forecaster.refit(&history);
+    let hour = history.end_ms();
+    let expected = forecaster.band_at(hour + 600_000).expect("a band").mean;
+    assert!(expected > 600.0, "the spike is placed: {expected}");
+    // This hour's spike comes from minute 1, every 10 s.
+    for at in (hour + 60_000..hour + 600_000).step_by(10_000) {
+        forecaster.observe(at, 1300.0);
+    }
+    let spike = forecaster.band_at(hour + 600_000).expect("a band").mean;
+    assert!(spike < 1.5 * expected, "{spike} against {expected}");
+    // Away from it the level still follows the measurements.
+    for at in (hour + 30 * 60_000..hour + 45 * 60_000).step_by(10_000) {
+        forecaster.observe(at, 300.0);
+    }
+    let level = forecaster.band_at(hour + 45 * 60_000).expect("a band").mean;
+    assert!(level > 200.0, "{level}");
+}
+
+#[test]
 fn no_band_before_a_fit() {
     let forecaster = Forecaster::new(ForecastConfig::default());
     assert!(forecaster.band_at(0).is_none());
