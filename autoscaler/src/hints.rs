@@ -129,13 +129,12 @@ fn validate(request: &HintRequest, now_ms: u64) -> Result<(), AutoscalerError> {
     // A window already over would be stored, listed and never used: most
     // likely a time in seconds, or the wrong day.
     if request.end_ms <= now_ms {
-        Err(AutoscalerError::invalid(
+        return Err(AutoscalerError::invalid(
             "end_ms",
             format!("the window ended before now ({now_ms} ms): a hint announces load to come"),
-        ))
-    } else {
-        Ok(())
+        ));
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -53,8 +53,9 @@ impl GroupKey {
             format!("join group {}", self.group)
         } else {
             format!(
-                "join group {:?}: group names are 1-255 characters of [A-Za-z0-9._-]",
-                self.group
+                "join group {:?}: group names are {}",
+                self.group,
+                surge_protocol::NAME_RULE
             )
         };
         ClientError::check(assignment.error, context)?;

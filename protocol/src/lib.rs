@@ -33,6 +33,9 @@ pub use api::{ApiKey, Request};
 pub use codec::{Reader, Wire, Writer};
 pub use error::{DecodeError, ErrorCode};
 
+/// What `valid_name` accepts, for error messages.
+pub const NAME_RULE: &str = "1-255 characters of [A-Za-z0-9._-]";
+
 /// Stream, group and member names: 1..=255 bytes of `[A-Za-z0-9._-]`.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()

@@ -180,7 +180,7 @@ impl Streams {
         if !surge_protocol::valid_name(name) {
             return Err((
                 ErrorCode::InvalidStreamName,
-                format!("{name:?}: names are 1-255 characters of [A-Za-z0-9._-]"),
+                format!("{name:?}: names are {}", surge_protocol::NAME_RULE),
             ));
         }
         let (count, settings) = topology::resolve_settings(

@@ -73,7 +73,8 @@ fn check_type_name(event_type: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "event type {event_type:?}: isolated types are 1-255 characters of [A-Za-z0-9._-]"
+            "event type {event_type:?}: isolated types are {}",
+            surge_protocol::NAME_RULE
         ))
     }
 }

@@ -50,7 +50,8 @@ pub fn resolve_settings(
     let routing_header = requested.routing_header.clone();
     if !routing_header.is_empty() && !surge_protocol::valid_name(&routing_header) {
         return Err(format!(
-            "routing_header {routing_header:?}: header names are 1-255 characters of [A-Za-z0-9._-]"
+            "routing_header {routing_header:?}: header names are {}",
+            surge_protocol::NAME_RULE
         ));
     }
     let flush_interval_ms = match requested.flush_interval_ms {
