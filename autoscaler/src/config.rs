@@ -12,6 +12,11 @@ use crate::error::AutoscalerError;
 pub struct AutoscalerConfig {
     /// Time between two ticks of the loop.
     pub interval: Duration,
+    /// Between ticks, each stream's event rate over this long is checked
+    /// against what its shards are sized for, and measured load above it
+    /// grows the stream at once (zero, or not shorter than `interval`: no
+    /// watch, growth waits for a tick).
+    pub watch_interval: Duration,
     /// Events per second one shard is sized for.
     pub capacity_per_shard_eps: f64,
     /// Spare capacity kept above the expected load (0.2: 20%); the
@@ -90,6 +95,7 @@ impl AutoscalerConfig {
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             interval: Duration::from_secs(10),
+            watch_interval: Duration::from_secs(1),
             capacity_per_shard_eps: 1000.0,
             headroom: 0.2,
             state_dir: state_dir.into(),

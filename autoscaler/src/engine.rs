@@ -1,6 +1,8 @@
 //! The `Autoscaler`: the loop that collects metrics, keeps history, refits
 //! forecasts, detects anomalies, applies hints, asks the policy for a plan
-//! and carries it out through `TopologyControl`, recording each decision.
+//! and carries it out through `TopologyControl`, recording each decision;
+//! between its ticks, a watch over each stream's event rate that grows a
+//! stream its measured load overflows at once.
 //! State shared with the HTTP side sits behind one mutex that is never held
 //! across an await nor during a model refit: a tick prepares under the
 //! lock, refits a copy of the forecaster and talks to the broker without
@@ -16,7 +18,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
@@ -33,6 +35,7 @@ use crate::store::{self, Kind};
 
 pub use rates::unix_ms;
 use stream::StreamEntry;
+use tick::Turn;
 
 /// Decisions and anomalies kept (and persisted) at most.
 pub const DECISIONS_MAX: usize = 1_000;
@@ -135,10 +138,7 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
             if !self.observe(&name, now_ms) {
                 continue;
             }
-            if let Some(decision) = self
-                .plan_and_apply(&name, now_ms, self.config.enabled, false)
-                .await
-            {
+            if let Some(decision) = self.plan_and_apply(&name, now_ms, Turn::Tick).await {
                 decisions.push(decision);
             }
         }
@@ -146,16 +146,63 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
         decisions
     }
 
-    /// Ticks every `interval` until `shutdown` completes.
+    /// Between ticks: each stream's event rate since the last watch. One
+    /// above what its shards are sized for gets the policy at once, which
+    /// may only grow the stream; the rest waits for the tick. Nothing in
+    /// dry mode (a decision a second that is never applied says nothing
+    /// the next tick does not).
+    pub async fn watch(&self, now_ms: u64) -> Vec<Decision> {
+        if !self.config.enabled {
+            return Vec::new();
+        }
+        let mut names: Vec<String> = self.shared.lock().streams.keys().cloned().collect();
+        names.sort();
+        let mut decisions = Vec::new();
+        for name in names {
+            let Some(counts) = self.metrics.event_counts(&name) else {
+                continue;
+            };
+            let overloaded = {
+                let mut shared = self.shared.lock();
+                let Some(entry) = shared.streams.get_mut(&name) else {
+                    continue;
+                };
+                let before = entry.watch_counts.replace(counts);
+                let now = entry.watch_counts.as_ref().expect("just stored");
+                let shards = now.shards.len() as u32;
+                before
+                    .and_then(|before| rates::events_per_s(now, &before))
+                    .filter(|&measured| crate::policy::overloaded(&self.policy, shards, measured))
+            };
+            if let Some(measured_eps) = overloaded {
+                let turn = Turn::Watch { measured_eps };
+                if let Some(decision) = self.plan_and_apply(&name, now_ms, turn).await {
+                    decisions.push(decision);
+                }
+            }
+        }
+        decisions
+    }
+
+    /// Ticks every `interval`, and watches every `watch_interval` in
+    /// between, until `shutdown` completes.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
         let mut interval = tokio::time::interval(self.config.interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watching = !self.config.watch_interval.is_zero()
+            && self.config.watch_interval < self.config.interval;
+        let mut watch =
+            tokio::time::interval(self.config.watch_interval.max(Duration::from_millis(1)));
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => return,
                 _ = interval.tick() => {
                     self.tick(unix_ms(SystemTime::now())).await;
+                }
+                _ = watch.tick(), if watching => {
+                    self.watch(unix_ms(SystemTime::now())).await;
                 }
             }
         }
@@ -186,7 +233,10 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
         let apply = self.config.enabled && !dry_run;
         let mut decisions = Vec::new();
         for name in names {
-            if let Some(decision) = self.plan_and_apply(&name, now_ms, apply, true).await {
+            if let Some(decision) = self
+                .plan_and_apply(&name, now_ms, Turn::Optimize { apply })
+                .await
+            {
                 decisions.push(decision);
             }
         }

@@ -48,4 +48,6 @@ pub use config::AutoscalerConfig;
 pub use control::{ChangeReport, ControlError, ShardView, StreamTopology, TopologyControl};
 pub use engine::Autoscaler;
 pub use error::AutoscalerError;
-pub use metrics::{MetricsSource, NodeSample, ShardCounters, StreamSample, SIZE_BOUNDS};
+pub use metrics::{
+    EventCounts, MetricsSource, NodeSample, ShardCounters, StreamSample, SIZE_BOUNDS,
+};

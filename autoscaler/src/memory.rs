@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use crate::control::{ChangeReport, ControlError, ShardView, StreamTopology, TopologyControl};
-use crate::metrics::{MetricsSource, NodeSample, ShardCounters, StreamSample};
+use crate::metrics::{EventCounts, MetricsSource, NodeSample, ShardCounters, StreamSample};
 
 #[derive(Debug, Default)]
 struct Stream {
@@ -258,6 +258,14 @@ impl MetricsSource for MemoryBroker {
                     }
                 })
                 .collect(),
+        })
+    }
+
+    fn event_counts(&self, stream: &str) -> Option<EventCounts> {
+        let sample = self.sample(stream)?;
+        Some(EventCounts {
+            at: sample.at,
+            shards: sample.shards.iter().map(|s| (s.shard, s.events)).collect(),
         })
     }
 

@@ -40,6 +40,16 @@ pub struct StreamSample {
     pub shards: Vec<ShardCounters>,
 }
 
+/// Each open shard's event counter at one instant: all the loop's watch
+/// between ticks reads (the rest of a sample, its latency windows
+/// included, is the tick's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventCounts {
+    pub at: SystemTime,
+    /// (shard, events appended), as in `ShardCounters`.
+    pub shards: Vec<(u32, u64)>,
+}
+
 /// The node's resources, cumulative where /proc is (CPU ticks, bytes).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeSample {
@@ -62,5 +72,8 @@ pub trait MetricsSource: Send + Sync {
     fn streams(&self) -> Vec<String>;
     /// `None` when the stream no longer exists.
     fn sample(&self, stream: &str) -> Option<StreamSample>;
+    /// Cheap enough to call every second; `None` when the stream no longer
+    /// exists.
+    fn event_counts(&self, stream: &str) -> Option<EventCounts>;
     fn node(&self) -> NodeSample;
 }

@@ -327,6 +327,41 @@ pub fn decide(
     plan
 }
 
+/// Whether measured load is above what `shards` are sized for. The loop
+/// checks this between its ticks, at every watch interval: a burst then
+/// waits a second for its growth, not up to a whole interval.
+pub fn overloaded(config: &PolicyConfig, shards: u32, measured_eps: f64) -> bool {
+    measured_eps > f64::from(shards) * config.shard_target_eps()
+}
+
+/// The policy between ticks: `decide`'s plan when the measurement is
+/// `overloaded` and the plan grows the stream; merges and moves wait for
+/// the tick.
+pub fn watch(
+    config: &PolicyConfig,
+    state: &StreamState,
+    forecast: &ForecastView,
+    now_ms: u64,
+) -> Option<Plan> {
+    let shards = state.shards.len() as u32;
+    if !overloaded(config, shards, state.measured_eps) {
+        return None;
+    }
+    let mut plan = decide(config, state, forecast, now_ms);
+    if plan.target_shards <= shards {
+        return None;
+    }
+    plan.reasons.insert(
+        0,
+        format!(
+            "between ticks: measured {:.0} ev/s is above the {:.0} ev/s {shards} shards are sized for",
+            state.measured_eps,
+            f64::from(shards) * config.shard_target_eps()
+        ),
+    );
+    Some(plan)
+}
+
 fn budget_left(config: &PolicyConfig, state: &StreamState, now_ms: u64) -> u32 {
     let window_start = now_ms.saturating_sub(config.budget_window_ms);
     let used = state

@@ -66,6 +66,56 @@ async fn scales_up_on_measured_load_and_says_why() {
     assert!(scaler.node().expect("node rates").cpu_utilization > 0.0);
 }
 
+/// A second at `rate_eps`, then the watch.
+async fn watch_after(scaler: &Scaler, broker: &MemoryBroker, rate_eps: f64) -> usize {
+    broker.advance(STREAM, 1, rate_eps);
+    scaler.watch(broker.now_ms()).await.len()
+}
+
+#[tokio::test]
+async fn the_watch_grows_a_stream_between_ticks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker();
+    let scaler = open(dir.path(), &broker, true);
+    // Nothing to watch before a tick has begun to follow the stream.
+    assert_eq!(watch_after(&scaler, &broker, 3000.0).await, 0);
+    run_for(&scaler, &broker, 60, 400.0).await;
+    assert_eq!(broker.open_shards(STREAM), 1);
+    // The watch's first count is its baseline; load under what one shard
+    // is sized for changes nothing.
+    assert_eq!(watch_after(&scaler, &broker, 400.0).await, 0);
+    assert_eq!(watch_after(&scaler, &broker, 800.0).await, 0);
+    let decisions_before = scaler.decisions(100).len();
+    // A burst: the next second's watch splits, with no tick.
+    assert_eq!(watch_after(&scaler, &broker, 3000.0).await, 1);
+    assert_eq!(broker.open_shards(STREAM), 2);
+    let decision = &scaler.decisions(1)[0];
+    assert!(
+        decision.reasons[0].contains("between ticks: measured 3000 ev/s"),
+        "{:?}",
+        decision.reasons
+    );
+    assert!(decision.actions.iter().all(|a| a.applied));
+    // A split doubles a stream at most, so the next second grows it again
+    // towards the 4 shards 3,000 ev/s needs.
+    assert_eq!(watch_after(&scaler, &broker, 3000.0).await, 1);
+    assert!(broker.open_shards(STREAM) >= 4);
+    assert_eq!(watch_after(&scaler, &broker, 3000.0).await, 0);
+    assert_eq!(scaler.decisions(100).len(), decisions_before + 2);
+}
+
+#[tokio::test]
+async fn the_watch_does_nothing_in_dry_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker();
+    let scaler = open(dir.path(), &broker, false);
+    run_for(&scaler, &broker, 60, 400.0).await;
+    for _ in 0..3 {
+        assert_eq!(watch_after(&scaler, &broker, 3000.0).await, 0);
+    }
+    assert_eq!(broker.changes(), 0);
+}
+
 #[tokio::test]
 async fn dry_mode_decides_but_never_applies() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -96,6 +96,53 @@ fn every_policy_covers_a_lasting_step() {
 }
 
 #[test]
+fn the_watch_catches_bursts_between_ticks() {
+    // Bursts of eight times the load within one 5-minute sample, every
+    // three hours of the last three days.
+    let text: String = csv(9, 99, 1.0)
+        .lines()
+        .enumerate()
+        .map(|(i, line)| match line.split_once(',') {
+            Some((at, value)) if i > 6 * 288 && i % 36 == 0 => {
+                let value: f64 = value.parse().expect("number");
+                format!("{at},{}\n", value * 8.0)
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    let run = |watch_interval_ms| {
+        let config = SimConfig {
+            watch_interval_ms,
+            ..config()
+        };
+        sim::simulate(&trace(&text, &config), &config).0
+    };
+    let (without, with) = (run(0), run(1_000));
+    let over = |report: &sim::SimReport, regime: usize| {
+        [&report.regime1, &report.regime2][regime][0].over_capacity_pct
+    };
+    // On a node, a burst waits a second for its growth, not a tick.
+    assert!(
+        over(&with, 1) < over(&without, 1) / 2.0,
+        "regime 2: {} with the watch, {} without",
+        over(&with, 1),
+        over(&without, 1)
+    );
+    // With a provisioning lead of three ticks, a tick's delay matters less.
+    assert!(
+        over(&with, 0) <= over(&without, 0),
+        "regime 1: {} with the watch, {} without",
+        over(&with, 0),
+        over(&without, 0)
+    );
+    // The baselines do not watch.
+    assert_eq!(
+        with.regime1[1].over_capacity_pct,
+        without.regime1[1].over_capacity_pct
+    );
+}
+
+#[test]
 fn a_descent_in_rounds_is_one_change() {
     // The load falls to a tenth: Surge merges pairwise, at most halving
     // the stream per tick, so it needs several rounds for what reactive
@@ -147,6 +194,13 @@ fn bad_settings_are_refused() {
             ..SimConfig::default()
         };
         assert!(config.validate().is_err(), "{node_interval_ms}");
+    }
+    for (watch_interval_ms, valid) in [(0, true), (1_000, true), (2_500, true), (3_000, false)] {
+        let config = SimConfig {
+            watch_interval_ms,
+            ..SimConfig::default()
+        };
+        assert_eq!(config.validate().is_ok(), valid, "{watch_interval_ms}");
     }
     assert!(SimConfig::default().validate().is_ok());
 }

@@ -66,6 +66,10 @@ pub struct AutoscalerSettings {
     /// applies none (dry mode).
     pub enabled: bool,
     pub interval_ms: u64,
+    /// Between ticks, measured load above what a stream's shards are sized
+    /// for grows it within this long (0, or not shorter than
+    /// `interval_ms`: growth waits for a tick).
+    pub watch_interval_ms: u64,
     /// Events/s one shard is sized for.
     pub capacity_per_shard_eps: f64,
     /// Spare capacity kept above the predicted load (0.2: 20%).
@@ -85,6 +89,7 @@ impl Default for AutoscalerSettings {
         AutoscalerSettings {
             enabled: true,
             interval_ms: 10_000,
+            watch_interval_ms: 1_000,
             capacity_per_shard_eps: 5_000.0,
             headroom: 0.2,
             horizon_ms: 60_000,
@@ -278,6 +283,7 @@ impl AutoscalerSettings {
         let mut config = AutoscalerConfig::new(state_dir);
         config.enabled = self.enabled;
         config.interval = Duration::from_millis(self.interval_ms);
+        config.watch_interval = Duration::from_millis(self.watch_interval_ms);
         config.capacity_per_shard_eps = self.capacity_per_shard_eps;
         config.headroom = self.headroom;
         config.horizon = Duration::from_millis(self.horizon_ms);
@@ -430,9 +436,12 @@ mod tests {
         let flags = vec![
             ("autoscaler.enabled".to_owned(), "false".to_owned()),
             ("http_listen".to_owned(), "off".to_owned()),
+            ("autoscaler.watch_interval_ms".to_owned(), "250".to_owned()),
         ];
         let config = BrokerConfig::load(None, env, &flags).unwrap();
         assert_eq!(config.autoscaler.interval_ms, 500);
+        let engine = config.autoscaler.engine_config("/unused".into(), 1);
+        assert_eq!(engine.watch_interval, Duration::from_millis(250));
         assert!(!config.autoscaler.enabled);
         assert_eq!(config.http_addr(), None);
         assert_eq!(BrokerConfig::default().http_addr(), Some("127.0.0.1:9471"));

@@ -6,7 +6,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::api::{NodeRates, ShardRates, StreamRates};
-use crate::metrics::{NodeSample, ShardCounters, StreamSample};
+use crate::metrics::{EventCounts, NodeSample, ShardCounters, StreamSample};
 
 pub fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
@@ -96,6 +96,28 @@ pub fn stream_rates(now: &StreamSample, before: &StreamSample) -> Option<StreamR
     })
 }
 
+/// Events per second between two counts of one stream, as `stream_rates`
+/// counts them; `None` when time did not move forward.
+pub fn events_per_s(now: &EventCounts, before: &EventCounts) -> Option<f64> {
+    let seconds = now.at.duration_since(before.at).ok()?.as_secs_f64();
+    if seconds <= 0.0 {
+        return None;
+    }
+    let events: u64 = now
+        .shards
+        .iter()
+        .filter_map(|&(shard, events)| {
+            let old = before
+                .shards
+                .iter()
+                .find(|&&(id, _)| id == shard)
+                .map_or(0, |&(_, old)| old);
+            events.checked_sub(old)
+        })
+        .sum();
+    Some(events as f64 / seconds)
+}
+
 pub fn node_rates(now: &NodeSample, before: &NodeSample, seconds: f64, at_ms: u64) -> NodeRates {
     let ratio = |num: u64, den: u64| {
         if den == 0 {
@@ -176,6 +198,20 @@ mod tests {
         assert_eq!(rates.events_per_s, 240.0);
         assert_eq!(rates.at_ms, 110_000);
         assert!(stream_rates(&before, &now).is_none());
+    }
+
+    #[test]
+    fn event_rates_count_like_sample_rates() {
+        let counts = |at_s: u64, shards: &[(u32, u64)]| EventCounts {
+            at: UNIX_EPOCH + Duration::from_secs(at_s),
+            shards: shards.to_vec(),
+        };
+        let before = counts(100, &[(1, 1000), (2, 500)]);
+        // Shard 2 went back (a restart): no rate; shard 3 is new: from zero.
+        let now = counts(102, &[(1, 3000), (2, 100), (3, 400)]);
+        assert_eq!(events_per_s(&now, &before), Some(1200.0));
+        assert_eq!(events_per_s(&before, &now), None);
+        assert_eq!(events_per_s(&now, &now), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::api::{Anomaly, Hint, PredictionPoint, StreamRates};
 use crate::config::AutoscalerConfig;
 use crate::forecast::{Band, ForecastConfig, Forecaster, ModelKind};
 use crate::history::History;
-use crate::metrics::StreamSample;
+use crate::metrics::{EventCounts, StreamSample};
 use crate::policy::{ForecastView, Peak};
 use crate::series::{Recent, Series};
 
@@ -60,6 +60,8 @@ pub(super) struct StreamEntry {
     pub last_target: u32,
     /// The anomaly seen by the last sample, if any.
     pub anomaly: Option<Anomaly>,
+    /// The watch's last event counts.
+    pub watch_counts: Option<EventCounts>,
 }
 
 fn file_name(stream: &str) -> String {
@@ -103,6 +105,7 @@ impl StreamEntry {
             last_view: None,
             last_target: 0,
             anomaly: None,
+            watch_counts: None,
         }
     }
 

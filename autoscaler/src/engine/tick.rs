@@ -1,5 +1,6 @@
-//! One stream's turn in a tick: sample and observe under the lock, describe
-//! and plan, apply through `TopologyControl` without the lock, record.
+//! One stream's turn in a tick (or the watch between ticks, or an
+//! `optimize` call): sample and observe under the lock, describe and plan,
+//! apply through `TopologyControl` without the lock, record.
 
 use std::sync::atomic::Ordering;
 
@@ -10,6 +11,18 @@ use crate::policy::{self, ShardState, StreamState};
 
 use super::stream::{Refit, StreamEntry};
 use super::{Autoscaler, STREAMS_MAX};
+
+/// Why a stream is planned, which decides what its plan may do.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Turn {
+    /// The loop's tick: applies unless in dry mode, records a decision that
+    /// changes something or sees an anomaly.
+    Tick,
+    /// `optimize`: applies if `apply`, always records.
+    Optimize { apply: bool },
+    /// The watch between ticks, on the rate it measured: growth only.
+    Watch { measured_eps: f64 },
+}
 
 impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
     /// Samples one stream; false when it has no sample or is over the
@@ -49,16 +62,19 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
         true
     }
 
-    /// Plans one stream and, if `apply`, carries the plan out. Returns the
-    /// decision when it was recorded: always with `always`, otherwise when
-    /// it has actions or an anomaly.
+    /// Plans one stream for `turn` and carries the plan out unless the turn
+    /// is a dry run. Returns the decision when it was recorded.
     pub(super) async fn plan_and_apply(
         &self,
         name: &str,
         now_ms: u64,
-        apply: bool,
-        always: bool,
+        turn: Turn,
     ) -> Option<Decision> {
+        let (apply, always) = match turn {
+            Turn::Tick => (self.config.enabled, false),
+            Turn::Optimize { apply } => (apply, true),
+            Turn::Watch { .. } => (true, false),
+        };
         let topology = match self.control.describe(name).await {
             Ok(topology) => topology,
             Err(err) => {
@@ -89,7 +105,10 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
                         events_per_s: rate_of(s.id),
                     })
                     .collect(),
-                measured_eps: entry.rates.as_ref().map_or(0.0, |r| r.events_per_s),
+                measured_eps: match turn {
+                    Turn::Watch { measured_eps } => measured_eps,
+                    _ => entry.rates.as_ref().map_or(0.0, |r| r.events_per_s),
+                },
                 growth_eps_per_s: entry.growth_eps_per_s(),
                 last_split_ms: entry.last_split_ms,
                 low_since_ms: entry.low_since_ms,
@@ -98,11 +117,18 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
             let span_ms = self.policy.lead_ms + self.config.horizon.as_millis() as u64;
             let long_span_ms = self.policy.lead_ms + self.config.sizing_horizon.as_millis() as u64;
             let view = entry.view(now_ms, span_ms, long_span_ms, &hints);
-            let plan = policy::decide(&self.policy, &state, &view, now_ms);
+            let (plan, anomaly) = match turn {
+                // The tick's anomaly is the tick's to record.
+                Turn::Watch { .. } => (policy::watch(&self.policy, &state, &view, now_ms)?, None),
+                _ => (
+                    policy::decide(&self.policy, &state, &view, now_ms),
+                    entry.anomaly.take(),
+                ),
+            };
             entry.low_since_ms = plan.low_since_ms;
             entry.last_view = Some(view.clone());
             entry.last_target = plan.target_shards;
-            (plan, view, entry.anomaly.take(), state.shards.len() as u32)
+            (plan, view, anomaly, state.shards.len() as u32)
         };
         let mut actions = Vec::with_capacity(plan.actions.len());
         for kind in &plan.actions {

@@ -1,4 +1,4 @@
-//! Property tests for `decide`: whatever the loads, forecast, history of
+//! Property tests for `decide` (and `watch`, which runs it between ticks): whatever the loads, forecast, history of
 //! changes and time (rates of zero, bursts far over any capacity, rates a
 //! broken source made NaN or infinite), the plan never panics and is one a
 //! broker can apply.
@@ -134,5 +134,28 @@ proptest! {
             prop_assert!(plan.goal_shards <= plan.target_shards);
         }
         prop_assert!(!plan.reasons.is_empty());
+    }
+
+    #[test]
+    fn the_watch_only_splits(
+        state in state(),
+        forecast in view(),
+        now_ms in 0u64..5_000_000,
+    ) {
+        let mut config = PolicyConfig::from_config(&AutoscalerConfig::new("/unused"));
+        config.max_shards = 64;
+        let shards = state.shards.len() as u32;
+        match watch(&config, &state, &forecast, now_ms) {
+            None => {}
+            Some(plan) => {
+                prop_assert!(overloaded(&config, shards, state.measured_eps));
+                prop_assert!(plan.target_shards > shards, "{:?}", plan);
+                prop_assert!(
+                    plan.actions.iter().all(|a| matches!(a, ActionKind::Split { .. })),
+                    "{:?}",
+                    plan.actions
+                );
+            }
+        }
     }
 }

@@ -550,3 +550,42 @@ fn moves_only_with_several_directories() {
         plan
     );
 }
+
+#[test]
+fn the_watch_grows_only_for_measured_overload() {
+    let config = config();
+    // Two shards are sized for 1,667 ev/s at 1,000 per shard and 20%
+    // headroom.
+    assert!(!overloaded(&config, 2, 1_600.0));
+    assert!(overloaded(&config, 2, 1_700.0));
+    // Below that, nothing between ticks, even where the forecast (which the
+    // tick follows) would grow or the measurement would allow a merge.
+    assert_eq!(
+        watch(
+            &config,
+            &state(&[800.0, 800.0]),
+            &rising(1_600.0, 5_000.0),
+            0
+        ),
+        None
+    );
+    assert_eq!(watch(&config, &state(&[10.0, 10.0]), &flat(20.0), 0), None);
+    let plan = watch(&config, &state(&[1_500.0, 1_500.0]), &flat(1_000.0), 0)
+        .expect("3,000 ev/s on two shards grows");
+    assert_eq!(plan.target_shards, 4);
+    assert!(
+        plan.reasons[0].contains("between ticks"),
+        "{:?}",
+        plan.reasons
+    );
+    assert!(!plan.spends_budget);
+    // At the shard limit there is nothing to do.
+    let capped = PolicyConfig {
+        max_shards: 2,
+        ..config
+    };
+    assert_eq!(
+        watch(&capped, &state(&[1_500.0, 1_500.0]), &flat(1_000.0), 0),
+        None
+    );
+}

@@ -37,6 +37,11 @@ pub struct SimConfig {
     /// Surge's decision interval in regime 2 (a divisor of `interval_ms`):
     /// reshaping on a node is cheap enough for a faster loop.
     pub node_interval_ms: u64,
+    /// Surge's watch between ticks (0: none): growth for measured load
+    /// above its shards' target, decided on the measurement over this
+    /// interval (a divisor of `node_interval_ms`). Regime 2's lead for such
+    /// a growth is the change latency plus this interval.
+    pub watch_interval_ms: u64,
     /// Provisioning lead every policy gets in regime 1.
     pub lead_ms: u64,
     /// Surge's own change latency (regime 2's lead adds one node interval).
@@ -66,6 +71,7 @@ impl Default for SimConfig {
             compress: 1.0,
             interval_ms: 10_000,
             node_interval_ms: 10_000,
+            watch_interval_ms: 1_000,
             lead_ms: 30_000,
             change_latency_ms: 1_000,
             capacity_per_shard_eps: 1_000.0,
@@ -93,6 +99,14 @@ impl SimConfig {
             return Err(AutoscalerError::invalid(
                 "node_interval",
                 "must divide the interval",
+            ));
+        }
+        if self.watch_interval_ms > 0
+            && !self.node_interval_ms.is_multiple_of(self.watch_interval_ms)
+        {
+            return Err(AutoscalerError::invalid(
+                "watch_interval",
+                "must divide the node interval (or be 0: no watch)",
             ));
         }
         positive("refit", self.refit_ms as f64)?;

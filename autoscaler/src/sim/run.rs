@@ -2,8 +2,9 @@
 //! measured rate (the mean over its last interval), Surge's two variants
 //! also the forecast; each decides. Surge on a node (regime 2) may decide
 //! more often, at `node_interval_ms`; every policy is scored against the
-//! demand at each of those ticks. The forecaster sees only the trace
-//! before the current tick.
+//! demand at each of those ticks. Between ticks both Surges run the
+//! loop's watch every `watch_interval_ms`. The forecaster sees only the
+//! trace before the current tick.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -11,7 +12,7 @@ use super::capacity::{oracle_shards, Capacity, Reactive};
 use super::{SimConfig, SimReport, SmapeRow, Trace};
 use crate::anomaly;
 use crate::forecast::{ForecastConfig, Forecaster, ModelKind, DAY_MS};
-use crate::policy::{self, ForecastView, Peak, PolicyConfig, ShardState, StreamState};
+use crate::policy::{self, ForecastView, Peak, Plan, PolicyConfig, ShardState, StreamState};
 use crate::series::{smape, Recent};
 
 const HOUR_MS: u64 = 3_600_000;
@@ -59,9 +60,35 @@ impl SurgePolicy {
         }
     }
 
+    /// A tick: `decide`, with the change in place a lead later.
     fn step(&mut self, now_ms: u64, measured: f64, growth: f64, view: &ForecastView) {
+        let state = self.state(measured, growth);
+        let plan = policy::decide(&self.config, &state, view, now_ms);
+        self.carry_out(now_ms, &plan, self.config.lead_ms);
+    }
+
+    /// Between ticks: growth the measured load needs now, if any; the view
+    /// is made only then.
+    fn watch(
+        &mut self,
+        now_ms: u64,
+        measured: f64,
+        growth: f64,
+        view: impl FnOnce() -> ForecastView,
+        lead_ms: u64,
+    ) {
+        if !policy::overloaded(&self.config, self.capacity.planned(), measured) {
+            return;
+        }
+        let state = self.state(measured, growth);
+        if let Some(plan) = policy::watch(&self.config, &state, &view(), now_ms) {
+            self.carry_out(now_ms, &plan, lead_ms);
+        }
+    }
+
+    fn state(&self, measured: f64, growth: f64) -> StreamState {
         let shards = self.capacity.planned();
-        let state = StreamState {
+        StreamState {
             shards: (0..shards)
                 .map(|id| ShardState {
                     id,
@@ -75,8 +102,11 @@ impl SurgePolicy {
             last_split_ms: self.last_split_ms,
             low_since_ms: self.low_since_ms,
             changes_ms: self.changes_ms.iter().copied().collect(),
-        };
-        let plan = policy::decide(&self.config, &state, view, now_ms);
+        }
+    }
+
+    fn carry_out(&mut self, now_ms: u64, plan: &Plan, lead_ms: u64) {
+        let shards = self.capacity.planned();
         self.low_since_ms = plan.low_since_ms;
         if plan.target_shards != shards {
             if plan.target_shards > shards {
@@ -92,7 +122,6 @@ impl SurgePolicy {
             {
                 self.changes_ms.pop_front();
             }
-            let lead_ms = self.config.lead_ms;
             let onwards = |goal: u32| (goal > shards) == (plan.target_shards > shards);
             if self.unfinished.is_some_and(onwards) {
                 self.capacity
@@ -184,6 +213,11 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
     let lead_ms = config.stretched(config.lead_ms);
     let node_interval_ms = config.stretched(config.node_interval_ms);
     let node_lead_ms = config.stretched(config.change_latency_ms + config.node_interval_ms);
+    let watch_ms = match config.watch_interval_ms {
+        0 => 0,
+        wall_ms => config.stretched(wall_ms),
+    };
+    let watch_lead_ms = config.stretched(config.change_latency_ms + config.watch_interval_ms);
     let horizon_ms = config.stretched(config.horizon_ms);
     let sizing_ms = config.stretched(config.sizing_horizon_ms);
     let plot_from = last_ms.saturating_sub((config.plot_days * DAY_MS as f64) as u64);
@@ -309,6 +343,37 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
                 .reactive
                 .push(f64::from(reactive_capacity.serving(now)) * cap);
             timeline.oracle.push(f64::from(oracle.serving(now)) * cap);
+        }
+        // Between ticks, each Surge runs its watch on the measurement over
+        // the last watch interval; a growth it decides is in place after
+        // the change latency plus that interval on a node.
+        if watch_ms > 0 {
+            let mut at = now + watch_ms;
+            while at < now + node_interval_ms && at <= last_ms {
+                let measured = (demand_at(at - watch_ms) + demand_at(at)) / 2.0;
+                surge_node.watch(
+                    at,
+                    measured,
+                    node_recent.growth_per_s(),
+                    || {
+                        view(
+                            &forecaster,
+                            at,
+                            node_lead_ms + horizon_ms,
+                            node_lead_ms + sizing_ms,
+                        )
+                    },
+                    watch_lead_ms,
+                );
+                surge.watch(
+                    at,
+                    measured,
+                    recent.growth_per_s(),
+                    || view(&forecaster, at, lead_ms + horizon_ms, lead_ms + sizing_ms),
+                    lead_ms,
+                );
+                at += watch_ms;
+            }
         }
         tick += 1;
         now += node_interval_ms;

@@ -38,6 +38,11 @@ pub struct SimulateArgs {
     /// `autoscaler.interval_ms`.
     #[arg(long)]
     node_interval_s: Option<f64>,
+    /// Surge's watch between decisions, seconds (0: none): growth for
+    /// measured load above its shards' target, on the measurement over
+    /// this interval; the embedded loop's `autoscaler.watch_interval_ms`.
+    #[arg(long, default_value_t = 1.0)]
+    watch_interval_s: f64,
     /// Provisioning lead every policy gets in regime 1, seconds.
     #[arg(long, default_value_t = 30.0)]
     lead_s: f64,
@@ -104,6 +109,7 @@ fn config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
             args.node_interval_s.unwrap_or(args.interval_s),
             "node-interval-s",
         )?,
+        watch_interval_ms: ms(args.watch_interval_s, "watch-interval-s")?,
         lead_ms: ms(args.lead_s, "lead-s")?,
         change_latency_ms: args.change_latency_ms,
         capacity_per_shard_eps: args.capacity_per_shard,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
-use surge_autoscaler::{MetricsSource, NodeSample, ShardCounters, StreamSample};
+use surge_autoscaler::{EventCounts, MetricsSource, NodeSample, ShardCounters, StreamSample};
 
 use super::latency::{p99_between, LATENCY_BUCKETS};
 use super::node::NodeProbe;
@@ -99,6 +99,21 @@ impl MetricsSource for BrokerMetricsSource {
             stream: stream.to_owned(),
             at: SystemTime::now(),
             epoch: view.meta.epoch,
+            shards,
+        })
+    }
+
+    fn event_counts(&self, stream: &str) -> Option<EventCounts> {
+        let view = self.broker.streams.get(stream)?.view();
+        let shards = view
+            .meta
+            .shards
+            .iter()
+            .filter(|shard| shard.sealed_at.is_none())
+            .filter_map(|meta| Some((meta.id, view.shards.get(&meta.id)?.metrics().events())))
+            .collect();
+        Some(EventCounts {
+            at: SystemTime::now(),
             shards,
         })
     }

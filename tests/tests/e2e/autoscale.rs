@@ -2,8 +2,9 @@
 //! and a small capacity per shard so a test takes seconds: a replayed
 //! trace with a ramp is met by splits while load rises and merges after
 //! it, with no producer error and every change explained in /decisions;
-//! an announced burst finds its capacity in place when it starts; busy
-//! shards crowded in one data directory are spread over two.
+//! an announced burst finds its capacity in place when it starts; a burst
+//! between ticks is met by the watch; busy shards crowded in one data
+//! directory are spread over two.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,10 +24,13 @@ use crate::support::runtime;
 const CAPACITY_EPS: f64 = 200.0;
 const INTERVAL_MS: u64 = 500;
 
-fn autoscaler_args(horizon_ms: u64) -> Vec<String> {
+/// The settings of these tests: ticks every `interval_ms`, the watch
+/// between them every `watch_ms` (0: none).
+fn autoscaler_args(interval_ms: u64, watch_ms: u64, horizon_ms: u64) -> Vec<String> {
     [
         "autoscaler.enabled=true".to_owned(),
-        format!("autoscaler.interval_ms={INTERVAL_MS}"),
+        format!("autoscaler.interval_ms={interval_ms}"),
+        format!("autoscaler.watch_interval_ms={watch_ms}"),
         format!("autoscaler.capacity_per_shard_eps={CAPACITY_EPS}"),
         "autoscaler.headroom=0.2".to_owned(),
         format!("autoscaler.horizon_ms={horizon_ms}"),
@@ -38,8 +42,9 @@ fn autoscaler_args(horizon_ms: u64) -> Vec<String> {
     .collect()
 }
 
+/// A broker whose autoscaler ticks every `INTERVAL_MS`, without the watch.
 fn start(dir: &tempfile::TempDir, horizon_ms: u64) -> BrokerProcess {
-    let args = autoscaler_args(horizon_ms);
+    let args = autoscaler_args(INTERVAL_MS, 0, horizon_ms);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     BrokerProcess::start(dir, &args)
 }
@@ -330,6 +335,63 @@ fn a_hinted_burst_finds_its_capacity_in_place() {
     });
 }
 
+/// Ticks every 5 s and the watch every 200 ms: load three times what one
+/// shard is sized for, landing between two ticks, is met by splits the
+/// watch makes (its decisions say so), and producers see no error.
+#[test]
+fn a_burst_between_ticks_is_met_by_the_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = autoscaler_args(5_000, 200, 2_000);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let broker = BrokerProcess::start(&dir, &args);
+    runtime().block_on(async {
+        let client = broker.client().await;
+        let config = surge_client::StreamConfig {
+            shard_count: 1,
+            durability: surge_client::surge_protocol::stream::Durability::Write,
+            ..surge_client::StreamConfig::default()
+        };
+        crate::support::create_stream(&client, "watched", config).await;
+        // The watch follows a stream once a tick has begun to.
+        let followed_by = now_ms() + 20_000;
+        let path = "/predict_load?stream=watched";
+        loop {
+            let answer = broker.http("GET", path, None).await;
+            if answer.status == 200 {
+                break;
+            }
+            assert!(now_ms() < followed_by, "not followed: {}", answer.text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut load_config = load("watched", Scenario::OpenLoop { rate: 500.0 }, 3_000);
+        load_config.broker = broker.addr.clone();
+        let report = run::run(&load_config, &broker.addr, false)
+            .await
+            .expect("load runs");
+        assert_eq!(
+            (report.counts.errors, report.counts.timeouts),
+            (0, 0),
+            "{:?}",
+            report.error_samples
+        );
+        let decisions = get(&broker, "/decisions?stream=watched&limit=1000").await;
+        let watched_splits = decisions["decisions"]
+            .as_array()
+            .expect("decisions")
+            .iter()
+            .filter(|d| {
+                d["reasons"][0]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("between ticks"))
+            })
+            .flat_map(|d| d["actions"].as_array().expect("actions"))
+            .filter(|a| a["kind"] == "split" && a["applied"] == true)
+            .count();
+        assert!(watched_splits >= 1, "no split by the watch: {decisions}");
+        assert!(open_shards(&broker, "watched").await >= 3, "{decisions}");
+    });
+}
+
 /// Two shards of 110 ev/s each, both in the first of two data directories
 /// (where a stream is created): neither needs a split, together they are
 /// too busy for a merge, and moving one to the idle directory halves the
@@ -339,7 +401,7 @@ fn a_hinted_burst_finds_its_capacity_in_place() {
 fn busy_shards_in_one_directory_are_spread_over_two() {
     let dir = tempfile::tempdir().unwrap();
     let cold = dir.path().join("cold");
-    let mut args = autoscaler_args(4_000);
+    let mut args = autoscaler_args(INTERVAL_MS, 0, 4_000);
     args.extend([
         "--set".to_owned(),
         format!("extra_data_dirs=[\"{}\"]", cold.display()),
