@@ -180,6 +180,19 @@ impl SimReport {
             self.config.compress,
             self.warmup_days
         );
+        let _ = writeln!(
+            out,
+            "decisions every {} s (Surge on a node: {} s), Surge's watch between them: {}",
+            self.config.interval_ms as f64 / 1000.0,
+            self.config.node_interval_ms as f64 / 1000.0,
+            match self.config.watch_interval_ms {
+                0 => "off".to_string(),
+                ms => format!(
+                    "every {} s (a growth it decides is in place after the lead, or on a node the change latency plus that)",
+                    ms as f64 / 1000.0
+                ),
+            }
+        );
         for (title, rows) in [
             ("regime 1: provisioned capacity, same lead", &self.regime1),
             ("regime 2: reshaping on a node", &self.regime2),
