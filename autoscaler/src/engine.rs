@@ -48,6 +48,8 @@ pub const STREAMS_MAX: usize = 4_096;
 #[derive(Debug, Default)]
 struct Counters {
     ticks: AtomicU64,
+    /// Watches that found a stream over its shards' target and grew it.
+    watch_growths: AtomicU64,
     applied: AtomicU64,
     failed: AtomicU64,
     dry_run: AtomicU64,
@@ -177,6 +179,9 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
             if let Some(measured_eps) = overloaded {
                 let turn = Turn::Watch { measured_eps };
                 if let Some(decision) = self.plan_and_apply(&name, now_ms, turn).await {
+                    if decision.actions.iter().any(|a| a.applied) {
+                        self.counters.watch_growths.fetch_add(1, Ordering::Relaxed);
+                    }
                     decisions.push(decision);
                 }
             }

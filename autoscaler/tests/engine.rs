@@ -102,6 +102,12 @@ async fn the_watch_grows_a_stream_between_ticks() {
     assert!(broker.open_shards(STREAM) >= 4);
     assert_eq!(watch_after(&scaler, &broker, 3000.0).await, 0);
     assert_eq!(scaler.decisions(100).len(), decisions_before + 2);
+    let mut metrics = String::new();
+    scaler.prometheus(&mut metrics);
+    assert!(
+        metrics.contains("surge_autoscaler_watch_growths_total 2\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -35,6 +35,12 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
         );
         counter(
             out,
+            "surge_autoscaler_watch_growths_total",
+            "Growths the watch between ticks applied for measured overload.",
+            c.watch_growths.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
             "surge_autoscaler_changes_applied_total",
             "Topology changes applied.",
             c.applied.load(Ordering::Relaxed),
