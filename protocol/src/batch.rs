@@ -51,7 +51,8 @@ pub const BATCH_VERSION: u8 = 1;
 pub const FLAG_FORWARDED: u8 = 1;
 /// Bytes before the CRC-covered region: base offset, length, crc.
 pub const BATCH_PREFIX_BYTES: usize = 12;
-const CRC_START: usize = 16;
+/// The checksum covers the batch from here (magic onwards) to its end.
+pub const CRC_START: usize = 16;
 pub const RECORD_OVERHEAD_BYTES: usize = 4 + 4 + 4 + 4 + 4 + 2;
 /// Hard ceiling on one batch; brokers configure a lower `max_batch_bytes`.
 pub const MAX_BATCH_BYTES: usize = 32 << 20;
