@@ -170,6 +170,9 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
                     continue;
                 };
                 let before = entry.watch_counts.replace(counts);
+                if entry.watch_held {
+                    continue;
+                }
                 let now = entry.watch_counts.as_ref().expect("just stored");
                 let shards = now.shards.len() as u32;
                 before
@@ -181,6 +184,11 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
                 if let Some(decision) = self.plan_and_apply(&name, now_ms, turn).await {
                     if decision.actions.iter().any(|a| a.applied) {
                         self.counters.watch_growths.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if decision.actions.iter().any(|a| a.error.is_some()) {
+                        if let Some(entry) = self.shared.lock().streams.get_mut(&name) {
+                            entry.watch_held = true;
+                        }
                     }
                     decisions.push(decision);
                 }

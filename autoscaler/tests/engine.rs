@@ -111,6 +111,31 @@ async fn the_watch_grows_a_stream_between_ticks() {
 }
 
 #[tokio::test]
+async fn a_failed_watch_growth_waits_for_the_tick() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker();
+    let scaler = open(dir.path(), &broker, true);
+    run_for(&scaler, &broker, 60, 400.0).await;
+    broker.fail_changes(true);
+    assert_eq!(watch_after(&scaler, &broker, 400.0).await, 0);
+    // The failure is recorded once, not once a second while it lasts.
+    assert_eq!(watch_after(&scaler, &broker, 3000.0).await, 1);
+    for _ in 0..5 {
+        assert_eq!(watch_after(&scaler, &broker, 3000.0).await, 0);
+    }
+    let failed = scaler.decisions(1)[0].actions[0].error.clone();
+    assert!(failed.is_some_and(|e| e.contains("injected")));
+    // The tick tries again, and with it the watch.
+    broker.fail_changes(false);
+    run_for(&scaler, &broker, 10, 3000.0).await;
+    assert!(broker.open_shards(STREAM) >= 2);
+    // The watch's counts from before the tick's ten seconds first give way
+    // to a fresh baseline.
+    watch_after(&scaler, &broker, 6000.0).await;
+    assert_eq!(watch_after(&scaler, &broker, 6000.0).await, 1);
+}
+
+#[tokio::test]
 async fn the_watch_does_nothing_in_dry_mode() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = broker();

@@ -62,6 +62,9 @@ pub(super) struct StreamEntry {
     pub anomaly: Option<Anomaly>,
     /// The watch's last event counts.
     pub watch_counts: Option<EventCounts>,
+    /// A change the watch made failed: it leaves the stream to the next
+    /// tick, rather than failing (and recording it) every second.
+    pub watch_held: bool,
 }
 
 fn file_name(stream: &str) -> String {
@@ -106,6 +109,7 @@ impl StreamEntry {
             last_target: 0,
             anomaly: None,
             watch_counts: None,
+            watch_held: false,
         }
     }
 
@@ -118,6 +122,7 @@ impl StreamEntry {
         now_ms: u64,
         config: &AutoscalerConfig,
     ) -> (Option<f64>, Option<Refit>) {
+        self.watch_held = false;
         let before = self.last_sample.replace(sample);
         let now = self.last_sample.as_ref().expect("just stored");
         let rates = before
