@@ -24,6 +24,8 @@ pub struct Report {
     pub schema_version: u32,
     /// `surge-loadgen <version>`.
     pub tool: String,
+    /// When the run's clock started (connections made, the stream there):
+    /// the origin of the schedule, the timeline and a replayed trace.
     pub started_at_unix_ms: u64,
     /// `git rev-parse HEAD` where loadgen ran, or "unknown".
     pub git_sha: String,

@@ -75,9 +75,6 @@ struct Setup {
 pub async fn run(config: &RunConfig, addr: &str, live: bool) -> Result<Report, LoadgenError> {
     config.validate()?;
     let plan = plan(config)?;
-    let started_at_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, duration_ms);
     let setup = connect(config, addr).await?;
     let warmup_us = config.warmup_ms.saturating_mul(1_000);
     let end_us = config.run_ms().saturating_mul(1_000);
@@ -90,6 +87,9 @@ pub async fn run(config: &RunConfig, addr: &str, live: bool) -> Result<Report, L
         .collect();
 
     let clock = RunClock::start();
+    let started_at_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, duration_ms);
     let stop_consumers = CancellationToken::new();
     let consumer_tasks =
         consumer::spawn(setup.consumers, &consumer_recorders, clock, &stop_consumers);
