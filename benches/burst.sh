@@ -6,7 +6,8 @@
 # (CAPACITY events/s, 20% headroom). The autoscaler runs with its defaults
 # (a tick every 10 s), once with its watch between ticks (every second, the
 # default) and once without it, ROUNDS times each, alternating, a fresh
-# broker and data directory per run. From each run's decision log: the time
+# broker and data directory per run, the burst at a random point between
+# two ticks. From each run's decision log: the time
 # from the burst's start to the first split and to NEEDED open shards, and
 # the producers' ack latency over the burst (open loop, from the intended
 # send time). Writes the table between the burst markers in BENCHMARKS.md.
@@ -67,6 +68,8 @@ run() { # name watch_interval_ms
   broker=$(sed -n 's/^surge listening on //p' "$OUT/$1.serve.out")
   http=$(sed -n 's/^surge http listening on //p' "$OUT/$1.serve.out")
   sync
+  # The burst lands anywhere between two ticks: wait a random part of one.
+  sleep "$((RANDOM % 10)).$((RANDOM % 10))"
   "$SURGE" loadgen --broker "$broker" --create-stream --stream burst --shards 1 \
     --durability write --producers 2 --event-size 100 --keys 10000 \
     --trace "$TRACE" --warmup 0s --quiet --json "$OUT/$1.json"
