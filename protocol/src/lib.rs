@@ -44,3 +44,47 @@ pub fn valid_name(name: &str) -> bool {
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
+
+/// Decodes `bytes` as every request and response body the wire carries,
+/// dropping the results: the one list of them that the property tests and
+/// the fuzz targets run any input through, to show no decoder panics.
+#[doc(hidden)]
+pub fn decode_as_every_message(bytes: &bytes::Bytes) {
+    macro_rules! decode_all {
+        ($($ty:ty),* $(,)?) => {$(
+            let _ = <$ty>::decode_all(bytes.clone());
+        )*};
+    }
+    decode_all!(
+        handshake::HandshakeRequest,
+        handshake::HandshakeResponse,
+        stream::CreateStreamRequest,
+        stream::CreateStreamResponse,
+        stream::DeleteStreamRequest,
+        stream::DeleteStreamResponse,
+        stream::ListStreamsRequest,
+        stream::ListStreamsResponse,
+        stream::DescribeStreamRequest,
+        stream::DescribeStreamResponse,
+        stream::MetadataRequest,
+        stream::MetadataResponse,
+        produce::ProduceRequest,
+        produce::ProduceResponse,
+        fetch::FetchRequest,
+        fetch::FetchResponse,
+        offsets::ListOffsetsRequest,
+        offsets::ListOffsetsResponse,
+        group::JoinGroupRequest,
+        group::Assignment,
+        group::HeartbeatRequest,
+        group::LeaveGroupRequest,
+        group::LeaveGroupResponse,
+        group::CommitOffsetsRequest,
+        group::CommitOffsetsResponse,
+        group::FetchOffsetsRequest,
+        group::FetchOffsetsResponse,
+        topology::ChangeTopologyRequest,
+        topology::ChangeTopologyResponse,
+    );
+    let _ = frame::decode_error_message(bytes.clone());
+}

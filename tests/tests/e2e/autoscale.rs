@@ -13,6 +13,7 @@ use serde_json::Value;
 use surge_loadgen::config::{
     CreateStream, DurabilityChoice, RunConfig, Scenario, TraceConfig, TraceScale,
 };
+use surge_loadgen::report::Report;
 use surge_loadgen::run;
 use surge_loadgen::workload::{KeyDist, SizeDist, WorkloadConfig};
 use surge_tests::BrokerProcess;
@@ -83,6 +84,33 @@ fn load(stream: &str, scenario: Scenario, duration_ms: u64) -> RunConfig {
         warmup_ms: 0,
         drain_timeout_ms: 10_000,
     }
+}
+
+/// A stream of `shards` shards with durability `write`.
+async fn create_write_stream(client: &surge_client::Client, name: &str, shards: u32) {
+    let config = surge_client::StreamConfig {
+        shard_count: shards,
+        durability: surge_client::surge_protocol::stream::Durability::Write,
+        ..surge_client::StreamConfig::default()
+    };
+    crate::support::create_stream(client, name, config).await;
+}
+
+/// Open loop at `rate` events/s on `stream` for `duration_ms`; producers
+/// must see no error and no timeout.
+async fn open_loop(broker: &BrokerProcess, stream: &str, rate: f64, duration_ms: u64) -> Report {
+    let mut config = load(stream, Scenario::OpenLoop { rate }, duration_ms);
+    config.broker = broker.addr.clone();
+    let report = run::run(&config, &broker.addr, false)
+        .await
+        .expect("load runs");
+    assert_eq!(
+        (report.counts.errors, report.counts.timeouts),
+        (0, 0),
+        "{:?}",
+        report.error_samples
+    );
+    report
 }
 
 async fn get(broker: &BrokerProcess, path: &str) -> Value {
@@ -284,12 +312,7 @@ fn a_hinted_burst_finds_its_capacity_in_place() {
     let broker = start(&dir, 8_000);
     runtime().block_on(async {
         let client = broker.client().await;
-        let config = surge_client::StreamConfig {
-            shard_count: 1,
-            durability: surge_client::surge_protocol::stream::Durability::Write,
-            ..surge_client::StreamConfig::default()
-        };
-        crate::support::create_stream(&client, "burst", config).await;
+        create_write_stream(&client, "burst", 1).await;
         // The engine follows a stream from its first tick after the create.
         tokio::time::sleep(Duration::from_millis(3 * INTERVAL_MS)).await;
         let burst_eps = 500.0;
@@ -306,10 +329,7 @@ fn a_hinted_burst_finds_its_capacity_in_place() {
         }
         let shards = open_shards(&broker, "burst").await;
         assert!(shards >= needed, "{shards} shards at the burst's start, {needed} needed");
-        let mut load_config = load("burst", Scenario::OpenLoop { rate: burst_eps }, 4_000);
-        load_config.broker = broker.addr.clone();
-        let report = run::run(&load_config, &broker.addr, false).await.expect("burst runs");
-        assert_eq!((report.counts.errors, report.counts.timeouts), (0, 0), "{:?}", report.error_samples);
+        open_loop(&broker, "burst", burst_eps, 4_000).await;
         let decisions = get(&broker, "/decisions?stream=burst&limit=1000").await;
         let changes = applied_changes(&decisions);
         // Reactive scaling may add shards when the load lands and trim the
@@ -346,12 +366,7 @@ fn a_burst_between_ticks_is_met_by_the_watch() {
     let broker = BrokerProcess::start(&dir, &args);
     runtime().block_on(async {
         let client = broker.client().await;
-        let config = surge_client::StreamConfig {
-            shard_count: 1,
-            durability: surge_client::surge_protocol::stream::Durability::Write,
-            ..surge_client::StreamConfig::default()
-        };
-        crate::support::create_stream(&client, "watched", config).await;
+        create_write_stream(&client, "watched", 1).await;
         // The watch follows a stream once a tick has begun to.
         let followed_by = now_ms() + 20_000;
         let path = "/predict_load?stream=watched";
@@ -363,17 +378,7 @@ fn a_burst_between_ticks_is_met_by_the_watch() {
             assert!(now_ms() < followed_by, "not followed: {}", answer.text());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let mut load_config = load("watched", Scenario::OpenLoop { rate: 500.0 }, 3_000);
-        load_config.broker = broker.addr.clone();
-        let report = run::run(&load_config, &broker.addr, false)
-            .await
-            .expect("load runs");
-        assert_eq!(
-            (report.counts.errors, report.counts.timeouts),
-            (0, 0),
-            "{:?}",
-            report.error_samples
-        );
+        open_loop(&broker, "watched", 500.0, 3_000).await;
         let decisions = get(&broker, "/decisions?stream=watched&limit=1000").await;
         let watched_splits = decisions["decisions"]
             .as_array()
@@ -410,23 +415,8 @@ fn busy_shards_in_one_directory_are_spread_over_two() {
     let broker = BrokerProcess::start(&dir, &args);
     runtime().block_on(async {
         let client = broker.client().await;
-        let config = surge_client::StreamConfig {
-            shard_count: 2,
-            durability: surge_client::surge_protocol::stream::Durability::Write,
-            ..surge_client::StreamConfig::default()
-        };
-        crate::support::create_stream(&client, "spread", config).await;
-        let mut load_config = load("spread", Scenario::OpenLoop { rate: 220.0 }, 8_000);
-        load_config.broker = broker.addr.clone();
-        let report = run::run(&load_config, &broker.addr, false)
-            .await
-            .expect("load runs");
-        assert_eq!(
-            (report.counts.errors, report.counts.timeouts),
-            (0, 0),
-            "{:?}",
-            report.error_samples
-        );
+        create_write_stream(&client, "spread", 2).await;
+        let report = open_loop(&broker, "spread", 220.0, 8_000).await;
         let decisions = get(&broker, "/decisions?stream=spread&limit=1000").await;
         let changes = applied_changes(&decisions);
         let kinds: Vec<&str> = changes.iter().map(|(_, kind)| kind.as_str()).collect();
