@@ -232,6 +232,10 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
     };
     let mut forecaster = Forecaster::new(forecast_config);
     let demand_at = |at: u64| series.at(at).unwrap_or(0.0);
+    // What a policy measures at `at`: the mean over the last `span_ms`.
+    let mean_over = |at: u64, span_ms: u64| {
+        (demand_at(at.saturating_sub(span_ms).max(start_ms)) + demand_at(at)) / 2.0
+    };
     let first = oracle_shards(
         demand_at(start_ms),
         demand_at(start_ms),
@@ -261,10 +265,8 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
     let mut now = start_ms;
     while now <= last_ms {
         let demand = demand_at(now);
-        let mean_over =
-            |span_ms: u64| (demand_at(now.saturating_sub(span_ms).max(start_ms)) + demand) / 2.0;
         let decides = (now - start_ms).is_multiple_of(interval_ms);
-        let measured = mean_over(interval_ms);
+        let measured = mean_over(now, interval_ms);
         if decides {
             recent.push(now, measured);
             if forecaster
@@ -302,7 +304,7 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
             let next = demand_at(now + interval_ms);
             oracle.resize(now, 0, oracle_shards(demand, next, config.headroom, cap));
         }
-        let node_measured = mean_over(node_interval_ms);
+        let node_measured = mean_over(now, node_interval_ms);
         node_recent.push(now, node_measured);
         let fast_view = view(
             &forecaster,
@@ -350,7 +352,7 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
         if watch_ms > 0 {
             let mut at = now + watch_ms;
             while at < now + node_interval_ms && at <= last_ms {
-                let measured = (demand_at(at - watch_ms) + demand_at(at)) / 2.0;
+                let measured = mean_over(at, watch_ms);
                 surge_node.watch(
                     at,
                     measured,
