@@ -134,13 +134,18 @@ impl Router {
                 .find(|(header, _)| header == name)
                 .map(|(_, value)| value.as_ref())
         };
-        let isolated = self.groups[1..].iter().map(|group| group.name.as_str());
-        let name = routing_group(header(TYPE_HEADER), isolated);
-        let group = self
-            .groups
-            .iter()
-            .position(|group| group.name == name)
-            .unwrap_or(0);
+        // Most streams isolate no type: then no event's headers are read
+        // for its group (this runs for every event sent).
+        let group = if self.groups.len() == 1 {
+            0
+        } else {
+            let isolated = self.groups[1..].iter().map(|group| group.name.as_str());
+            let name = routing_group(header(TYPE_HEADER), isolated);
+            self.groups
+                .iter()
+                .position(|group| group.name == name)
+                .unwrap_or(0)
+        };
         let value = surge_protocol::stream::routing_value(
             &self.routing_header,
             event.key.as_deref(),

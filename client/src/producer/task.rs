@@ -31,6 +31,9 @@ use crate::sender::Verdict;
 
 /// Commands taken from the queue per wake-up before batches are cut.
 const COMMANDS_PER_WAKE: usize = 512;
+/// Most events a batch's list reserves room for up front (a batch of small
+/// events may hold more, and grows past it).
+const EVENTS_RESERVED_MAX: usize = 1024;
 
 /// One batch being sent (with its retries): its shard, its id in the
 /// shard's window, and how it ended. The task polls these itself rather
@@ -310,7 +313,7 @@ impl ProducerTask {
         let capacity = (shard.pending_bytes + BATCH_HEADER_BYTES).min(max_batch_bytes);
         let mut builder =
             BatchBuilder::with_capacity(shard_id, producer_id, base_sequence, capacity);
-        let mut events = Vec::new();
+        let mut events = Vec::with_capacity(shard.pending.len().min(EVENTS_RESERVED_MAX));
         let mut first_ms = None;
         while let Some(front) = shard.pending.front() {
             let first = *first_ms.get_or_insert(front.timestamp_ms);

@@ -72,6 +72,7 @@ impl ProducerTask {
         }
         shard.pop_acked();
         let recover = shard.failed && shard.answered();
+        self.delivered.reserve(settled.len());
         for (queued, ack) in settled {
             self.settle(queued, Ok(ack));
         }
