@@ -7,8 +7,10 @@
 //! an ack's time is taken when it arrives; nothing is allocated, tracked or
 //! woken per event between the two.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use surge_client::{Deliveries, Delivery, Producer};
@@ -97,7 +99,15 @@ impl Sender {
         let outstanding = self.shared.outstanding(measured);
         outstanding.fetch_add(1, Ordering::Relaxed);
         let queued = self.producer.send_tagged(event, tag(intended_us, bytes));
-        let failure = match tokio::time::timeout_at(give_up.into(), queued).await {
+        tokio::pin!(queued);
+        // Almost every send is queued at once: a timer is armed only for
+        // one that has to wait for the producer's budget.
+        let first = std::future::poll_fn(|cx| Poll::Ready(queued.as_mut().poll(cx))).await;
+        let outcome = match first {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => tokio::time::timeout_at(give_up.into(), queued).await,
+        };
+        let failure = match outcome {
             Ok(Ok(())) => return self.recorder.sent(intended_us, started_us),
             Ok(Err(error)) => Some(error),
             Err(_) => None,

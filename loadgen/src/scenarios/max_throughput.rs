@@ -31,12 +31,17 @@ pub async fn drive(
 }
 
 async fn window_loop(sender: Sender, mut factory: EventFactory, limit: u64, end_us: u64) {
-    let end = tokio::time::Instant::from_std(sender.clock.instant_at(end_us));
+    // One timer for the whole run, not one armed per event.
+    let end = tokio::time::sleep_until(tokio::time::Instant::from_std(
+        sender.clock.instant_at(end_us),
+    ));
+    tokio::pin!(end);
     let mut sent = 0;
     while sent < limit {
         tokio::select! {
+            biased;
             () = sender.reserve() => {}
-            () = tokio::time::sleep_until(end) => return,
+            () = &mut end => return,
         }
         let now_us = sender.clock.now_us();
         if now_us >= end_us {
