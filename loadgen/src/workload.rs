@@ -22,6 +22,9 @@ pub const EVENT_BYTES_MAX: u64 = 4 << 20;
 pub const KEYS_MAX: u64 = 1 << 40;
 /// The sent-us value (8 bytes) and the longest key ("k" and 13 digits).
 const SMALL_FIELDS_BYTES: usize = 8 + 1 + 13;
+/// The small fields of this many bytes' worth of events share one
+/// allocation, freed when the last of them is dropped.
+const SMALL_ARENA_BYTES: usize = 4096;
 const _: () = assert!(KEYS_MAX < 10_u64.pow(13));
 pub const TYPES_MAX: u32 = 10_000;
 
@@ -311,6 +314,8 @@ pub struct EventFactory {
     zipf: Option<Zipf>,
     payload: Bytes,
     type_names: Vec<String>,
+    /// Room for the next events' small fields (see `SMALL_ARENA_BYTES`).
+    small: BytesMut,
 }
 
 impl EventFactory {
@@ -332,19 +337,23 @@ impl EventFactory {
             zipf,
             payload: Bytes::from(payload),
             type_names,
+            small: BytesMut::new(),
         }
     }
 
     /// The next event, stamped with its intended send time.
     pub fn next_event(&mut self, intended_epoch_us: u64) -> Event {
         let size = self.config.event_size.sample(&mut self.rng) as usize;
-        // The sent-us value and the key share one allocation.
-        let mut small = BytesMut::with_capacity(SMALL_FIELDS_BYTES);
-        small.put_u64(intended_epoch_us);
+        // The sent-us value and the key are cut from a shared arena: one
+        // allocation per many events, not one per event.
+        if self.small.capacity() - self.small.len() < SMALL_FIELDS_BYTES {
+            self.small = BytesMut::with_capacity(SMALL_ARENA_BYTES);
+        }
+        self.small.put_u64(intended_epoch_us);
         let key = self.next_key().map(|key| {
-            write!(small, "k{key}").expect("writing to a BytesMut cannot fail");
+            write!(self.small, "k{key}").expect("writing to a BytesMut cannot fail");
         });
-        let small = small.freeze();
+        let small = self.small.split().freeze();
         let mut event =
             Event::new(self.payload.slice(..size)).with_header(SENT_US_HEADER, small.slice(..8));
         if key.is_some() {
@@ -428,12 +437,19 @@ mod tests {
             types: 3,
             seed: 1,
         };
-        let event = EventFactory::new(&config, 0).next_event(1_234_567);
-        assert_eq!(event.value.len(), 64);
-        assert_eq!(sent_us(&event.headers), Some(1_234_567));
-        let key = event.key.expect("keyed workload");
-        let index: u64 = std::str::from_utf8(&key[1..]).unwrap().parse().unwrap();
-        assert!(key.starts_with(b"k") && index < 10, "{key:?}");
+        // Many events, all held at once: their small fields share arenas,
+        // and none may see another's.
+        let mut factory = EventFactory::new(&config, 0);
+        let events: Vec<Event> = (0..1_000)
+            .map(|i| factory.next_event(1_234_567 + i))
+            .collect();
+        for (i, event) in (0..).zip(&events) {
+            assert_eq!(event.value.len(), 64);
+            assert_eq!(sent_us(&event.headers), Some(1_234_567 + i));
+            let key = event.key.as_ref().expect("keyed workload");
+            let index: u64 = std::str::from_utf8(&key[1..]).unwrap().parse().unwrap();
+            assert!(key.starts_with(b"k") && index < 10, "{key:?}");
+        }
     }
 
     #[test]
