@@ -17,10 +17,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use surge_benches::{group, group_bytes, LatencyLog};
 use surge_broker::storage::{IoBackend, IoChoice, LogConfig, ShardLog};
+use surge_protocol::batch::Checked;
 
 /// One group commit: 16 batches of 64 records of 1 KiB (about 1 MiB).
 const BATCHES_PER_GROUP: usize = 16;
@@ -82,7 +82,7 @@ fn bench_append(
     c: &mut Criterion,
     name: &str,
     io: &Arc<IoBackend>,
-    batches: &[Bytes],
+    batches: &[Checked],
     sync: bool,
 ) -> LatencyLog {
     let dir = temp_dir();

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use surge_protocol::batch::BatchBuilder;
+use surge_protocol::batch::{BatchBuilder, Checked, MAX_BATCH_BYTES};
 use surge_protocol::produce::{Acks, ProducePart, ProduceRequest};
 
 /// Key length of every fixture record: a UUID-sized key.
@@ -81,14 +81,15 @@ pub fn batch_of_size(target_bytes: usize, value_bytes: usize) -> Bytes {
 
 /// `batch_count` copies of one batch: what a shard's group commit hands to
 /// `ShardLog::append` in one call.
-pub fn group(batch_count: usize, records_per_batch: usize, value_bytes: usize) -> Vec<Bytes> {
-    let one = batch(records_per_batch, value_bytes);
+pub fn group(batch_count: usize, records_per_batch: usize, value_bytes: usize) -> Vec<Checked> {
+    let one = Checked::new(batch(records_per_batch, value_bytes), MAX_BATCH_BYTES)
+        .expect("a built batch checks");
     vec![one; batch_count]
 }
 
 /// Total bytes of a group of batches.
-pub fn group_bytes(batches: &[Bytes]) -> u64 {
-    batches.iter().map(|batch| batch.len() as u64).sum()
+pub fn group_bytes(batches: &[Checked]) -> u64 {
+    batches.iter().map(|batch| batch.bytes().len() as u64).sum()
 }
 
 /// A produce request with `part_count` parts, each carrying `batch`.
@@ -159,7 +160,7 @@ impl LatencyLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use surge_protocol::batch::{validate, MAX_BATCH_BYTES};
+    use surge_protocol::batch::validate;
 
     #[test]
     fn fixtures_are_valid_batches_of_the_asked_size() {

@@ -193,6 +193,38 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Decod
     Ok(header)
 }
 
+/// One whole batch that `validate` accepted, with its header: what the
+/// broker's storage appends. A batch is checked (CRC and every record)
+/// once, where it enters the broker, and carries the proof with it.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    bytes: Bytes,
+    header: BatchHeader,
+}
+
+impl Checked {
+    /// Validates `bytes` as exactly one batch: bytes after it are an error.
+    pub fn new(bytes: Bytes, max_batch_bytes: usize) -> Result<Checked, DecodeError> {
+        let header = validate(&bytes, max_batch_bytes)?;
+        if header.size != bytes.len() {
+            return Err(DecodeError::TrailingBytes {
+                extra: bytes.len() - header.size,
+            });
+        }
+        Ok(Checked { bytes, header })
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The header as sent (its `base_offset` is the producer's, not the
+    /// log's).
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+}
+
 /// The cheap check for bytes read back from storage: magic, version and
 /// checksum of the whole batch at the front of `batch` (`size` bytes), without
 /// walking its records (they were walked when the batch was accepted).
@@ -531,6 +563,33 @@ mod tests {
         assert_eq!(records[1].offset, 1);
         assert_eq!(records[1].timestamp_ms, 1_005);
         assert_eq!(records[1].key, None);
+    }
+
+    #[test]
+    fn checked_is_one_whole_valid_batch() {
+        let bytes = sample();
+        let checked = Checked::new(bytes.clone(), MAX_BATCH_BYTES).unwrap();
+        assert_eq!(checked.bytes(), &bytes);
+        assert_eq!(
+            *checked.header(),
+            validate(&bytes, MAX_BATCH_BYTES).unwrap()
+        );
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(matches!(
+            Checked::new(Bytes::from(longer), MAX_BATCH_BYTES),
+            Err(DecodeError::TrailingBytes { extra: 1 })
+        ));
+        let mut corrupt = bytes.to_vec();
+        corrupt[30] ^= 1;
+        assert!(matches!(
+            Checked::new(Bytes::from(corrupt), MAX_BATCH_BYTES),
+            Err(DecodeError::ChecksumMismatch { .. })
+        ));
+        assert!(matches!(
+            Checked::new(bytes.clone(), bytes.len() - 1),
+            Err(DecodeError::LengthTooLarge { .. })
+        ));
     }
 
     #[test]

@@ -29,7 +29,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use surge_protocol::batch::{Batch, BatchBuilder, Record, MAX_BATCH_BYTES};
+use surge_protocol::batch::{Batch, BatchBuilder, Checked, Record, MAX_BATCH_BYTES};
 use surge_protocol::produce::RecordPlacement;
 use surge_protocol::routing::key_hash;
 use surge_protocol::stream::{routing_group, routing_value, TYPE_HEADER};
@@ -74,7 +74,10 @@ pub(super) async fn forward(
         let view = stream.view();
         let mut still_pending = Vec::new();
         for (target, indices) in route(&view, sealed, &records, &pending)? {
-            let piece = rebuild(&parsed, &records, &indices);
+            // Built here, from records already checked: a piece that does
+            // not check is the broker's bug.
+            let piece = Checked::new(rebuild(&parsed, &records, &indices), MAX_BATCH_BYTES)
+                .map_err(|_| ErrorCode::Internal)?;
             let shard = view.shards.get(&target).ok_or(ErrorCode::Internal)?;
             let outcome = append_piece(shard, piece, sync, placed_some, shutdown).await?;
             crate::failpoint::delay("forward.piece").await;
@@ -112,7 +115,7 @@ pub(super) async fn forward(
 /// batch split across children that a merge then joins (module doc).
 async fn append_piece(
     shard: &Shard,
-    piece: Bytes,
+    piece: Checked,
     sync: bool,
     placed_some: bool,
     shutdown: &CancellationToken,

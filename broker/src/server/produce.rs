@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use surge_protocol::batch;
+use surge_protocol::batch::{self, Checked};
 use surge_protocol::produce::{Acks, ProducePartResponse, ProduceRequest, ProduceResponse};
 use surge_protocol::{DecodeError, ErrorCode};
 use tokio::sync::oneshot;
@@ -62,38 +62,41 @@ const KEY_SAMPLES_PER_BATCH: usize = 16;
 const TYPE_HEADER: &str = "type";
 
 /// Checks one part without touching the shard's log, and samples its keys
-/// for the shard's split point.
-fn check_part(stream: &Stream, shard_id: u32, bytes: &Bytes, max_batch_bytes: usize) -> ErrorCode {
+/// for the shard's split point. The checked batch is what the shard
+/// appends: nothing checks it again.
+fn check_part(
+    stream: &Stream,
+    shard_id: u32,
+    bytes: &Bytes,
+    max_batch_bytes: usize,
+) -> Result<Checked, ErrorCode> {
     let Some(shard) = stream.shard(shard_id) else {
-        return ErrorCode::UnknownShard;
+        return Err(ErrorCode::UnknownShard);
     };
     if bytes.is_empty() {
-        return ErrorCode::EmptyBatch;
+        return Err(ErrorCode::EmptyBatch);
     }
     if bytes.len() > max_batch_bytes {
-        return ErrorCode::BatchTooLarge;
+        return Err(ErrorCode::BatchTooLarge);
     }
-    match batch::validate(bytes, max_batch_bytes) {
-        // A batch names the shard it was built for: idempotence is kept per
-        // (producer, shard), so a batch sent to another shard is a bug.
-        Ok(header) if header.origin_shard != shard_id => ErrorCode::InvalidBatch,
-        // Only the broker forwards: the flag relaxes the sequence check.
-        Ok(header) if header.forwarded => ErrorCode::InvalidBatch,
-        Ok(header) if header.size == bytes.len() => {
-            let routing_header = &stream.view().meta.settings.routing_header;
-            let values = batch::routing_values(bytes, routing_header);
-            for value in values.take(KEY_SAMPLES_PER_BATCH).flatten() {
-                shard
-                    .keys()
-                    .record(surge_protocol::routing::key_hash(value));
-            }
-            sample_types(shard.metrics(), bytes, header.record_count);
-            ErrorCode::None
-        }
-        // Trailing bytes after the batch: the part is not one batch.
-        Ok(_) => ErrorCode::InvalidBatch,
-        Err(err) => batch_error(&err),
+    // Bytes after the batch mean the part is not one batch.
+    let checked = Checked::new(bytes.clone(), max_batch_bytes).map_err(|err| batch_error(&err))?;
+    let header = checked.header();
+    // A batch names the shard it was built for: idempotence is kept per
+    // (producer, shard), so a batch sent to another shard is a bug. Only
+    // the broker forwards: the flag relaxes the sequence check.
+    if header.origin_shard != shard_id || header.forwarded {
+        return Err(ErrorCode::InvalidBatch);
     }
+    let routing_header = &stream.view().meta.settings.routing_header;
+    let values = batch::routing_values(bytes, routing_header);
+    for value in values.take(KEY_SAMPLES_PER_BATCH).flatten() {
+        shard
+            .keys()
+            .record(surge_protocol::routing::key_hash(value));
+    }
+    sample_types(shard.metrics(), bytes, header.record_count);
+    Ok(checked)
 }
 
 /// Counts the `type` headers of the batch's first records, each standing
@@ -156,32 +159,29 @@ pub(super) async fn enqueue_produce(
     };
     let epoch = stream.epoch();
     let max = broker.config.max_batch_bytes;
-    let codes: Vec<ErrorCode> = request
+    let checks: Vec<Result<Checked, ErrorCode>> = request
         .parts
         .iter()
         .map(|part| check_part(&stream, part.shard_id, &part.batch, max))
         .collect();
-    if codes.iter().any(|code| !code.is_ok()) {
+    if checks.iter().any(Result::is_err) {
         let parts = request
             .parts
             .into_iter()
-            .zip(codes)
-            .map(|(part, code)| {
+            .zip(checks)
+            .map(|(part, check)| {
                 // Valid parts of a rejected request are not appended either.
-                let code = if code.is_ok() {
-                    ErrorCode::InvalidRequest
-                } else {
-                    code
-                };
+                let code = check.err().unwrap_or(ErrorCode::InvalidRequest);
                 (part.shard_id, part.batch, PartState::Failed(code))
             })
             .collect();
         return rejected(epoch, parts, shutdown);
     }
     let sync = request.acks == Acks::Fsync;
-    let mut jobs: Vec<(u32, Vec<Bytes>)> = Vec::new();
+    let mut jobs: Vec<(u32, Vec<Checked>)> = Vec::new();
     let mut parts = Vec::with_capacity(request.parts.len());
-    for part in request.parts {
+    // Every check passed: one checked batch per part.
+    for (part, checked) in request.parts.into_iter().zip(checks.into_iter().flatten()) {
         let job = match jobs.iter().position(|(shard, _)| *shard == part.shard_id) {
             Some(job) => job,
             None => {
@@ -190,7 +190,7 @@ pub(super) async fn enqueue_produce(
             }
         };
         let index = jobs[job].1.len();
-        jobs[job].1.push(part.batch.clone());
+        jobs[job].1.push(checked);
         parts.push((part.shard_id, part.batch, PartState::Queued { job, index }));
     }
     let mut replies = Vec::with_capacity(jobs.len());

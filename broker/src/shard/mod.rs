@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
+use surge_protocol::batch::Checked;
 use surge_protocol::stream::Durability;
 use surge_protocol::ErrorCode;
 use tokio::sync::{oneshot, watch};
@@ -59,7 +59,7 @@ pub struct SealInfo {
 #[derive(Debug)]
 pub(crate) enum Job {
     Append {
-        batches: Vec<Bytes>,
+        batches: Vec<Checked>,
         bytes: usize,
         sync: bool,
         reply: oneshot::Sender<AppendReply>,
@@ -194,9 +194,9 @@ impl Shard {
         }))
     }
 
-    /// Queues batches (already validated) for append and waits for the
-    /// acknowledgement the stream's durability (or a stronger `sync`) needs.
-    pub async fn append(&self, batches: Vec<Bytes>, sync: bool) -> AppendReply {
+    /// Queues batches for append and waits for the acknowledgement the
+    /// stream's durability (or a stronger `sync`) needs.
+    pub async fn append(&self, batches: Vec<Checked>, sync: bool) -> AppendReply {
         let receiver = self.enqueue(batches, sync).await?;
         receiver.await.unwrap_or(Err(ErrorCode::ShuttingDown))
     }
@@ -206,11 +206,11 @@ impl Shard {
     /// and await the acknowledgement later.
     pub async fn enqueue(
         &self,
-        batches: Vec<Bytes>,
+        batches: Vec<Checked>,
         sync: bool,
     ) -> Result<oneshot::Receiver<AppendReply>, ErrorCode> {
         let (reply, receiver) = oneshot::channel();
-        let bytes = batches.iter().map(Bytes::len).sum();
+        let bytes = batches.iter().map(|batch| batch.bytes().len()).sum();
         let sync = sync || self.durability == Durability::Fsync;
         let job = Job::Append {
             batches,

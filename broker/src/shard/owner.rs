@@ -9,6 +9,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use surge_protocol::batch::Checked;
 use surge_protocol::stream::Durability;
 use surge_protocol::ErrorCode;
 use tokio::sync::watch;
@@ -95,7 +96,7 @@ struct Owner {
 }
 
 type PendingAppend = (
-    Vec<bytes::Bytes>,
+    Vec<Checked>,
     bool,
     tokio::sync::oneshot::Sender<AppendReply>,
     Instant,
@@ -190,7 +191,7 @@ impl Owner {
             }
             return;
         };
-        let all: Vec<bytes::Bytes> = appends
+        let all: Vec<Checked> = appends
             .iter()
             .flat_map(|(batches, _, _, _)| batches.iter().cloned())
             .collect();
@@ -369,11 +370,11 @@ fn reply_each(
 }
 
 /// Counts the batches the log stored (not duplicates or refusals).
-fn count_stored(metrics: &ShardMetrics, batches: &[bytes::Bytes], outcomes: &[AppendOutcome]) {
+fn count_stored(metrics: &ShardMetrics, batches: &[Checked], outcomes: &[AppendOutcome]) {
     for (batch, outcome) in batches.iter().zip(outcomes) {
         if matches!(outcome, AppendOutcome::Appended { .. }) {
-            let header = surge_protocol::batch::read_header(batch);
-            metrics.record_batch(u64::from(header.record_count), batch.len() as u64);
+            let records = u64::from(batch.header().record_count);
+            metrics.record_batch(records, batch.bytes().len() as u64);
         }
     }
 }

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use parking_lot::RwLock;
-use surge_protocol::batch::{self, BatchHeader};
+use surge_protocol::batch::{self, BatchHeader, Checked};
+use surge_protocol::DecodeError;
 
 pub use super::recovery::RecoveryReport;
 
@@ -191,25 +191,31 @@ impl ShardLog {
         Ok(())
     }
 
-    /// Appends validated batches in order, one write per segment touched,
+    /// Appends checked batches in order, one write per segment touched,
     /// with per-producer idempotency; with `sync`, fdatasynced on return.
     /// On an error nothing of the failed write becomes visible (an earlier
     /// segment's part of a group that rolled stays stored).
     pub fn append(
         &mut self,
-        batches: &[Bytes],
+        batches: &[Checked],
         sync: bool,
     ) -> Result<Vec<AppendOutcome>, StorageError> {
-        // Every batch is checked before anything is written, so an invalid
-        // batch rejects the whole call.
-        let headers = batches
+        // A batch was checked where it entered the broker, against the
+        // broker's limit; one over this log's rejects the whole call before
+        // anything is written.
+        if let Some((index, over)) = batches
             .iter()
             .enumerate()
-            .map(|(index, bytes)| {
-                batch::validate(bytes, self.config.max_batch_bytes)
-                    .map_err(|source| StorageError::InvalidBatch { index, source })
-            })
-            .collect::<Result<Vec<BatchHeader>, StorageError>>()?;
+            .find(|(_, batch)| batch.header().size > self.config.max_batch_bytes)
+        {
+            return Err(StorageError::InvalidBatch {
+                index,
+                source: DecodeError::LengthTooLarge {
+                    len: over.header().size,
+                    max: self.config.max_batch_bytes,
+                },
+            });
+        }
         if self.config.segment_ms > 0 && self.active_written_bytes() > 0 {
             let age_ms = now_ms().saturating_sub(self.active.opened_ms);
             if age_ms >= 0 && age_ms as u64 >= self.config.segment_ms {
@@ -219,13 +225,14 @@ impl ShardLog {
         let mut outcomes = Vec::with_capacity(batches.len());
         let mut pending: HashMap<ProducerKey, Entry> = HashMap::new();
         // One allocation for the whole group, not a doubling per batch.
-        let group_bytes: usize = batches.iter().map(Bytes::len).sum();
+        let group_bytes: usize = batches.iter().map(|batch| batch.bytes().len()).sum();
         let mut chunk = Chunk {
             bytes: Vec::with_capacity(group_bytes),
             headers: Vec::with_capacity(batches.len()),
         };
         let mut next_offset = self.written_offset();
-        for (bytes, mut header) in batches.iter().zip(headers) {
+        for checked in batches {
+            let (bytes, mut header) = (checked.bytes(), *checked.header());
             if let Some(outcome) = self.judge(&pending, &header) {
                 outcomes.push(outcome);
                 continue;
@@ -281,18 +288,17 @@ impl ShardLog {
     /// For a sealed shard: what `append` would answer for each batch, taken
     /// in order as if appended one after another, without storing anything
     /// or changing the table. `None` where `append` would store the batch
-    /// (the broker forwards it), and for a batch that fails validation
-    /// (whoever appends it rejects it). A retry of a batch earlier in the
+    /// (the broker forwards it). A retry of a batch earlier in the
     /// same call is `Duplicate { base_offset: None }`: that batch is
     /// forwarded, so its offset is not in this log.
-    pub fn check_sealed(&self, batches: &[Bytes]) -> Vec<Option<AppendOutcome>> {
+    pub fn check_sealed(&self, batches: &[Checked]) -> Vec<Option<AppendOutcome>> {
         let sealed_end = self.written_offset();
         let mut pending: HashMap<ProducerKey, Entry> = HashMap::new();
         let mut next_offset = sealed_end;
         batches
             .iter()
-            .map(|bytes| {
-                let mut header = batch::validate(bytes, self.config.max_batch_bytes).ok()?;
+            .map(|checked| {
+                let mut header = *checked.header();
                 match self.judge(&pending, &header) {
                     Some(AppendOutcome::Duplicate {
                         base_offset: Some(base_offset),

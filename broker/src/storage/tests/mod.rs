@@ -6,9 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use proptest::prelude::*;
-use surge_protocol::batch::{split_batches, validate, BatchBuilder};
+use surge_protocol::batch::{split_batches, validate, BatchBuilder, Checked};
 
 use super::*;
 
@@ -24,7 +23,7 @@ fn config() -> LogConfig {
     }
 }
 
-fn batch(producer_id: u64, base_sequence: u64, records: u32, timestamp_ms: i64) -> Bytes {
+fn batch(producer_id: u64, base_sequence: u64, records: u32, timestamp_ms: i64) -> Checked {
     batch_from(0, producer_id, base_sequence, records, timestamp_ms)
 }
 
@@ -35,7 +34,7 @@ fn batch_from(
     base_sequence: u64,
     records: u32,
     timestamp_ms: i64,
-) -> Bytes {
+) -> Checked {
     let builder = BatchBuilder::new(origin_shard, producer_id, base_sequence);
     with_records(builder, base_sequence, records, timestamp_ms)
 }
@@ -46,7 +45,7 @@ fn with_records(
     base_sequence: u64,
     records: u32,
     timestamp_ms: i64,
-) -> Bytes {
+) -> Checked {
     for record in 0..records {
         let value = format!("value-{base_sequence}-{record}");
         builder.push(
@@ -56,7 +55,7 @@ fn with_records(
             &[("type", b"x")],
         );
     }
-    builder.finish()
+    Checked::new(builder.finish(), MAX_BATCH_BYTES).expect("a built batch checks")
 }
 
 fn open(dir: &Path, choice: IoChoice) -> (ShardLog, RecoveryReport) {
@@ -113,7 +112,7 @@ fn round_trip_across_rolls(choice: IoChoice) {
     );
     fill(&mut log, 60);
     // A group with a roll in the middle, unsynced.
-    let group: Vec<Bytes> = (0..20).map(|at| batch(0, 0, 2, 5_000 + at)).collect();
+    let group: Vec<Checked> = (0..20).map(|at| batch(0, 0, 2, 5_000 + at)).collect();
     let outcomes = log.append(&group, false).unwrap();
     assert_eq!(outcomes[0], AppendOutcome::Appended { base_offset: 180 });
     assert_eq!(outcomes[19], AppendOutcome::Appended { base_offset: 218 });
@@ -141,7 +140,7 @@ fn a_detached_sync_covers_the_log_as_it_was_taken() {
     log.append(&[batch(0, 0, 3, 2_000)], false).unwrap();
     let job = log.sync_job().unwrap().expect("unflushed data");
     // Enough to roll past the taken segment.
-    let group: Vec<Bytes> = (0..40).map(|at| batch(0, 0, 2, 3_000 + at)).collect();
+    let group: Vec<Checked> = (0..40).map(|at| batch(0, 0, 2, 3_000 + at)).collect();
     log.append(&group, false).unwrap();
     let offset = job.run().unwrap();
     assert_eq!(offset, 9);
@@ -451,18 +450,23 @@ fn offsets_below_the_start_or_past_the_end_are_out_of_range() {
 }
 
 #[test]
-fn invalid_batch_is_rejected_and_nothing_is_stored() {
+fn a_batch_over_the_logs_limit_is_rejected_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = open(dir.path(), IoChoice::Pwrite);
-    let mut bad = batch(0, 0, 1, 1).to_vec();
-    bad[30] ^= 1;
-    // Enough good batches before the bad one to need a roll.
-    let mut group: Vec<Bytes> = (0..80).map(|at| batch(0, 0, 1, at)).collect();
-    group.push(Bytes::from(bad));
+    // Checked where it arrived against a larger limit than this log's.
+    let mut builder = BatchBuilder::new(0, 0, 0);
+    builder.push(1, Some(b"key"), &[7; MAX_BATCH_BYTES], &[]);
+    let over = Checked::new(builder.finish(), 4 * MAX_BATCH_BYTES).unwrap();
+    // Enough good batches before it to need a roll.
+    let mut group: Vec<Checked> = (0..80).map(|at| batch(0, 0, 1, at)).collect();
+    group.push(over);
     let result = log.append(&group, true);
     assert!(matches!(
         result,
-        Err(StorageError::InvalidBatch { index: 80, .. })
+        Err(StorageError::InvalidBatch {
+            index: 80,
+            source: surge_protocol::DecodeError::LengthTooLarge { .. }
+        })
     ));
     assert_eq!(log.written_offset(), 0);
     assert_eq!(segment_paths(dir.path()).len(), 1, "no roll either");
@@ -481,7 +485,7 @@ proptest! {
         let mut contents = Vec::new();
         let mut offset = 0;
         for at in 0..prefix_batches {
-            let mut bytes = batch(0, 0, 2, at as i64).to_vec();
+            let mut bytes = batch(0, 0, 2, at as i64).bytes().to_vec();
             surge_protocol::batch::set_base_offset(&mut bytes, offset);
             offset += 2;
             contents.extend_from_slice(&bytes);
