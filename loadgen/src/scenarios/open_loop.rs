@@ -1,10 +1,11 @@
 //! Open loop at a fixed rate: every event has an intended send time from
 //! the schedule, each producer's share is paced on its own thread (tokio's
 //! timer ticks in milliseconds; a thread sleeps to tens of microseconds,
-//! with no timer slack: `precise_sleeps`), and latency is measured from the intended time. A producer that falls
-//! behind keeps sending without re-planning (its lateness is latency and
-//! counts as `late_sends`); what the schedule still wanted when the run
-//! ended counts as `not_sent`. Trace replay reuses `drive_paced`.
+//! with no timer slack: `precise_sleeps`), and latency is measured from
+//! the intended time. A producer that falls behind keeps sending without
+//! re-planning (its lateness is latency and counts as `late_sends`); what
+//! the schedule still wanted when the run ended counts as `not_sent`.
+//! Trace replay reuses `drive_paced`.
 
 use std::time::Duration;
 
