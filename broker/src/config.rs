@@ -51,6 +51,11 @@ pub struct BrokerConfig {
     pub max_streams: usize,
     /// Appends queued per shard before producers wait.
     pub shard_queue_depth: usize,
+    /// Newest bytes of each shard log kept in the page cache; older data
+    /// is dropped from it once durable, so the cache does not grow with
+    /// the log (on a VM, new cache pages can cost more than the disk:
+    /// BENCHMARKS.md). 0 leaves the cache to the kernel.
+    pub page_cache_window_bytes: u64,
     pub retention_check_interval_ms: u64,
     /// Defaults for streams created without explicit settings.
     pub stream_defaults: StreamDefaults,
@@ -149,6 +154,7 @@ impl Default for BrokerConfig {
             io_backend: "pwrite".into(),
             max_streams: 10_000,
             shard_queue_depth: 1024,
+            page_cache_window_bytes: crate::storage::DEFAULT_CACHE_WINDOW_BYTES,
             retention_check_interval_ms: 60_000,
             stream_defaults: StreamDefaults::default(),
             autoscaler: AutoscalerSettings::default(),

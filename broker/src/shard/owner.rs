@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::forward_order::ForwardOrder;
 use super::{AppendReply, BatchOutcome, Job, JobQueue, SealInfo, ShardOffsets, ShardSettings};
 use crate::metrics::ShardMetrics;
-use crate::storage::{AppendOutcome, ShardLog, StorageError};
+use crate::storage::{AppendOutcome, ShardLog, StorageError, Synced};
 
 /// Upper bound on one wait for jobs, so timers are checked at least this often.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
@@ -89,7 +89,7 @@ struct Owner {
     forwards: Arc<ForwardOrder>,
     unsynced_since: Option<Instant>,
     /// The answer of the write-mode flush in progress, if one is.
-    flushing: Option<mpsc::Receiver<Result<u64, StorageError>>>,
+    flushing: Option<mpsc::Receiver<Result<Synced, StorageError>>>,
     last_retention: Instant,
     /// After a seal, appends are judged but never stored.
     sealed: bool,
@@ -313,7 +313,7 @@ impl Owner {
         };
         self.flushing = None;
         match (result, self.log.as_mut()) {
-            (Ok(offset), Some(log)) => log.synced(offset),
+            (Ok(synced), Some(log)) => log.synced(synced),
             (Ok(_), None) => {}
             (Err(err), _) => {
                 tracing::error!(shard = self.id, error = %err, "periodic flush failed");

@@ -35,7 +35,14 @@ pub struct LogConfig {
     pub preallocate_bytes: u64,
     /// Bound for any batch length read from disk.
     pub max_batch_bytes: usize,
+    /// Newest bytes kept in the page cache; older durable data is dropped
+    /// from it (`cache`). 0: the kernel decides.
+    pub cache_window_bytes: u64,
 }
+
+/// The default `cache_window_bytes`: a tail reader up to this far behind
+/// the end reads from memory.
+pub const DEFAULT_CACHE_WINDOW_BYTES: u64 = 128 << 20;
 
 impl Default for LogConfig {
     fn default() -> LogConfig {
@@ -47,6 +54,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             preallocate_bytes: 64 << 20,
             max_batch_bytes: 8 << 20,
+            cache_window_bytes: DEFAULT_CACHE_WINDOW_BYTES,
         }
     }
 }
@@ -68,6 +76,7 @@ impl LogConfig {
             index_interval_bytes: self.index_interval_bytes.max(MIN_INDEX_INTERVAL_BYTES),
             preallocate_bytes: self.preallocate_bytes.clamp(4096, segment_bytes),
             max_batch_bytes,
+            cache_window_bytes: self.cache_window_bytes,
         }
     }
 }

@@ -18,6 +18,7 @@ use surge_protocol::DecodeError;
 
 pub use super::recovery::RecoveryReport;
 
+use super::cache::CacheWindow;
 use super::config::{LogConfig, MAX_SEGMENTS_PER_SHARD};
 use super::error::StorageError;
 use super::files;
@@ -68,6 +69,7 @@ pub struct ShardLog {
     active: ActiveFile,
     producers: ProducerTable,
     flushed_offset: u64,
+    cache: CacheWindow,
 }
 
 fn now_ms() -> i64 {
@@ -116,6 +118,7 @@ impl ShardLog {
         };
         let mut log = ShardLog {
             dir: dir.to_owned(),
+            cache: CacheWindow::new(config.cache_window_bytes),
             config,
             writer: io.writer(),
             state: Arc::new(RwLock::new(state)),
@@ -387,8 +390,22 @@ impl ShardLog {
         }
         if sync {
             self.flushed_offset = written_offset;
+            self.active_durable(needed_bytes);
         }
         Ok(())
+    }
+
+    /// The active segment's first `position` bytes are on disk.
+    fn active_durable(&mut self, position: u64) {
+        let map = self
+            .state
+            .read()
+            .segments
+            .last()
+            .expect("a log has a segment")
+            .map
+            .clone();
+        self.cache.durable(&self.active.file, &map, position);
     }
 
     /// Preallocates the next step of the active segment and remaps it; old
@@ -446,7 +463,10 @@ impl ShardLog {
         let map = self
             .persist_for_roll(base_offset, &file, &path)
             .inspect_err(|_| remove_leftover(&path))?;
-        self.state.write().segments.push(Segment {
+        let mut state = self.state.write();
+        let left = state.segments.last().expect("a log has a segment");
+        let (left_map, left_bytes) = (left.map.clone(), left.written_bytes);
+        state.segments.push(Segment {
             base_offset,
             next_offset: base_offset,
             written_bytes: 0,
@@ -454,12 +474,17 @@ impl ShardLog {
             index: SegmentIndex::new(base_offset),
             map,
         });
-        self.active = ActiveFile {
-            file,
-            path,
-            preallocated_bytes: self.config.preallocate_bytes,
-            opened_ms: now_ms(),
-        };
+        drop(state);
+        let left = std::mem::replace(
+            &mut self.active,
+            ActiveFile {
+                file,
+                path,
+                preallocated_bytes: self.config.preallocate_bytes,
+                opened_ms: now_ms(),
+            },
+        );
+        self.cache.rolled(left.file, left_map, left_bytes);
         Ok(())
     }
 
@@ -509,6 +534,7 @@ impl ShardLog {
             .sync_data()
             .map_err(|source| StorageError::io("fdatasync", &self.active.path, source))?;
         self.flushed_offset = written_offset;
+        self.active_durable(self.active_written_bytes());
         Ok(())
     }
 
@@ -526,16 +552,29 @@ impl ShardLog {
             .file
             .try_clone()
             .map_err(|source| StorageError::io("dup", &self.active.path, source))?;
+        let state = self.state.read();
+        let active = state.segments.last().expect("a log has a segment");
         Ok(Some(SyncJob {
             file,
             path: self.active.path.clone(),
-            offset,
+            synced: Synced {
+                offset,
+                segment_base: active.base_offset,
+                position: active.written_bytes,
+            },
         }))
     }
 
-    /// A `SyncJob` finished: everything below `offset` is on disk.
-    pub fn synced(&mut self, offset: u64) {
-        self.flushed_offset = self.flushed_offset.max(offset);
+    /// A `SyncJob` finished: everything below its offset is on disk.
+    pub fn synced(&mut self, synced: Synced) {
+        self.flushed_offset = self.flushed_offset.max(synced.offset);
+        let active_base = (self.state.read().segments.last())
+            .expect("a log has a segment")
+            .base_offset;
+        // A roll since the job was taken synced that segment itself.
+        if synced.segment_base == active_base {
+            self.active_durable(synced.position);
+        }
     }
 
     /// Next offset to assign: the end of the log.
@@ -634,15 +673,25 @@ fn remove_leftover(path: &Path) {
 pub struct SyncJob {
     file: File,
     path: PathBuf,
-    offset: u64,
+    synced: Synced,
+}
+
+/// How far a finished `SyncJob` made the log durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// Every offset below this is on disk.
+    pub offset: u64,
+    segment_base: u64,
+    /// Bytes of that segment on disk.
+    position: u64,
 }
 
 impl SyncJob {
-    /// Syncs; returns the offset below which the log is then on disk.
-    pub fn run(self) -> Result<u64, StorageError> {
+    /// Syncs; returns how far the log is then on disk.
+    pub fn run(self) -> Result<Synced, StorageError> {
         self.file
             .sync_data()
             .map_err(|source| StorageError::io("fdatasync", &self.path, source))?;
-        Ok(self.offset)
+        Ok(self.synced)
     }
 }

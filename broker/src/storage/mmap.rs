@@ -16,7 +16,8 @@
 //!
 //! Bytes the writer is still appending lie beyond the `written` position a
 //! reader is given, and bytes below it are never rewritten, so a reader never
-//! sees a byte change under it.
+//! sees a byte change under it. `release` only unmaps pages of this shared
+//! file mapping: the next access maps the same file bytes again.
 
 #![allow(unsafe_code)]
 
@@ -25,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
 
 use super::error::StorageError;
 
@@ -63,6 +64,27 @@ impl SegmentMap {
 
     pub(crate) fn as_slice(&self) -> &[u8] {
         &self.map[..]
+    }
+
+    /// Unmaps the pages of `start..end` from this process (the page cache
+    /// keeps a mapped page), so the cache window can drop them. Advice:
+    /// a failure only leaves them mapped.
+    pub(crate) fn release(&self, start: usize, end: usize) {
+        assert!(
+            start <= end && end <= self.map.len(),
+            "release within the map"
+        );
+        // SAFETY: MADV_DONTNEED on a shared, read-only file mapping drops
+        // page table entries only; a later access faults the same file
+        // bytes back in (from the page cache or the disk), so a reader
+        // holding a slice over this range reads the same bytes as before.
+        let advised = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start)
+        };
+        if let Err(error) = advised {
+            tracing::debug!(%error, "releasing mapped log pages failed");
+        }
     }
 
     /// A zero-copy `Bytes` over `start..end` that keeps this map alive.

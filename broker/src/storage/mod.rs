@@ -15,9 +15,12 @@
 //! - `producers`: the idempotent-producer table keyed by (producer, origin
 //!   shard), what successors inherit (`ProducerState`), its snapshot file.
 //! - `pooled`: empty logs made durable ahead of time for successors.
+//! - `cache`: the page-cache window, dropping old durable pages.
 //! - `files`: file naming and crash-safe file writes.
-//! - `mmap`, `sys`: the only `unsafe` (mmap; fallocate and io_uring).
+//! - `mmap`, `sys`: the only `unsafe` (mmap; fallocate, fadvise and
+//!   io_uring).
 
+mod cache;
 mod config;
 mod error;
 mod files;
@@ -35,10 +38,13 @@ mod sys;
 #[cfg(test)]
 mod tests;
 
-pub use config::{IoChoice, LogConfig, MAX_PRODUCERS_PER_SHARD, MAX_SEGMENTS_PER_SHARD};
+pub use config::{
+    IoChoice, LogConfig, DEFAULT_CACHE_WINDOW_BYTES, MAX_PRODUCERS_PER_SHARD,
+    MAX_SEGMENTS_PER_SHARD,
+};
 pub use error::{is_disk_full, StorageError};
 pub use io::IoBackend;
-pub use log::{AppendOutcome, RecoveryReport, ShardLog, SyncJob};
+pub use log::{AppendOutcome, RecoveryReport, ShardLog, SyncJob, Synced};
 pub use pooled::{check_pooled, create_pooled};
 pub use producers::{ProducerKey, ProducerState};
 pub use reader::{LogReader, ReadChunk};

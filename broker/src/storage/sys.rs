@@ -1,5 +1,5 @@
 //! Raw system calls storage needs that the standard library lacks:
-//! `fallocate` and io_uring submission. Besides `mmap.rs`, the only module
+//! `fallocate`, `posix_fadvise` and io_uring submission. Besides `mmap.rs`, the only module
 //! allowed `unsafe`; each use carries its `// SAFETY:` argument.
 
 #![allow(unsafe_code)]
@@ -37,6 +37,58 @@ pub(crate) fn preallocate(file: &File, len_bytes: u64) -> io::Result<()> {
         }
         _ => Err(error),
     }
+}
+
+/// Drops the clean, unmapped pages of `start..start + len` of `file` from
+/// the page cache (dirty ones are only queued for writeback).
+pub(crate) fn drop_cached(file: &File, start: u64, len: u64) -> io::Result<()> {
+    let start =
+        libc::off_t::try_from(start).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: posix_fadvise reads only its integer arguments; the fd is
+    // open and owned by `file` for the duration of the call.
+    let rc =
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), start, len, libc::POSIX_FADV_DONTNEED) };
+    // posix_fadvise returns the error number instead of setting errno.
+    match rc {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// Which pages of `file`'s first `len` bytes are in the page cache, by a
+/// private map of its own and `mincore`.
+#[cfg(test)]
+pub(crate) fn cached_pages(file: &File, len: usize) -> io::Result<Vec<bool>> {
+    // SAFETY: sysconf reads a constant.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .map_err(|_| io::Error::last_os_error())?;
+    // SAFETY: a fresh read-only shared map of `len` bytes of an open file;
+    // it is only passed to mincore and unmapped before returning, never
+    // read through.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let mut flags = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `addr` maps `len` bytes and `flags` has a byte per page.
+    let rc = unsafe { libc::mincore(addr, len, flags.as_mut_ptr()) };
+    let error = io::Error::last_os_error();
+    // SAFETY: unmaps exactly the map made above.
+    unsafe { libc::munmap(addr, len) };
+    if rc != 0 {
+        return Err(error);
+    }
+    Ok(flags.iter().map(|flag| flag & 1 == 1).collect())
 }
 
 /// Writes all of `buf` at `position` through `ring`, with a linked

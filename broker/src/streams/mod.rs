@@ -149,6 +149,7 @@ impl Streams {
             retention_bytes: settings.retention_bytes,
             retention_ms: settings.retention_ms,
             max_batch_bytes: self.config.max_batch_bytes,
+            cache_window_bytes: self.config.page_cache_window_bytes,
             ..LogConfig::default()
         }
     }

@@ -142,13 +142,13 @@ fn a_detached_sync_covers_the_log_as_it_was_taken() {
     // Enough to roll past the taken segment.
     let group: Vec<Checked> = (0..40).map(|at| batch(0, 0, 2, 3_000 + at)).collect();
     log.append(&group, false).unwrap();
-    let offset = job.run().unwrap();
-    assert_eq!(offset, 9);
-    log.synced(offset);
+    let taken = job.run().unwrap();
+    assert_eq!(taken.offset, 9);
+    log.synced(taken);
     assert!(segment_paths(dir.path()).len() >= 2, "the group rolled");
     let flushed = log.flushed_offset();
     assert!(
-        offset < flushed && flushed < log.written_offset(),
+        taken.offset < flushed && flushed < log.written_offset(),
         "the rolls synced what they left, not the active segment: {flushed}"
     );
     let job = log
@@ -158,7 +158,7 @@ fn a_detached_sync_covers_the_log_as_it_was_taken() {
     log.synced(job.run().unwrap());
     assert_eq!(log.flushed_offset(), log.written_offset());
     // A late job never moves the flushed offset back.
-    log.synced(offset);
+    log.synced(taken);
     assert_eq!(log.flushed_offset(), log.written_offset());
 }
 
@@ -537,5 +537,6 @@ fn segment_ms_rolls_an_old_active_segment() {
     assert_eq!(read_all(&log.reader(), 6).len(), 2);
 }
 
+mod cache;
 mod corruption;
 mod lineage;
