@@ -246,6 +246,9 @@ def render(manifest, limits_path, machine_path, profile_path=None):
         f"| the same kept up for one run's length (not the target's limit) "
         f"| `fio {limits['fio_sustained_cmd'].removeprefix('fio ')}` "
         f"| {limits['fio_write_fdatasync_sustained_mb_s']:,.0f} MB/s |",
+        f"| the same with O_DIRECT, no page cache (not the target's limit) "
+        f"| `fio {limits['fio_direct_cmd'].removeprefix('fio ')}` "
+        f"| {limits['fio_write_fdatasync_direct_mb_s']:,.0f} MB/s |",
         f"| fdatasync latency, 4 KiB writes, p50 / p99 / p99.9 | `{limits['fio_sync_cmd']}` "
         f"| {sync[0]:,.0f} / {sync[1]:,.0f} / {sync[2]:,.0f} µs |",
         f"| loopback TCP, one stream | `{limits['iperf_cmd']}` "
