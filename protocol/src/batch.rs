@@ -269,9 +269,17 @@ pub fn read_header(batch: &[u8]) -> BatchHeader {
     }
 }
 
-/// Writes the broker-assigned base offset into a batch (outside the CRC).
+/// A batch's first bytes: the broker-assigned base offset, outside the CRC.
+pub const BASE_OFFSET_BYTES: usize = 8;
+
+/// The first `BASE_OFFSET_BYTES` of a batch stored at `base_offset`.
+pub fn base_offset_bytes(base_offset: u64) -> [u8; BASE_OFFSET_BYTES] {
+    base_offset.to_le_bytes()
+}
+
+/// Writes the broker-assigned base offset into a batch.
 pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
-    batch[0..8].copy_from_slice(&base_offset.to_le_bytes());
+    batch[..BASE_OFFSET_BYTES].copy_from_slice(&base_offset_bytes(base_offset));
 }
 
 struct RawRecord {

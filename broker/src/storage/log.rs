@@ -8,12 +8,14 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use parking_lot::RwLock;
-use surge_protocol::batch::{self, BatchHeader, Checked};
+use surge_protocol::batch::{self, BatchHeader, Checked, BASE_OFFSET_BYTES};
 use surge_protocol::DecodeError;
 
 pub use super::recovery::RecoveryReport;
@@ -52,11 +54,48 @@ struct ActiveFile {
     opened_ms: i64,
 }
 
-/// Batches accepted for one segment, concatenated with patched offsets.
+/// Batches accepted for one segment, written as they arrived except for
+/// their first bytes, the base offset, which the log assigns.
 #[derive(Debug, Default)]
 struct Chunk {
-    bytes: Vec<u8>,
+    base_offsets: Vec<[u8; BASE_OFFSET_BYTES]>,
+    batches: Vec<Bytes>,
     headers: Vec<BatchHeader>,
+    len: usize,
+}
+
+impl Chunk {
+    fn with_capacity(batches: usize) -> Chunk {
+        Chunk {
+            base_offsets: Vec::with_capacity(batches),
+            batches: Vec::with_capacity(batches),
+            headers: Vec::with_capacity(batches),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &Bytes, header: BatchHeader) {
+        self.base_offsets
+            .push(batch::base_offset_bytes(header.base_offset));
+        self.batches.push(bytes.clone());
+        self.headers.push(header);
+        self.len += bytes.len();
+    }
+
+    /// The buffers of one gather write: each batch's offset, then the rest
+    /// of the batch.
+    fn buffers(&self) -> Vec<IoSlice<'_>> {
+        self.base_offsets
+            .iter()
+            .zip(&self.batches)
+            .flat_map(|(offset, batch)| {
+                [
+                    IoSlice::new(offset),
+                    IoSlice::new(&batch[BASE_OFFSET_BYTES..]),
+                ]
+            })
+            .collect()
+    }
 }
 
 /// The append side of one shard's log.
@@ -227,12 +266,7 @@ impl ShardLog {
         }
         let mut outcomes = Vec::with_capacity(batches.len());
         let mut pending: HashMap<ProducerKey, Entry> = HashMap::new();
-        // One allocation for the whole group, not a doubling per batch.
-        let group_bytes: usize = batches.iter().map(|batch| batch.bytes().len()).sum();
-        let mut chunk = Chunk {
-            bytes: Vec::with_capacity(group_bytes),
-            headers: Vec::with_capacity(batches.len()),
-        };
+        let mut chunk = Chunk::with_capacity(batches.len());
         let mut next_offset = self.written_offset();
         for checked in batches {
             let (bytes, mut header) = (checked.bytes(), *checked.header());
@@ -240,18 +274,15 @@ impl ShardLog {
                 outcomes.push(outcome);
                 continue;
             }
-            let projected = self.active_written_bytes() + (chunk.bytes.len() + header.size) as u64;
+            let projected = self.active_written_bytes() + (chunk.len + header.size) as u64;
             if projected > self.config.segment_bytes
-                && self.active_written_bytes() + chunk.bytes.len() as u64 > 0
+                && self.active_written_bytes() + chunk.len as u64 > 0
             {
                 self.write_chunk(std::mem::take(&mut chunk), sync)?;
                 self.roll()?;
             }
             header.base_offset = next_offset;
-            let start = chunk.bytes.len();
-            chunk.bytes.extend_from_slice(bytes);
-            batch::set_base_offset(&mut chunk.bytes[start..], next_offset);
-            chunk.headers.push(header);
+            chunk.push(bytes, header);
             if header.producer_id != 0 {
                 pending.insert(ProducerKey::of(&header), Entry::of(&header));
             }
@@ -347,12 +378,12 @@ impl ShardLog {
             return Ok(());
         }
         let position = self.active_written_bytes();
-        let needed_bytes = position + chunk.bytes.len() as u64;
+        let needed_bytes = position + chunk.len as u64;
         if needed_bytes > self.active.preallocated_bytes {
             self.grow_active(needed_bytes)?;
         }
         self.writer
-            .write_all_at(&self.active.file, position, &chunk.bytes, sync)
+            .write_all_at(&self.active.file, position, &mut chunk.buffers(), sync)
             .map_err(|source| StorageError::io("write", &self.active.path, source))?;
         let interval_bytes = self.config.index_interval_bytes;
         let mut state = self.state.write();

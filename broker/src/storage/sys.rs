@@ -1,11 +1,12 @@
 //! Raw system calls storage needs that the standard library lacks:
-//! `fallocate`, `posix_fadvise` and io_uring submission. Besides `mmap.rs`, the only module
+//! `fallocate`, `posix_fadvise`, positioned gather writes (`pwritev`) and
+//! io_uring submission. Besides `mmap.rs`, the only module
 //! allowed `unsafe`; each use carries its `// SAFETY:` argument.
 
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 
 use io_uring::{opcode, squeue, types, IoUring};
@@ -14,6 +15,9 @@ use io_uring::{opcode, squeue, types, IoUring};
 const MAX_WRITE_ROUNDS: usize = 1024;
 const WRITE_TAG: u64 = 1;
 const FSYNC_TAG: u64 = 2;
+/// Most buffers one gather write takes (Linux's IOV_MAX); a write of more
+/// goes out in several.
+const MAX_IOVECS: usize = 1024;
 
 /// Grows `file` to at least `len_bytes` with allocated blocks (so a full disk
 /// shows up here, not as SIGBUS under a map). Falls back to `set_len` where
@@ -91,19 +95,65 @@ pub(crate) fn cached_pages(file: &File, len: usize) -> io::Result<Vec<bool>> {
     Ok(flags.iter().map(|flag| flag & 1 == 1).collect())
 }
 
-/// Writes all of `buf` at `position` through `ring`, with a linked
-/// datasync when `sync`, resubmitting the rest after a short write.
+/// Writes all of `bufs`, in order, at `position` with `pwritev`,
+/// continuing after a short write.
+pub(crate) fn pwritev_all(
+    file: &File,
+    mut position: u64,
+    mut bufs: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        let count = bufs.len().min(MAX_IOVECS);
+        let offset = libc::off_t::try_from(position)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and the
+        // first `count` of `bufs` are valid borrowed buffers for the call.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                bufs.as_ptr().cast::<libc::iovec>(),
+                count as libc::c_int,
+                offset,
+            )
+        };
+        match written {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "pwritev wrote 0 bytes",
+                ))
+            }
+            n if n > 0 => {
+                IoSlice::advance_slices(&mut bufs, n as usize);
+                position += n as u64;
+            }
+            _ => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `bufs`, in order, at `position` through `ring`, with a
+/// linked datasync when `sync`, resubmitting the rest after a short write.
 pub(crate) fn uring_write_all(
     ring: &mut IoUring,
     file: &File,
     mut position: u64,
-    mut buf: &[u8],
+    mut bufs: &mut [IoSlice<'_>],
     sync: bool,
 ) -> io::Result<()> {
     let fd = types::Fd(file.as_raw_fd());
+    IoSlice::advance_slices(&mut bufs, 0);
     for _ in 0..MAX_WRITE_ROUNDS {
-        let chunk_len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        let write = opcode::Write::new(fd, buf.as_ptr(), chunk_len)
+        let count = bufs.len().min(MAX_IOVECS) as u32;
+        // `IoSlice` is ABI-compatible with `iovec` on Unix.
+        let write = opcode::Writev::new(fd, bufs.as_ptr().cast::<libc::iovec>(), count)
             .offset(position)
             .build()
             .user_data(WRITE_TAG);
@@ -123,9 +173,9 @@ pub(crate) fn uring_write_all(
                 "io_uring wrote 0 bytes",
             ));
         }
-        buf = &buf[written..];
+        IoSlice::advance_slices(&mut bufs, written);
         position += written as u64;
-        if buf.is_empty() {
+        if bufs.is_empty() {
             if sync && !synced {
                 // The write completed in one go but its linked fsync was
                 // cancelled (a short result severs a link): sync directly.
@@ -146,10 +196,10 @@ fn submit_and_reap(ring: &mut IoUring, entries: &[squeue::Entry]) -> io::Result<
     // Drain completions a previous, failed call may have left behind.
     ring.completion().for_each(drop);
     for entry in entries {
-        // SAFETY: the write entry points at a buffer borrowed by our caller
-        // for the whole call, and we wait below for the completion of every
-        // entry pushed here before returning, so the kernel never reads the
-        // buffer after the borrow ends.
+        // SAFETY: the write entry points at buffers (and their iovec array)
+        // borrowed by our caller for the whole call, and we wait below for
+        // the completion of every entry pushed here before returning, so
+        // the kernel never reads them after the borrow ends.
         unsafe { ring.submission().push(entry) }
             .map_err(|_| io::Error::other("io_uring submission queue full"))?;
     }
