@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
+use memmap2::{Advice, Mmap, MmapOptions, UncheckedAdvice};
 
 use super::error::StorageError;
 
@@ -84,6 +84,18 @@ impl SegmentMap {
         };
         if let Err(error) = advised {
             tracing::debug!(%error, "releasing mapped log pages failed");
+        }
+    }
+
+    /// Starts reading `start..end` into the page cache without waiting
+    /// for it. Advice: a failure only leaves it to the faults.
+    pub(crate) fn prefetch(&self, start: usize, end: usize) {
+        assert!(
+            start <= end && end <= self.map.len(),
+            "prefetch within the map"
+        );
+        if let Err(error) = self.map.advise_range(Advice::WillNeed, start, end - start) {
+            tracing::debug!(%error, "prefetching log pages failed");
         }
     }
 

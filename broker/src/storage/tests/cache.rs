@@ -1,7 +1,8 @@
 //! The page-cache window (`cache`): durable data more than the window
 //! behind the end leaves the page cache, pages a reader mapped included;
 //! the newest stays; data not yet synced and logs without a window keep
-//! theirs; every byte still reads back.
+//! theirs; every byte still reads back, and a read behind the window
+//! brings in what follows it.
 
 use std::fs::File;
 
@@ -132,4 +133,35 @@ fn without_a_window_the_cache_is_left_alone() {
     append_range(&mut log, 0, 320, true);
     let path = &segment_paths(dir.path())[0];
     assert!(cached_fraction(path, 0, 8 << 20) > 0.9);
+}
+
+/// A reader behind the window gets the data after its chunk read ahead,
+/// so catching up does not fault the segment in a few pages at a time.
+/// The range checked lies beyond what the kernel reads around a fault
+/// (`read_ahead_kb`, 8 MiB here, half of it ahead).
+#[test]
+fn a_read_behind_the_window_prefetches_what_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = IoBackend::new(IoChoice::Pwrite).unwrap();
+    let (mut log, _) = ShardLog::open(dir.path(), config(WINDOW, 256 << 20), io).unwrap();
+    append_range(&mut log, 0, 640, true);
+    let path = &segment_paths(dir.path())[0];
+    let chunk = log.reader().read(100, 64 << 10, 640).unwrap();
+    let position = (log.reader().read(0, 64 << 10, 640).unwrap().bytes.len() * 100) as u64;
+    let (from, to) = (position + (5 << 20), position + (8 << 20));
+    assert!(
+        to < log.size_bytes() - WINDOW - (4 << 20),
+        "checked where dropped"
+    );
+    assert!(chunk.bytes.len() < 1 << 20);
+    // The read-ahead is asynchronous: wait for it, boundedly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while cached_fraction(path, from, to) < 0.9 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "5-8 MiB after the chunk were not read ahead: {}",
+            cached_fraction(path, from, to)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
