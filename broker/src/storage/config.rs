@@ -36,7 +36,7 @@ pub struct LogConfig {
     /// Bound for any batch length read from disk.
     pub max_batch_bytes: usize,
     /// Newest bytes kept in the page cache; older durable data is dropped
-    /// from it (`cache`). 0: the kernel decides.
+    /// from it (`pages`). 0: the kernel decides.
     pub cache_window_bytes: u64,
 }
 

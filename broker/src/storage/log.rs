@@ -20,13 +20,13 @@ use surge_protocol::DecodeError;
 
 pub use super::recovery::RecoveryReport;
 
-use super::cache::CacheWindow;
 use super::config::{LogConfig, MAX_SEGMENTS_PER_SHARD};
 use super::error::StorageError;
 use super::files;
 use super::index::SegmentIndex;
 use super::io::{IoBackend, IoWriter};
 use super::mmap::SegmentMap;
+use super::pages::LogPages;
 use super::producers::{self, Entry, ProducerKey, ProducerState, ProducerTable, Verdict};
 use super::reader::{LogReader, LogState};
 use super::recovery;
@@ -108,7 +108,7 @@ pub struct ShardLog {
     active: ActiveFile,
     producers: ProducerTable,
     flushed_offset: u64,
-    cache: CacheWindow,
+    pages: LogPages,
 }
 
 fn now_ms() -> i64 {
@@ -157,7 +157,7 @@ impl ShardLog {
         };
         let mut log = ShardLog {
             dir: dir.to_owned(),
-            cache: CacheWindow::new(config.cache_window_bytes),
+            pages: LogPages::new(config.cache_window_bytes),
             config,
             writer: io.writer(),
             state: Arc::new(RwLock::new(state)),
@@ -422,6 +422,8 @@ impl ShardLog {
         if sync {
             self.flushed_offset = written_offset;
             self.active_durable(needed_bytes);
+        } else {
+            self.pages.written(&self.active.file, needed_bytes);
         }
         Ok(())
     }
@@ -436,7 +438,7 @@ impl ShardLog {
             .expect("a log has a segment")
             .map
             .clone();
-        self.cache.durable(&self.active.file, &map, position);
+        self.pages.durable(&self.active.file, &map, position);
     }
 
     /// Preallocates the next step of the active segment and remaps it; old
@@ -515,7 +517,7 @@ impl ShardLog {
                 opened_ms: now_ms(),
             },
         );
-        self.cache.rolled(left.file, left_map, left_bytes);
+        self.pages.rolled(left.file, left_map, left_bytes);
         Ok(())
     }
 

@@ -15,12 +15,12 @@
 //! - `producers`: the idempotent-producer table keyed by (producer, origin
 //!   shard), what successors inherit (`ProducerState`), its snapshot file.
 //! - `pooled`: empty logs made durable ahead of time for successors.
-//! - `cache`: the page-cache window, dropping old durable pages.
+//! - `pages`: a log's pages once written: early writeback, and the
+//!   page-cache window that drops old durable ones.
 //! - `files`: file naming and crash-safe file writes.
 //! - `mmap`, `sys`: the only `unsafe` (mmap; fallocate, fadvise and
 //!   io_uring).
 
-mod cache;
 mod config;
 mod error;
 mod files;
@@ -28,6 +28,7 @@ mod index;
 mod io;
 mod log;
 mod mmap;
+mod pages;
 mod pooled;
 mod producers;
 mod reader;

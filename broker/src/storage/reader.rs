@@ -58,7 +58,7 @@ pub struct ReadChunk {
 }
 
 /// What a read asks the kernel to bring into the page cache after the
-/// chunk it returns. A reader behind the page-cache window (`cache`) would
+/// chunk it returns. A reader behind the page-cache window (`pages`) would
 /// otherwise fault the segment in a few pages at a time: catching up on
 /// 2 GB from disk ran at about 410 MB/s that way, and at 694 MB/s with
 /// this (BENCHMARKS.md). For a reader at the end it is empty.

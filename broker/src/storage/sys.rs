@@ -1,6 +1,6 @@
 //! Raw system calls storage needs that the standard library lacks:
-//! `fallocate`, `posix_fadvise`, positioned gather writes (`pwritev`) and
-//! io_uring submission. Besides `mmap.rs`, the only module
+//! `fallocate`, `posix_fadvise`, `sync_file_range`, positioned gather
+//! writes (`pwritev`) and io_uring submission. Besides `mmap.rs`, the only module
 //! allowed `unsafe`; each use carries its `// SAFETY:` argument.
 
 #![allow(unsafe_code)]
@@ -58,6 +58,64 @@ pub(crate) fn drop_cached(file: &File, start: u64, len: u64) -> io::Result<()> {
         0 => Ok(()),
         errno => Err(io::Error::from_raw_os_error(errno)),
     }
+}
+
+/// Starts writeback of the dirty pages of `start..start + len` of `file`
+/// without waiting for it (and without making anything durable).
+pub(crate) fn start_writeback(file: &File, start: u64, len: u64) -> io::Result<()> {
+    let start =
+        libc::off64_t::try_from(start).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let len =
+        libc::off64_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: sync_file_range reads only its integer arguments; the fd is
+    // open and owned by `file` for the duration of the call.
+    let rc =
+        unsafe { libc::sync_file_range(file.as_raw_fd(), start, len, libc::SYNC_FILE_RANGE_WRITE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Pages of `start..start + len` of `file` that are dirty or under
+/// writeback, by `cachestat` (Linux 6.5).
+#[cfg(test)]
+pub(crate) fn unclean_pages(file: &File, start: u64, len: u64) -> io::Result<u64> {
+    // Not in the libc crate for every target; system calls from 424 on
+    // have one number on all architectures but alpha.
+    const SYS_CACHESTAT: libc::c_long = 451;
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    let range = Range { off: start, len };
+    let mut stat = Stat::default();
+    // SAFETY: cachestat reads `range` and writes one `Stat`, both laid out
+    // as the kernel's structs and alive for the call; the fd is open.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0u32,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat.nr_dirty + stat.nr_writeback)
 }
 
 /// Which pages of `file`'s first `len` bytes are in the page cache, by a

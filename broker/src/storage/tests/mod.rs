@@ -537,6 +537,6 @@ fn segment_ms_rolls_an_old_active_segment() {
     assert_eq!(read_all(&log.reader(), 6).len(), 2);
 }
 
-mod cache;
 mod corruption;
 mod lineage;
+mod pages;

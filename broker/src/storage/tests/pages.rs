@@ -1,4 +1,5 @@
-//! The page-cache window (`cache`): durable data more than the window
+//! A log's pages (`pages`): unsynced data goes to writeback in steps;
+//! with the page-cache window, durable data more than the window
 //! behind the end leaves the page cache, pages a reader mapped included;
 //! the newest stays; data not yet synced and logs without a window keep
 //! theirs; every byte still reads back, and a read behind the window
@@ -164,4 +165,31 @@ fn a_read_behind_the_window_prefetches_what_follows_it() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// Unsynced data is handed to writeback as it is written, not only at the
+/// next sync. (Left alone, dirty pages wait up to 30 s,
+/// `dirty_expire_centisecs`.)
+#[test]
+fn unsynced_data_is_written_back_in_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = IoBackend::new(IoChoice::Pwrite).unwrap();
+    let (mut log, _) = ShardLog::open(dir.path(), config(0, 256 << 20), io).unwrap();
+    append_range(&mut log, 0, 320, false);
+    let path = &segment_paths(dir.path())[0];
+    let file = File::open(path).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let unclean = sys::unclean_pages(&file, 0, 8 << 20)
+            .expect("cachestat (Linux 6.5 or later) counts dirty pages");
+        if unclean == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{unclean} pages of the first 8 MiB are still dirty"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_reads_back(&log, 320);
 }
