@@ -24,6 +24,14 @@ fn config(window: u64, segment_bytes: u64) -> LogConfig {
     }
 }
 
+/// A fresh log in a temporary directory, on the pwrite path.
+fn open_log(window: u64, segment_bytes: u64) -> (tempfile::TempDir, ShardLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let io = IoBackend::new(IoChoice::Pwrite).unwrap();
+    let (log, _) = ShardLog::open(dir.path(), config(window, segment_bytes), io).unwrap();
+    (dir, log)
+}
+
 /// A batch of one record whose value is `seq` repeated.
 fn big_batch(seq: u64) -> Checked {
     let mut builder = BatchBuilder::new(0, 0, 0);
@@ -72,9 +80,7 @@ fn assert_reads_back(log: &ShardLog, count: u64) {
 
 #[test]
 fn synced_data_behind_the_window_leaves_the_cache_and_reads_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let io = IoBackend::new(IoChoice::Pwrite).unwrap();
-    let (mut log, _) = ShardLog::open(dir.path(), config(WINDOW, 256 << 20), io).unwrap();
+    let (dir, mut log) = open_log(WINDOW, 256 << 20);
     append_range(&mut log, 0, 64, true);
     // A tail reader maps the first 4 MiB; the window must drop them anyway.
     assert_reads_back(&log, 64);
@@ -92,9 +98,7 @@ fn synced_data_behind_the_window_leaves_the_cache_and_reads_back() {
 
 #[test]
 fn rolled_segments_leave_the_cache_once_the_window_moves_past_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let io = IoBackend::new(IoChoice::Pwrite).unwrap();
-    let (mut log, _) = ShardLog::open(dir.path(), config(WINDOW, 8 << 20), io).unwrap();
+    let (dir, mut log) = open_log(WINDOW, 8 << 20);
     append_range(&mut log, 0, 400, true);
     let paths = segment_paths(dir.path());
     assert!(paths.len() >= 4, "the log rolled: {paths:?}");
@@ -110,9 +114,7 @@ fn rolled_segments_leave_the_cache_once_the_window_moves_past_them() {
 
 #[test]
 fn unsynced_data_stays_cached_until_a_detached_sync_covers_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let io = IoBackend::new(IoChoice::Pwrite).unwrap();
-    let (mut log, _) = ShardLog::open(dir.path(), config(WINDOW, 256 << 20), io).unwrap();
+    let (dir, mut log) = open_log(WINDOW, 256 << 20);
     append_range(&mut log, 0, 320, false);
     let path = &segment_paths(dir.path())[0];
     assert!(
@@ -128,9 +130,7 @@ fn unsynced_data_stays_cached_until_a_detached_sync_covers_it() {
 
 #[test]
 fn without_a_window_the_cache_is_left_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let io = IoBackend::new(IoChoice::Pwrite).unwrap();
-    let (mut log, _) = ShardLog::open(dir.path(), config(0, 256 << 20), io).unwrap();
+    let (dir, mut log) = open_log(0, 256 << 20);
     append_range(&mut log, 0, 320, true);
     let path = &segment_paths(dir.path())[0];
     assert!(cached_fraction(path, 0, 8 << 20) > 0.9);
@@ -142,9 +142,7 @@ fn without_a_window_the_cache_is_left_alone() {
 /// (`read_ahead_kb`, 8 MiB here, half of it ahead).
 #[test]
 fn a_read_behind_the_window_prefetches_what_follows_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let io = IoBackend::new(IoChoice::Pwrite).unwrap();
-    let (mut log, _) = ShardLog::open(dir.path(), config(WINDOW, 256 << 20), io).unwrap();
+    let (dir, mut log) = open_log(WINDOW, 256 << 20);
     append_range(&mut log, 0, 640, true);
     let path = &segment_paths(dir.path())[0];
     let chunk = log.reader().read(100, 64 << 10, 640).unwrap();
@@ -172,9 +170,7 @@ fn a_read_behind_the_window_prefetches_what_follows_it() {
 /// `dirty_expire_centisecs`.)
 #[test]
 fn unsynced_data_is_written_back_in_steps() {
-    let dir = tempfile::tempdir().unwrap();
-    let io = IoBackend::new(IoChoice::Pwrite).unwrap();
-    let (mut log, _) = ShardLog::open(dir.path(), config(0, 256 << 20), io).unwrap();
+    let (dir, mut log) = open_log(0, 256 << 20);
     append_range(&mut log, 0, 320, false);
     let path = &segment_paths(dir.path())[0];
     let file = File::open(path).unwrap();
