@@ -36,7 +36,7 @@ pub use client::Client;
 pub use config::{ClientConfig, ConsumerConfig, ProducerConfig, StartFrom};
 pub use consumer::{ConsumedRecord, Consumer};
 pub use error::{report, ClientError};
-pub use event::{Event, TYPE_HEADER};
+pub use event::{Event, Headers, TYPE_HEADER};
 pub use producer::{Ack, AckFuture, Deliveries, Delivery, Producer};
 
 pub use surge_protocol;

@@ -131,7 +131,7 @@ impl Router {
             event
                 .headers
                 .iter()
-                .find(|(header, _)| header == name)
+                .find(|(header, _)| header.as_ref() == name)
                 .map(|(_, value)| value.as_ref())
         };
         // Most streams isolate no type: then no event's headers are read

@@ -379,8 +379,10 @@ impl EventFactory {
 }
 
 /// The intended send time a producer put in an event, if present.
-pub fn sent_us(headers: &[(String, Bytes)]) -> Option<u64> {
-    let (_, value) = headers.iter().find(|(name, _)| name == SENT_US_HEADER)?;
+pub fn sent_us<N: AsRef<str>>(headers: &[(N, Bytes)]) -> Option<u64> {
+    let (_, value) = headers
+        .iter()
+        .find(|(name, _)| name.as_ref() == SENT_US_HEADER)?;
     let bytes: [u8; 8] = value.as_ref().try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
 }

@@ -74,7 +74,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
             event = event.with_type(event_type);
         }
         for (name, value) in &headers {
-            event = event.with_header(name, value.clone());
+            event = event.with_header(name.clone(), value.clone());
         }
         acks.push(producer.send(event).await?);
         count += 1;
