@@ -17,11 +17,12 @@
 # E2E_DATA_DIR picks the parent of the broker's and fio's files (default:
 # target/bench-e2e), so both measure the same filesystem.
 #
-# The full run takes about 4-5 minutes on a 2-core machine once built. It
+# The full run takes about 5 minutes on a 2-core machine once built. It
 # installs fio and iperf3 from Debian if they are missing (needs root), and
-# perf (linux-perf) if it can: with perf, the run `max-1KiB-p1-fsync` is
-# profiled (broker and loadgen, task-clock samples) and the top symbols of
-# each go under the table, so a missed target says where the time went.
+# perf (linux-perf) if it can: with perf, the runs `max-1KiB-p1-fsync` and
+# `lat5k-1KiB-p1-write` are profiled (broker and loadgen, task-clock
+# samples) and the top symbols of each go under the table, so a missed
+# target says where the time went.
 # Without perf (or when perf_event_paranoid forbids it) that part is skipped.
 set -euo pipefail
 
@@ -79,7 +80,8 @@ install_missing
 # perf is optional: only the profile section depends on it.
 PERF_OK=0
 PERF_HZ=499
-PERF_LABEL=max-1KiB-p1-fsync
+# A throughput run, and the latency run of the `write` e2e p99 target.
+PERF_LABELS=" max-1KiB-p1-fsync lat5k-1KiB-p1-write "
 if ! command -v perf >/dev/null && [[ $(id -u) == 0 ]]; then
     log "installing linux-perf from Debian (optional)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf \
@@ -301,11 +303,11 @@ run_loadgen() {
     # run's fdatasyncs (stalls of 100-200 ms in a 5,000/s fsync run).
     sync
     local profiled=0 wrapper=()
-    if [[ $PERF_OK == 1 && $label == "$PERF_LABEL" ]]; then
+    if [[ $PERF_OK == 1 && $PERF_LABELS == *" $label "* ]]; then
         profiled=1
-        wrapper=(perf record -q -e task-clock -F "$PERF_HZ" -g -o "$OUT/loadgen.perf.data" --)
+        wrapper=(perf record -q -e task-clock -F "$PERF_HZ" -g -o "$OUT/$label-loadgen.perf.data" --)
         perf record -q -e task-clock -F "$PERF_HZ" -g -p "$BROKER_PID" \
-            -o "$OUT/broker.perf.data" >"$OUT/perf-broker.log" 2>&1 &
+            -o "$OUT/$label-broker.perf.data" >"$OUT/perf-broker.log" 2>&1 &
         PERF_BROKER_PID=$!
     fi
     local started_s
@@ -335,14 +337,14 @@ run_loadgen() {
 
 # profile_summary LABEL WALL_S: CPU cores each process used during the run
 # (task-clock samples over PERF_HZ x wall time) and its top symbols, as
-# markdown in $OUT/profile.md.
+# markdown appended to $OUT/profile.md.
 profile_summary() {
     local label=$1 wall_s=$2 who data samples cores
     {
         echo "Where the time goes during \`$label\` (perf, task-clock sampled at $PERF_HZ Hz, ${wall_s} s of wall time including setup; self time by symbol, top entries over 1%):"
         echo
         for who in broker loadgen; do
-            data=$OUT/$who.perf.data
+            data=$OUT/$label-$who.perf.data
             if [[ ! -s $data ]]; then
                 echo "- $who: no profile (see $OUT/perf-broker.log)"
                 continue
@@ -360,7 +362,7 @@ profile_summary() {
             echo '```'
             echo
         done
-    } >"$OUT/profile.md"
+    } >>"$OUT/profile.md"
 }
 
 if [[ $QUICK == 1 ]]; then
