@@ -8,18 +8,17 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use parking_lot::RwLock;
-use surge_protocol::batch::{self, BatchHeader, Checked, BASE_OFFSET_BYTES};
+use surge_protocol::batch::{BatchHeader, Checked};
 use surge_protocol::DecodeError;
 
 pub use super::recovery::RecoveryReport;
 
+use super::chunk::Chunk;
 use super::config::{LogConfig, MAX_SEGMENTS_PER_SHARD};
 use super::error::StorageError;
 use super::files;
@@ -52,50 +51,6 @@ struct ActiveFile {
     path: PathBuf,
     preallocated_bytes: u64,
     opened_ms: i64,
-}
-
-/// Batches accepted for one segment, written as they arrived except for
-/// their first bytes, the base offset, which the log assigns.
-#[derive(Debug, Default)]
-struct Chunk {
-    base_offsets: Vec<[u8; BASE_OFFSET_BYTES]>,
-    batches: Vec<Bytes>,
-    headers: Vec<BatchHeader>,
-    len: usize,
-}
-
-impl Chunk {
-    fn with_capacity(batches: usize) -> Chunk {
-        Chunk {
-            base_offsets: Vec::with_capacity(batches),
-            batches: Vec::with_capacity(batches),
-            headers: Vec::with_capacity(batches),
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, bytes: &Bytes, header: BatchHeader) {
-        self.base_offsets
-            .push(batch::base_offset_bytes(header.base_offset));
-        self.batches.push(bytes.clone());
-        self.headers.push(header);
-        self.len += bytes.len();
-    }
-
-    /// The buffers of one gather write: each batch's offset, then the rest
-    /// of the batch.
-    fn buffers(&self) -> Vec<IoSlice<'_>> {
-        self.base_offsets
-            .iter()
-            .zip(&self.batches)
-            .flat_map(|(offset, batch)| {
-                [
-                    IoSlice::new(offset),
-                    IoSlice::new(&batch[BASE_OFFSET_BYTES..]),
-                ]
-            })
-            .collect()
-    }
 }
 
 /// The append side of one shard's log.

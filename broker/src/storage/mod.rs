@@ -8,6 +8,7 @@
 //! - `error`: `StorageError`.
 //! - `io`: `IoBackend`, the write path (io_uring or pwrite).
 //! - `log`: `ShardLog`, the single writer: append, roll, sync, retention.
+//! - `chunk`: a group's batches for one segment, as one gather write.
 //! - `reader`: `LogReader`, concurrent zero-copy reads.
 //! - `recovery`: opening a directory, truncating invalid tails.
 //! - `segment`: a segment's shared state and the recovery scan.
@@ -21,6 +22,7 @@
 //! - `mmap`, `sys`: the only `unsafe` (mmap; fallocate, fadvise and
 //!   io_uring).
 
+mod chunk;
 mod config;
 mod error;
 mod files;
