@@ -385,15 +385,9 @@ impl ShardLog {
 
     /// The active segment's first `position` bytes are on disk.
     fn active_durable(&mut self, position: u64) {
-        let map = self
-            .state
-            .read()
-            .segments
-            .last()
-            .expect("a log has a segment")
-            .map
-            .clone();
-        self.pages.durable(&self.active.file, &map, position);
+        let state = self.state.read();
+        let active = state.segments.last().expect("a log has a segment");
+        self.pages.durable(&self.active.file, &active.map, position);
     }
 
     /// Preallocates the next step of the active segment and remaps it; old
@@ -452,8 +446,8 @@ impl ShardLog {
             .persist_for_roll(base_offset, &file, &path)
             .inspect_err(|_| remove_leftover(&path))?;
         let mut state = self.state.write();
-        let left = state.segments.last().expect("a log has a segment");
-        let (left_map, left_bytes) = (left.map.clone(), left.written_bytes);
+        let left_segment = state.segments.last().expect("a log has a segment");
+        let (left_map, left_bytes) = (left_segment.map.clone(), left_segment.written_bytes);
         state.segments.push(Segment {
             base_offset,
             next_offset: base_offset,
@@ -463,7 +457,7 @@ impl ShardLog {
             map,
         });
         drop(state);
-        let left = std::mem::replace(
+        let left_active = std::mem::replace(
             &mut self.active,
             ActiveFile {
                 file,
@@ -472,7 +466,7 @@ impl ShardLog {
                 opened_ms: now_ms(),
             },
         );
-        self.pages.rolled(left.file, left_map, left_bytes);
+        self.pages.rolled(left_active.file, left_map, left_bytes);
         Ok(())
     }
 

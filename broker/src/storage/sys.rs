@@ -19,12 +19,17 @@ const FSYNC_TAG: u64 = 2;
 /// goes out in several.
 const MAX_IOVECS: usize = 1024;
 
+/// A byte position or length as the system call's offset type; past it,
+/// the file would be too large.
+fn file_offset<T: TryFrom<u64>>(value: u64) -> io::Result<T> {
+    T::try_from(value).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))
+}
+
 /// Grows `file` to at least `len_bytes` with allocated blocks (so a full disk
 /// shows up here, not as SIGBUS under a map). Falls back to `set_len` where
 /// the filesystem does not support fallocate.
 pub(crate) fn preallocate(file: &File, len_bytes: u64) -> io::Result<()> {
-    let len =
-        libc::off_t::try_from(len_bytes).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let len = file_offset(len_bytes)?;
     // SAFETY: fallocate reads only its integer arguments; the fd is open and
     // owned by `file` for the duration of the call.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
@@ -46,9 +51,8 @@ pub(crate) fn preallocate(file: &File, len_bytes: u64) -> io::Result<()> {
 /// Drops the clean, unmapped pages of `start..start + len` of `file` from
 /// the page cache (dirty ones are only queued for writeback).
 pub(crate) fn drop_cached(file: &File, start: u64, len: u64) -> io::Result<()> {
-    let start =
-        libc::off_t::try_from(start).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let start = file_offset(start)?;
+    let len = file_offset(len)?;
     // SAFETY: posix_fadvise reads only its integer arguments; the fd is
     // open and owned by `file` for the duration of the call.
     let rc =
@@ -63,10 +67,8 @@ pub(crate) fn drop_cached(file: &File, start: u64, len: u64) -> io::Result<()> {
 /// Starts writeback of the dirty pages of `start..start + len` of `file`
 /// without waiting for it (and without making anything durable).
 pub(crate) fn start_writeback(file: &File, start: u64, len: u64) -> io::Result<()> {
-    let start =
-        libc::off64_t::try_from(start).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    let len =
-        libc::off64_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let start = file_offset(start)?;
+    let len = file_offset(len)?;
     // SAFETY: sync_file_range reads only its integer arguments; the fd is
     // open and owned by `file` for the duration of the call.
     let rc =
@@ -163,8 +165,7 @@ pub(crate) fn pwritev_all(
     IoSlice::advance_slices(&mut bufs, 0);
     while !bufs.is_empty() {
         let count = bufs.len().min(MAX_IOVECS);
-        let offset = libc::off_t::try_from(position)
-            .map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let offset = file_offset(position)?;
         // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and the
         // first `count` of `bufs` are valid borrowed buffers for the call.
         let written = unsafe {
