@@ -40,6 +40,9 @@ pub struct AutoscalerConfig {
     pub scale_down_cooldown: Duration,
     /// Measured and predicted load must both allow a merge for this long.
     pub scale_down_stable: Duration,
+    /// Both of the above, for a low the forecast foresees and a surplus of
+    /// at least half the shards (the policy's `foreseen_low`).
+    pub scale_down_foreseen: Duration,
     /// At most this many changes per stream per `budget_window`.
     pub change_budget: u32,
     pub budget_window: Duration,
@@ -105,6 +108,7 @@ impl AutoscalerConfig {
             quantile: 0.95,
             scale_down_cooldown: Duration::from_secs(5 * 60),
             scale_down_stable: Duration::from_secs(5 * 60),
+            scale_down_foreseen: Duration::from_secs(3 * 60),
             change_budget: 12,
             budget_window: Duration::from_secs(60 * 60),
             max_splits_per_tick: 8,

@@ -22,8 +22,13 @@
 //! `scale_down_stable`, not within `scale_down_cooldown` of a split, within
 //! the change budget (the rounds of one descent spend it once), and the
 //! forecast's mean over the sizing horizon fitting the smaller topology (a
-//! merge the forecast would undo at once is not worth a change). A forecast
-//! the measurement has fallen clearly below (it still carries a burst that
+//! merge the forecast would undo at once is not worth a change). Where the
+//! forecast foresees the low (its upper band over the sizing horizon fits
+//! the smaller topology, the surplus is at least half the shards and the
+//! fall has ended), both waits are `scale_down_foreseen` instead: after a
+//! spike, the full waits held its shards for minutes at a tenth of their
+//! load. A descent's later rounds wait for nothing. A forecast the
+//! measurement has fallen clearly below (it still carries a burst that
 //! has ended) counts by its shape alone, as a ratio on the measured rate.
 //! The forecast's band does not hold capacity back:
 //! on bursty load the band an hour ahead is about twice the mean, and
@@ -58,6 +63,9 @@ pub struct PolicyConfig {
     pub interval_ms: u64,
     pub scale_down_cooldown_ms: u64,
     pub scale_down_stable_ms: u64,
+    /// Both waits before a shrink the forecast foresees (see
+    /// `foreseen_low`).
+    pub scale_down_foreseen_ms: u64,
     /// Change rounds (ticks that change the topology) allowed per window.
     pub change_budget: u32,
     pub budget_window_ms: u64,
@@ -82,6 +90,7 @@ impl PolicyConfig {
             interval_ms: config.interval.as_millis() as u64,
             scale_down_cooldown_ms: config.scale_down_cooldown.as_millis() as u64,
             scale_down_stable_ms: config.scale_down_stable.as_millis() as u64,
+            scale_down_foreseen_ms: config.scale_down_foreseen.as_millis() as u64,
             change_budget: config.change_budget,
             budget_window_ms: config.budget_window.as_millis() as u64,
             max_splits_per_tick: config.max_splits_per_tick,
@@ -130,6 +139,9 @@ pub struct StreamState {
     pub measured_eps: f64,
     /// Recent growth of the measured rate (events/s per second).
     pub growth_eps_per_s: f64,
+    /// The measured rate's slope over the recent window, signed: a
+    /// foreseen low waits while a fall is still under way.
+    pub trend_eps_per_s: f64,
     pub last_split_ms: Option<u64>,
     /// Since when a smaller topology has been enough.
     pub low_since_ms: Option<u64>,
@@ -185,14 +197,12 @@ pub fn decide(
     // the load goes better than a straight line: the growth's
     // extrapolation stops at the band's upper edge over the horizons
     // ahead. Measured load above the band is never held back.
+    let inside = forecast
+        .upper_now_eps
+        .is_some_and(|upper| state.measured_eps <= upper);
     let foreseen = Peak::max(forecast.peak, forecast.peak_long)
         .map(|peak| peak.upper_eps)
-        .filter(|_| {
-            !stale
-                && forecast
-                    .upper_now_eps
-                    .is_some_and(|upper| state.measured_eps <= upper)
-        });
+        .filter(|_| !stale && inside);
     let extrapolated =
         state.measured_eps + state.growth_eps_per_s.max(0.0) * config.growth_ahead_s();
     let reactive = foreseen.map_or(extrapolated, |upper| {
@@ -286,8 +296,19 @@ pub fn decide(
             .max(config.shards_for(long_mean.unwrap_or(0.0), per_shard))
             .max(target_up)
             .min(shards);
+        // The forecast's load over the sizing horizon, its upper band at
+        // full capacity: a level while it tracks the measurement, a shape
+        // once it is stale.
+        let long_load = forecast.peak_long.filter(|_| stale || inside).map(|p| {
+            if stale {
+                on_measured(p.load(headroom), now.load(headroom))
+            } else {
+                p.load(headroom)
+            }
+        });
         if target < shards {
-            return shrink(config, state, now_ms, target, reasons);
+            let foreseen = foreseen_low(config, state, long_load, target);
+            return shrink(config, state, now_ms, target, foreseen, reasons);
         }
         reasons.push(format!(
             "measured load would fit fewer shards, but the forecast's mean over the sizing horizon needs {shards}"
@@ -432,11 +453,41 @@ fn grow(
     }
 }
 
+/// Whether a shrink to `target` shards may come after
+/// `scale_down_foreseen` rather than the full waits. The waits are there
+/// for a low that does not last; a forecast that tracks the stream can
+/// say that it will. All of:
+/// - the surplus is large: `target` is at most half the shards. The
+///   shards it frees for the minutes saved are worth the change; a
+///   smaller surplus costs little to hold, and on bursty streams the
+///   change was followed by a growth more often than not.
+/// - the forecast's load over the sizing horizon, `long_load` (its upper
+///   band at full capacity and its mean at the target), fits `target`;
+/// - the fall has ended: the measured trend over the growth horizon
+///   would not bring a further shrink after this one, so the stream
+///   shrinks once, to where the load settled.
+fn foreseen_low(
+    config: &PolicyConfig,
+    state: &StreamState,
+    long_load: Option<f64>,
+    target: u32,
+) -> bool {
+    let per_shard = config.shard_target_eps();
+    let shards = state.shards.len() as u32;
+    let heading_to = state.measured_eps + state.trend_eps_per_s.min(0.0) * config.growth_ahead_s();
+    let falling = heading_to < f64::from(target) * per_shard * SHRINK_BELOW
+        && config.shards_for(heading_to, per_shard * GROWTH_FILL) < target;
+    2 * target <= shards
+        && long_load.is_some_and(|load| config.shards_for(load, per_shard) <= target)
+        && !falling
+}
+
 fn shrink(
     config: &PolicyConfig,
     state: &StreamState,
     now_ms: u64,
     target: u32,
+    foreseen: bool,
     mut reasons: Vec<String>,
 ) -> Plan {
     let shards = state.shards.len() as u32;
@@ -462,18 +513,38 @@ fn shrink(
         low_since_ms: Some(low_since),
         spends_budget: !continuing,
     };
-    if stable_ms < config.scale_down_stable_ms {
+    // Only a descent's first round waits: the rest follow at once, or
+    // one whose low the forecast no longer foresees would stop and count
+    // as a new change when it resumes.
+    let (stable_wait_ms, cooldown_ms) = if continuing {
+        (0, 0)
+    } else if foreseen {
+        let wait = config.scale_down_foreseen_ms;
+        (
+            wait.min(config.scale_down_stable_ms),
+            wait.min(config.scale_down_cooldown_ms),
+        )
+    } else {
+        (config.scale_down_stable_ms, config.scale_down_cooldown_ms)
+    };
+    if foreseen && !continuing {
+        reasons.push(format!(
+            "the forecast foresees the low (its upper band over the sizing horizon fits {target} shards) and the fall has ended: {} s of low and after a split are enough",
+            stable_wait_ms / 1000
+        ));
+    }
+    if stable_ms < stable_wait_ms {
         hold(
             &mut reasons,
             format!(
                 "only for {} s of the {} s required",
                 stable_ms / 1000,
-                config.scale_down_stable_ms / 1000
+                stable_wait_ms / 1000
             ),
         );
     } else if let Some(split) = state
         .last_split_ms
-        .filter(|&at| now_ms.saturating_sub(at) < config.scale_down_cooldown_ms)
+        .filter(|&at| now_ms.saturating_sub(at) < cooldown_ms)
     {
         hold(
             &mut reasons,

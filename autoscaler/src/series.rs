@@ -1,13 +1,13 @@
 //! A regular time series (fixed step, NaN for a missing sample), the
 //! resampling helpers the history, the forecaster and the simulator share,
-//! and the growth of a rate from its last few measurements.
+//! and the growth and trend of a rate from its last few measurements.
 
 use std::collections::VecDeque;
 
-/// Measurements kept to estimate a rate's growth.
+/// Measurements kept to estimate a rate's growth and trend.
 const RECENT_MAX: usize = 7;
 
-/// The last few measurements of a rate, for its current growth.
+/// The last few measurements of a rate, for its current growth and trend.
 #[derive(Debug, Clone, Default)]
 pub struct Recent {
     samples: VecDeque<(u64, f64)>,
@@ -32,13 +32,6 @@ impl Recent {
     /// after a step change it would go on extrapolating a rise that is
     /// over, for the whole window.
     pub fn growth_per_s(&self) -> f64 {
-        let slope = |(t0, v0): (u64, f64), (t1, v1): (u64, f64)| {
-            if t1 > t0 {
-                (v1 - v0) / ((t1 - t0) as f64 / 1000.0)
-            } else {
-                0.0
-            }
-        };
         let n = self.samples.len();
         if n < 2 {
             return 0.0;
@@ -47,7 +40,26 @@ impl Recent {
         if last <= 0.0 {
             return 0.0;
         }
-        last.max(slope(self.samples[0], self.samples[n - 1]))
+        last.max(self.trend_per_s())
+    }
+
+    /// The slope over the whole window, signed: where the rate is heading
+    /// once a step's noise is averaged out. A fall shows here for the
+    /// window's length after it ends.
+    pub fn trend_per_s(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some(&first), Some(&last)) => slope(first, last),
+            _ => 0.0,
+        }
+    }
+}
+
+/// Per second, between two (ms, value) samples.
+fn slope((t0, v0): (u64, f64), (t1, v1): (u64, f64)) -> f64 {
+    if t1 > t0 {
+        (v1 - v0) / ((t1 - t0) as f64 / 1000.0)
+    } else {
+        0.0
     }
 }
 
@@ -261,6 +273,26 @@ mod tests {
         recent.push(90_000, 1200.0);
         assert_eq!(recent.growth_per_s(), 0.0);
         assert_eq!(recent.last(), Some(1200.0));
+    }
+
+    #[test]
+    fn the_trend_keeps_a_fall_for_the_window() {
+        let mut recent = Recent::default();
+        assert_eq!(recent.trend_per_s(), 0.0);
+        for (i, rate) in [4000.0, 3000.0, 2000.0, 1000.0].into_iter().enumerate() {
+            recent.push(i as u64 * 10_000, rate);
+        }
+        assert!((recent.trend_per_s() + 100.0).abs() < 1e-9);
+        assert_eq!(recent.growth_per_s(), 0.0);
+        // Flat since: the fall stays in the window until it leaves it.
+        for i in 4..7 {
+            recent.push(i * 10_000, 1000.0);
+        }
+        assert!((recent.trend_per_s() + 50.0).abs() < 1e-9);
+        for i in 7..10 {
+            recent.push(i * 10_000, 1000.0);
+        }
+        assert_eq!(recent.trend_per_s(), 0.0);
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub struct AutoscalerSettings {
     pub scale_down_cooldown_ms: u64,
     /// Load must allow a merge for this long before one happens.
     pub scale_down_stable_ms: u64,
+    /// Both waits above, for a low the forecast foresees.
+    pub scale_down_foreseen_ms: u64,
     pub min_shards: u32,
     pub max_shards: u32,
 }
@@ -100,6 +102,7 @@ impl Default for AutoscalerSettings {
             horizon_ms: 60_000,
             scale_down_cooldown_ms: 5 * 60_000,
             scale_down_stable_ms: 5 * 60_000,
+            scale_down_foreseen_ms: 3 * 60_000,
             min_shards: 1,
             max_shards: 1024,
         }
@@ -295,6 +298,7 @@ impl AutoscalerSettings {
         config.horizon = Duration::from_millis(self.horizon_ms);
         config.scale_down_cooldown = Duration::from_millis(self.scale_down_cooldown_ms);
         config.scale_down_stable = Duration::from_millis(self.scale_down_stable_ms);
+        config.scale_down_foreseen = Duration::from_millis(self.scale_down_foreseen_ms);
         config.min_shards = self.min_shards;
         config.max_shards = self.max_shards;
         config.dirs = dirs;

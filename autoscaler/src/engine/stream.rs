@@ -183,6 +183,11 @@ impl StreamEntry {
         self.recent.growth_per_s()
     }
 
+    /// The measured rate's signed slope over the recent window.
+    pub fn trend_eps_per_s(&self) -> f64 {
+        self.recent.trend_per_s()
+    }
+
     fn band(&self, at_ms: u64, hints: &[Hint]) -> Option<Band> {
         let mut band = self.forecaster.band_at(at_ms)?;
         if let Some(hint) = hints.iter().rev().find(|h| h.covers(at_ms)) {

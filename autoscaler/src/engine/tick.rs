@@ -110,6 +110,7 @@ impl<C: TopologyControl, M: MetricsSource> Autoscaler<C, M> {
                     _ => entry.rates.as_ref().map_or(0.0, |r| r.events_per_s),
                 },
                 growth_eps_per_s: entry.growth_eps_per_s(),
+                trend_eps_per_s: entry.trend_eps_per_s(),
                 last_split_ms: entry.last_split_ms,
                 low_since_ms: entry.low_since_ms,
                 changes_ms: entry.changes_ms.iter().copied().collect(),

@@ -71,6 +71,7 @@ fn state() -> impl Strategy<Value = StreamState> {
                     .collect(),
                 measured_eps,
                 growth_eps_per_s: growth,
+                trend_eps_per_s: growth,
                 last_split_ms: split,
                 low_since_ms: low,
                 changes_ms: changes,

@@ -24,6 +24,7 @@ fn state(loads: &[f64]) -> StreamState {
             .collect(),
         measured_eps: loads.iter().sum(),
         growth_eps_per_s: 0.0,
+        trend_eps_per_s: 0.0,
         last_split_ms: None,
         low_since_ms: None,
         changes_ms: Vec::new(),
@@ -373,6 +374,67 @@ fn the_rounds_of_one_descent_spend_the_budget_once() {
     );
 }
 
+#[test]
+fn a_low_the_forecast_foresees_shrinks_sooner() {
+    let now = 100 * MIN_MS;
+    // Low for 4 minutes (3 are enough for a foreseen low, 5 otherwise), a
+    // split 4 minutes ago.
+    let shrink = |loads: &[f64], trend: f64, view: &ForecastView| {
+        let mut input = state(loads);
+        input.trend_eps_per_s = trend;
+        input.low_since_ms = Some(now - 4 * MIN_MS);
+        input.last_split_ms = Some(now - 4 * MIN_MS);
+        decide(&config(), &input, view, now)
+    };
+    // 400 ev/s on 8 shards and a band 10% wide that stays there: one
+    // shard holds its upper edge. Four merges now.
+    let cold = [50.0; 8];
+    let plan = shrink(&cold, 0.0, &crest(flat(400.0)));
+    assert_eq!(merge_count(&plan), 4, "{:?}", plan.reasons);
+    assert!(
+        plan.reasons.iter().any(|r| r.contains("foresees the low")),
+        "{:?}",
+        plan.reasons
+    );
+    // A band whose upper edge needs two shards' capacity: the full wait.
+    let wide = crest(forecast(400.0, 1100.0, 1100.0));
+    assert_eq!(merge_count(&shrink(&cold, 0.0, &wide)), 0);
+    // Measured above the band: the forecast does not track the stream.
+    assert_eq!(merge_count(&shrink(&cold, 0.0, &crest(flat(200.0)))), 0);
+    // 1,200 ev/s on 8 shards (2 would do) and still falling 15/s: 45 s on,
+    // one shard would. Once the fall is over, it shrinks.
+    let settling = crest(flat(1200.0));
+    let falling = shrink(&[150.0; 8], -15.0, &settling);
+    assert_eq!(merge_count(&falling), 0, "{:?}", falling.reasons);
+    assert_eq!(merge_count(&shrink(&[150.0; 8], -1.0, &settling)), 4);
+    // A surplus of less than half: 1,200 ev/s on 3 shards.
+    assert_eq!(merge_count(&shrink(&[400.0; 3], 0.0, &settling)), 0);
+    // A forecast that still carries an ended burst counts by its shape: a
+    // flat one foresees the low, a rising one does not.
+    assert_eq!(merge_count(&shrink(&cold, 0.0, &crest(flat(20_000.0)))), 4);
+    let stale_rising = crest(rising(20_000.0, 60_000.0));
+    assert_eq!(merge_count(&shrink(&cold, 0.0, &stale_rising)), 0);
+}
+
+#[test]
+fn the_rounds_of_a_descent_follow_its_first_at_once() {
+    let now = 100 * MIN_MS;
+    // Low for a minute, a round of this low period a tick ago: the next
+    // round goes on, though neither wait has passed.
+    let mut input = state(&[50.0; 8]);
+    input.low_since_ms = Some(now - MIN_MS);
+    input.last_split_ms = Some(now - 2 * MIN_MS);
+    input.changes_ms = vec![now - 10_000];
+    let plan = decide(&config(), &input, &flat(400.0), now);
+    assert_eq!(merge_count(&plan), 4, "{:?}", plan.reasons);
+    // Without a round in this low period, it waits.
+    input.changes_ms.clear();
+    assert_eq!(
+        merge_count(&decide(&config(), &input, &flat(400.0), now)),
+        0
+    );
+}
+
 struct ShrinkCase {
     loads: Vec<f64>,
     view: ForecastView,
@@ -422,12 +484,13 @@ fn shrink_table() {
             0,
             false,
         ),
-        // A split 3 minutes ago: cooldown.
+        // A split 2 minutes ago: cooldown, even for a low the forecast
+        // foresees.
         case(
             cold(),
             forecast(400.0, 450.0, 500.0),
             Some(90 * MIN_MS),
-            Some(97 * MIN_MS),
+            Some(98 * MIN_MS),
             0,
             true,
         ),

@@ -61,8 +61,8 @@ impl SurgePolicy {
     }
 
     /// A tick: `decide`, with the change in place a lead later.
-    fn step(&mut self, now_ms: u64, measured: f64, growth: f64, view: &ForecastView) {
-        let state = self.state(measured, growth);
+    fn step(&mut self, now_ms: u64, measured: f64, recent: &Recent, view: &ForecastView) {
+        let state = self.state(measured, recent);
         let plan = policy::decide(&self.config, &state, view, now_ms);
         self.carry_out(now_ms, &plan, self.config.lead_ms);
     }
@@ -73,20 +73,20 @@ impl SurgePolicy {
         &mut self,
         now_ms: u64,
         measured: f64,
-        growth: f64,
+        recent: &Recent,
         view: impl FnOnce() -> ForecastView,
         lead_ms: u64,
     ) {
         if !policy::overloaded(&self.config, self.capacity.planned(), measured) {
             return;
         }
-        let state = self.state(measured, growth);
+        let state = self.state(measured, recent);
         if let Some(plan) = policy::watch(&self.config, &state, &view(), now_ms) {
             self.carry_out(now_ms, &plan, lead_ms);
         }
     }
 
-    fn state(&self, measured: f64, growth: f64) -> StreamState {
+    fn state(&self, measured: f64, recent: &Recent) -> StreamState {
         let shards = self.capacity.planned();
         StreamState {
             shards: (0..shards)
@@ -98,7 +98,8 @@ impl SurgePolicy {
                 })
                 .collect(),
             measured_eps: measured,
-            growth_eps_per_s: growth,
+            growth_eps_per_s: recent.growth_per_s(),
+            trend_eps_per_s: recent.trend_per_s(),
             last_split_ms: self.last_split_ms,
             low_since_ms: self.low_since_ms,
             changes_ms: self.changes_ms.iter().copied().collect(),
@@ -143,6 +144,7 @@ fn policy_config(config: &SimConfig, lead_ms: u64, interval_ms: u64) -> PolicyCo
     policy.interval_ms = config.stretched(interval_ms);
     policy.scale_down_cooldown_ms = config.stretched(policy.scale_down_cooldown_ms);
     policy.scale_down_stable_ms = config.stretched(policy.scale_down_stable_ms);
+    policy.scale_down_foreseen_ms = config.stretched(policy.scale_down_foreseen_ms);
     policy.budget_window_ms = config.stretched(policy.budget_window_ms);
     // The simulator resizes in one change; the broker's per-tick split
     // bound is a property of its mechanism, not of the capacity model.
@@ -296,7 +298,7 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
             }
             forecaster.observe(now, measured);
             let slow_view = view(&forecaster, now, lead_ms + horizon_ms, lead_ms + sizing_ms);
-            surge.step(now, measured, recent.growth_per_s(), &slow_view);
+            surge.step(now, measured, &recent, &slow_view);
             let planned = reactive_capacity.planned();
             if let Some(shards) = reactive.decide(now, measured, planned, cap) {
                 reactive_capacity.resize(now, lead_ms, shards);
@@ -312,7 +314,7 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
             node_lead_ms + horizon_ms,
             node_lead_ms + sizing_ms,
         );
-        surge_node.step(now, node_measured, node_recent.growth_per_s(), &fast_view);
+        surge_node.step(now, node_measured, &node_recent, &fast_view);
         if now >= scored_from {
             if let Some(band) = forecaster.band_at(now).filter(|_| decides) {
                 if anomaly::score(measured, &band).abs() > 1.0 {
@@ -356,7 +358,7 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
                 surge_node.watch(
                     at,
                     measured,
-                    node_recent.growth_per_s(),
+                    &node_recent,
                     || {
                         view(
                             &forecaster,
@@ -370,7 +372,7 @@ pub fn simulate(trace: &Trace, config: &SimConfig) -> (SimReport, Timeline) {
                 surge.watch(
                     at,
                     measured,
-                    recent.growth_per_s(),
+                    &recent,
                     || view(&forecaster, at, lead_ms + horizon_ms, lead_ms + sizing_ms),
                     lead_ms,
                 );
