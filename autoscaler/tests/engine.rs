@@ -354,3 +354,42 @@ async fn a_peak_in_the_first_minute_does_not_hold_merges_until_the_next_refit() 
             .collect::<Vec<_>>()
     );
 }
+
+/// The loop's trend reaches the policy: a low the forecast foresees
+/// shrinks after `scale_down_foreseen`, but only once the fall has left
+/// the recent window (a minute of ticks), so the stream shrinks once.
+#[tokio::test]
+async fn a_foreseen_low_shrinks_once_the_fall_has_ended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker();
+    let mut config = AutoscalerConfig::new(dir.path());
+    let hour = std::time::Duration::from_secs(3600);
+    config.scale_down_cooldown = hour;
+    config.scale_down_stable = hour;
+    config.scale_down_foreseen = std::time::Duration::from_secs(20);
+    let scaler: Scaler = Autoscaler::open(config, broker.clone(), broker.clone()).expect("open");
+    run_for(&scaler, &broker, 70, 6000.0).await;
+    let peak = broker.open_shards(STREAM);
+    // 1300 ev/s needs 3 shards at the growth's fill: a surplus of half.
+    assert!(peak >= 6, "{peak} shards at the peak");
+    run_for(&scaler, &broker, 40, 1300.0).await;
+    assert_eq!(
+        broker.open_shards(STREAM),
+        peak,
+        "the fall is still in the window: {:?}",
+        scaler.decisions(1)[0].reasons
+    );
+    run_for(&scaler, &broker, 60, 1300.0).await;
+    let shards = broker.open_shards(STREAM);
+    assert!(shards < peak, "{shards} shards a minute and a half on");
+    let merge = scaler
+        .decisions(10)
+        .into_iter()
+        .find(|d| d.shards_before == peak as u32 && d.shards_target < peak as u32)
+        .expect("a merge round from the peak");
+    assert!(
+        merge.reasons.iter().any(|r| r.contains("foresees the low")),
+        "{:?}",
+        merge.reasons
+    );
+}
